@@ -1,0 +1,112 @@
+"""Pieces shared by every model: norm resolution, conv construction, input checks, head.
+
+Convs follow the PyTorch geometry of the reference CIFAR models: symmetric padding of
+``kernel_size // 2`` rather than flax's ``'SAME'``. For a stride-2 3x3 conv on an even input
+``'SAME'`` pads (0, 1), which moves every sampling window one pixel relative to PyTorch's
+(1, 1) and misaligns it with the ``x[:, ::2, ::2]`` subsampling of parameter-free shortcuts.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxnorm.layers import NormSpec, conv_kernel_init, get_norm
+
+# PyTorch's nn.Linear default for the classifier: uniform(+-1/sqrt(fan_in)). The papers'
+# code keeps that default while re-initializing every conv.
+head_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+
+
+def resolve_norm(norm: str | NormSpec, norm_kwargs: Mapping[str, Any] | None) -> NormSpec:
+    """Turn a model's ``norm`` / ``norm_kwargs`` attributes into a :class:`NormSpec`."""
+    return get_norm(norm, **dict(norm_kwargs or {}))
+
+
+def scale_width(base: int, width: float) -> int:
+    """Channels of a layer whose reference width is ``base`` under multiplier ``width``."""
+    if width <= 0:
+        raise ValueError(f'width multiplier must be positive, got {width}')
+    return max(1, int(round(base * width)))
+
+
+def make_conv(spec: NormSpec, features: int, kernel_size: int, strides: int = 1,
+              groups: int = 1, name: str | None = None) -> nn.Module:
+    """A square conv of the normalizer family's conv class with the library's init.
+
+    Args:
+      spec: the normalizer family; decides the conv class and whether it has a bias.
+      features: output channels.
+      kernel_size: side of the square kernel.
+      strides: spatial stride.
+      groups: ``feature_group_count``; the input channel count gives a depthwise conv.
+      name: submodule name.
+
+    Returns:
+      An unbound conv module: Kaiming-normal fan_in kernel, zero bias when it has one.
+    """
+    pad = kernel_size // 2
+    return spec.conv(
+        features, (kernel_size, kernel_size), strides=(strides, strides),
+        padding=((pad, pad), (pad, pad)), feature_group_count=groups,
+        use_bias=spec.conv_bias, kernel_init=conv_kernel_init,
+        bias_init=nn.initializers.zeros, name=name)
+
+
+class ConvNormAct(nn.Module):
+    """conv -> norm -> activation, the unit of every stem and of the plain CNNs.
+
+    Attributes:
+      spec: normalizer family.
+      features: output channels.
+      kernel_size: side of the square kernel.
+      strides: spatial stride.
+      groups: ``feature_group_count`` of the conv (input channels for depthwise).
+      activate: apply the activation slot; false leaves conv -> norm.
+    """
+
+    spec: NormSpec
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    groups: int = 1
+    activate: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        x = make_conv(self.spec, self.features, self.kernel_size, self.strides, self.groups,
+                      name='conv')(x)
+        x = self.spec.norm(name='norm')(x, train=train)
+        if self.activate:
+            x = self.spec.act(name='act')(x, train=train)
+        return x
+
+
+# Floor on the input side of the CNNs: the smallest images the library ships (digits, 8x8).
+# Below it a 3x3 stem mostly reads zero padding. Stride-2 convs with padding 1 map a 1x1
+# map to 1x1, so deep conv-downsampled models run at 8x8 with 1x1 late stages.
+MIN_IMAGE_SIZE = 8
+
+
+def check_image_input(x, min_size: int, model_name: str) -> None:
+    """Raise a ``ValueError`` unless ``x`` is an NHWC batch with both sides >= ``min_size``."""
+    if x.ndim != 4:
+        raise ValueError(
+            f'{model_name} expects NHWC images of rank 4, got shape {tuple(x.shape)}')
+    height, width = x.shape[1], x.shape[2]
+    if min(height, width) < min_size:
+        raise ValueError(
+            f'{model_name} needs inputs of at least {min_size}x{min_size} pixels, '
+            f'got {height}x{width}')
+
+
+def global_avg_pool(x):
+    """Mean over the spatial axes of an NHWC batch."""
+    return jnp.mean(x, axis=(1, 2))
+
+
+def classifier(num_classes: int) -> nn.Module:
+    """The Dense classifier named ``head``, with PyTorch's default kernel init and zero bias."""
+    return nn.Dense(num_classes, kernel_init=head_kernel_init,
+                    bias_init=nn.initializers.zeros, name='head')

@@ -1,0 +1,174 @@
+"""CIFAR residual networks built from one :class:`BasicBlock`.
+
+Three families share the block and the :class:`ResNet` trunk (3x3 stem conv -> norm -> act,
+stages of BasicBlocks, the first block of every later stage with stride 2, global average
+pool, Dense):
+
+* ``resnet20/32/56``: He et al. (2016) CIFAR ResNets, 3 stages x n blocks at 16/32/64, with the
+  parameter-free option-A shortcut (stride-2 subsampling + zero channel padding).
+* ``resnet56_wide``: the Beyond-BatchNorm repo's ResNet-56, 32-wide stem, 32/64/128 stages and a
+  3x3 strided projection conv + norm shortcut [code: BeyondBatchNorm ``models.py``].
+* ``resnet18/34``: ImageNet ResNets with a CIFAR stem (3x3 conv 64, no max-pool) and
+  1x1 projection conv + norm shortcuts, as in the common CIFAR versions.
+
+Block options:
+
+* ``skipinit``: the residual branch is multiplied by a learnable scalar ``skip_gain`` starting
+  at 0, ``out = act(s * F(x) + shortcut(x))``, so every block starts as ``act(shortcut(x))``.
+* ``preact``: pre-activation blocks, ``out = s * conv2(act2(norm2(conv1(act1(norm1(x)))))) +
+  shortcut(x)`` with no activation after the sum. Following the Beyond-BatchNorm repo, a
+  projection shortcut is ``conv(norm(x))`` (its own norm, no activation) and the stem and head
+  are unchanged, so no extra norm precedes the pooling (He et al.'s pre-activation ResNets add
+  one; this trunk does not). The zero-padding shortcut stays parameter-free on ``x``.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxnorm.layers import NormSpec
+from jaxnorm.models.common import (MIN_IMAGE_SIZE, ConvNormAct, check_image_input, classifier,
+                                   global_avg_pool, make_conv, resolve_norm, scale_width)
+
+SHORTCUTS = ('zero_pad', 'conv1x1', 'conv3x3')
+
+# Architecture of each named residual model; the user-facing options are ResNet's other fields.
+CONFIGS: dict[str, dict[str, Any]] = {
+    'resnet20': dict(stage_sizes=(3, 3, 3), stage_widths=(16, 32, 64), stem_width=16,
+                     shortcut='zero_pad'),
+    'resnet32': dict(stage_sizes=(5, 5, 5), stage_widths=(16, 32, 64), stem_width=16,
+                     shortcut='zero_pad'),
+    'resnet56': dict(stage_sizes=(9, 9, 9), stage_widths=(16, 32, 64), stem_width=16,
+                     shortcut='zero_pad'),
+    'resnet56_wide': dict(stage_sizes=(9, 9, 9), stage_widths=(32, 64, 128), stem_width=32,
+                          shortcut='conv3x3'),
+    'resnet18': dict(stage_sizes=(2, 2, 2, 2), stage_widths=(64, 128, 256, 512),
+                     stem_width=64, shortcut='conv1x1'),
+    'resnet34': dict(stage_sizes=(3, 4, 6, 3), stage_widths=(64, 128, 256, 512),
+                     stem_width=64, shortcut='conv1x1'),
+}
+
+OPTIONS = ('skipinit', 'preact', 'width', 'shortcut')
+
+
+def zero_pad_shortcut(x, features: int, strides: int):
+    """He et al.'s option-A shortcut: keep every ``strides``-th pixel, zero-pad channels.
+
+    The new channels are appended after the existing ones (the position of the zero channels
+    is immaterial under i.i.d. init of the following convs).
+
+    Args:
+      x: NHWC input.
+      features: output channels, at least ``x.shape[-1]``.
+      strides: spatial subsampling factor, matching the branch's stride-2 conv (whose
+        padding-1 windows are centred on the same even pixels).
+
+    Returns:
+      ``x[:, ::strides, ::strides]`` with ``features - C`` zero channels appended.
+    """
+    x = x[:, ::strides, ::strides, :]
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, features - x.shape[-1])))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a shortcut; the only residual block of the library.
+
+    Attributes:
+      spec: normalizer family.
+      features: output channels.
+      strides: stride of the first conv (and of the shortcut).
+      shortcut: used only when the shape changes (stride or channels), else identity:
+        ``'zero_pad'`` (option A), ``'conv1x1'`` or ``'conv3x3'`` (strided projection conv
+        with a norm after it, or before it in pre-activation blocks).
+      preact: pre-activation ordering (see the module docstring).
+      skipinit: learnable residual-branch gain starting at 0.
+    """
+
+    spec: NormSpec
+    features: int
+    strides: int = 1
+    shortcut: str = 'conv1x1'
+    preact: bool = False
+    skipinit: bool = False
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        spec = self.spec
+        if self.shortcut not in SHORTCUTS:
+            raise ValueError(f'unknown shortcut {self.shortcut!r}; valid: {", ".join(SHORTCUTS)}')
+        gain = self.param('skip_gain', nn.initializers.zeros, ()) if self.skipinit else 1.0
+        if self.preact:
+            branch = spec.norm(name='norm1')(x, train=train)
+            branch = spec.act(name='act1')(branch, train=train)
+            branch = make_conv(spec, self.features, 3, self.strides, name='conv1')(branch)
+            branch = spec.norm(name='norm2')(branch, train=train)
+            branch = spec.act(name='act2')(branch, train=train)
+            branch = make_conv(spec, self.features, 3, name='conv2')(branch)
+            return gain * branch + self._shortcut(x, train)
+        branch = make_conv(spec, self.features, 3, self.strides, name='conv1')(x)
+        branch = spec.norm(name='norm1')(branch, train=train)
+        branch = spec.act(name='act1')(branch, train=train)
+        branch = make_conv(spec, self.features, 3, name='conv2')(branch)
+        branch = spec.norm(name='norm2')(branch, train=train)
+        return spec.act(name='act2')(gain * branch + self._shortcut(x, train), train=train)
+
+    def _shortcut(self, x, train: bool):
+        if self.strides == 1 and x.shape[-1] == self.features:
+            return x
+        if self.shortcut == 'zero_pad':
+            return zero_pad_shortcut(x, self.features, self.strides)
+        kernel_size = 1 if self.shortcut == 'conv1x1' else 3
+        conv = make_conv(self.spec, self.features, kernel_size, self.strides,
+                         name='shortcut_conv')
+        norm = self.spec.norm(name='shortcut_norm')
+        if self.preact:
+            return conv(norm(x, train=train))
+        return norm(conv(x), train=train)
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet trunk; the named models fix the architecture fields through ``CONFIGS``.
+
+    Attributes:
+      num_classes: classifier outputs.
+      stage_sizes: BasicBlocks per stage.
+      stage_widths: channels per stage before the width multiplier.
+      stem_width: stem channels before the width multiplier.
+      shortcut: shortcut kind when the shape changes (see :class:`BasicBlock`).
+      norm: registry name or :class:`NormSpec`.
+      norm_kwargs: options of the registry entry.
+      skipinit: learnable residual gains starting at 0.
+      preact: pre-activation blocks.
+      width: multiplier of the stem and every stage width (int or float, rounded).
+      model_name: name used in error messages.
+    """
+
+    num_classes: int
+    stage_sizes: Sequence[int]
+    stage_widths: Sequence[int]
+    stem_width: int
+    shortcut: str = 'conv1x1'
+    norm: str | NormSpec = 'bn'
+    norm_kwargs: Mapping[str, Any] | None = None
+    skipinit: bool = False
+    preact: bool = False
+    width: float = 1
+    model_name: str = 'resnet'
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        check_image_input(x, MIN_IMAGE_SIZE, self.model_name)
+        spec = resolve_norm(self.norm, self.norm_kwargs)
+        x = ConvNormAct(spec, scale_width(self.stem_width, self.width), name='stem')(
+            x, train=train)
+        for stage, (num_blocks, base_width) in enumerate(zip(self.stage_sizes,
+                                                             self.stage_widths)):
+            features = scale_width(base_width, self.width)
+            for block in range(num_blocks):
+                strides = 2 if stage > 0 and block == 0 else 1
+                x = BasicBlock(spec, features, strides, self.shortcut, self.preact,
+                               self.skipinit, name=f'stage{stage + 1}_block{block + 1}')(
+                                   x, train=train)
+        return classifier(self.num_classes)(global_avg_pool(x))

@@ -1,0 +1,338 @@
+"""Training: train state, jitted steps, optimizers, and the epoch loop with checkpoints.
+
+The loop is one function, :func:`fit`, in readable sections (data, model, state, checkpoint,
+loop), in the spirit of big_vision's ``train.py``. It runs unchanged on one CPU, on every
+local accelerator, and across processes: parameters are replicated, the batch is sharded over
+a ``data`` mesh axis (:mod:`jaxnorm.parallel`), and BatchNorm statistics are therefore global.
+Randomness inside a step is ``fold_in(rng, step)``, and the data order of epoch ``e`` is a
+function of ``(seed, e)``, so a run resumed from its checkpoint continues the uninterrupted
+run exactly.
+
+Example::
+
+    from jaxnorm import config, train
+    cfg = config.apply_overrides(config.default_config(), {'epochs': 5, 'workdir': '/tmp/run'})
+    result = train.fit(cfg)
+    print(result.history[-1]['test_accuracy'])
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from jaxnorm import checkpoints, data, metrics, models, parallel
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a step changes, as one pytree.
+
+    Attributes:
+      step: number of optimizer steps taken.
+      params: the ``params`` collection.
+      batch_stats: the ``batch_stats`` collection (empty dict for models without one).
+      opt_state: the optax state.
+      rng: raw key data of the run's root key (``jax.random.wrap_key_data`` to use it).
+      apply_fn: the model's ``apply`` (static).
+      tx: the optimizer (static).
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    apply_fn: Callable = flax.struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    def arrays(self) -> dict:
+        """The state's arrays as a plain dict (what a checkpoint holds)."""
+        return {'step': self.step, 'params': self.params, 'batch_stats': self.batch_stats,
+                'opt_state': self.opt_state, 'rng': self.rng}
+
+    def variables(self) -> dict:
+        """Model variables for ``apply_fn``."""
+        return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns: the final state and one metrics record per epoch."""
+
+    state: TrainState
+    history: list[dict]
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+def make_schedule(name: str, lr: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
+    """Learning-rate schedule ``constant | cosine | step | linear`` with optional linear warmup.
+
+    ``step`` multiplies the rate by 0.1 at 50 % and again at 75 % of the steps.
+    """
+    decay_steps = max(total_steps - warmup_steps, 1)
+    if name == 'constant':
+        main = optax.constant_schedule(lr)
+    elif name == 'cosine':
+        main = optax.cosine_decay_schedule(lr, decay_steps)
+    elif name == 'step':
+        main = optax.piecewise_constant_schedule(
+            lr, {int(decay_steps * 0.5): 0.1, int(decay_steps * 0.75): 0.1})
+    elif name == 'linear':
+        main = optax.linear_schedule(lr, 0.0, decay_steps)
+    else:
+        raise ValueError(f'unknown schedule {name!r}')
+    if warmup_steps <= 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup_steps), main],
+                                [warmup_steps])
+
+
+def weight_decay_mask(params: Any) -> Any:
+    """True for leaves with more than one axis (kernels); False for norm parameters and biases."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int
+                   ) -> optax.GradientTransformation:
+    """The optimizer named by ``config.optimizer`` with its schedule and weight decay.
+
+    ``sgd`` and ``adam`` use coupled L2 decay (added to the gradient, as the papers' PyTorch
+    code does); ``adamw`` and ``lamb`` use decoupled decay. With
+    ``config.no_decay_norm_and_bias`` only kernels are decayed.
+    """
+    schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
+                             round(config.warmup_epochs * steps_per_epoch))
+    mask = weight_decay_mask if config.no_decay_norm_and_bias else None
+    if config.optimizer in ('sgd', 'adam'):
+        base = (optax.sgd(schedule, momentum=config.momentum or None)
+                if config.optimizer == 'sgd' else optax.adam(schedule))
+        if not config.weight_decay:
+            return base
+        return optax.chain(optax.add_decayed_weights(config.weight_decay, mask), base)
+    factory = optax.adamw if config.optimizer == 'adamw' else optax.lamb
+    return factory(schedule, weight_decay=config.weight_decay, mask=mask)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy with optional label smoothing, in float32."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0
+               ) -> tuple[TrainState, dict]:
+    """One optimizer step on ``batch`` (``image``, ``label``); returns the new state and metrics."""
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+        logits, updates = state.apply_fn(
+            {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
+            mutable=['batch_stats'], rngs={'dropout': step_key})
+        loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
+        return loss, (logits, updates)
+
+    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
+        batch_stats=updates.get('batch_stats', state.batch_stats), opt_state=opt_state)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+    return new_state, {'loss': loss, 'accuracy': accuracy}
+
+
+def eval_step(state: TrainState, batch: dict) -> dict:
+    """Summed loss, correct count and example count over the rows where ``batch['mask']``."""
+    logits = state.apply_fn(state.variables(), batch['image'], train=False)
+    mask = batch['mask'].astype(jnp.float32)
+    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+    return {'loss': jnp.sum(cross_entropy(logits, batch['label']) * mask),
+            'correct': jnp.sum(correct * mask), 'count': jnp.sum(mask)}
+
+
+def create_train_state(model, tx: optax.GradientTransformation, image_shape: tuple[int, ...],
+                       *, seed: int, mesh) -> TrainState:
+    """Initialise parameters, statistics and optimizer state, replicated over ``mesh``.
+
+    The initialisation is jitted with replicated outputs and no inputs, so every process of a
+    multi-process run builds the identical state without any host-to-device transfer.
+    """
+    def init():
+        key = jax.random.key(seed)
+        init_key, run_key = jax.random.split(key)
+        variables = model.init({'params': init_key}, jnp.zeros((1, *image_shape)), train=False)
+        params = variables['params']
+        return {'step': jnp.zeros((), jnp.int32), 'params': params,
+                'batch_stats': variables.get('batch_stats', {}), 'opt_state': tx.init(params),
+                'rng': jax.random.key_data(run_key)}
+
+    arrays = jax.jit(init, out_shardings=parallel.replicated(mesh))()
+    return TrainState(apply_fn=model.apply, tx=tx, **arrays)
+
+
+def compile_steps(mesh, label_smoothing: float) -> tuple[Callable, Callable]:
+    """Jitted train and eval steps: replicated state, batch sharded over ``mesh``."""
+    repl, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    train = jax.jit(functools.partial(train_step, label_smoothing=label_smoothing),
+                    in_shardings=(repl, sharded), out_shardings=(repl, repl))
+    evaluate = jax.jit(eval_step, in_shardings=(repl, sharded), out_shardings=repl)
+    return train, evaluate
+
+
+def evaluate_dataset(eval_fn: Callable, state: TrainState, images: np.ndarray,
+                     labels: np.ndarray, *, batch_size: int, mesh) -> dict:
+    """Mean loss and accuracy over a whole array dataset.
+
+    The data is padded to whole batches (padding masked out), so every batch has one shape and
+    the step compiles once; each process feeds its own slice of every global batch.
+    """
+    parallel.check_divisible(batch_size, mesh, 'eval batch size')
+    n = len(labels)
+    padded = math.ceil(n / batch_size) * batch_size
+    pad = padded - n
+    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+    labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+    mask = np.arange(padded) < n
+    local = batch_size // jax.process_count()
+    offset = jax.process_index() * local
+    totals = None
+    for start in range(0, padded, batch_size):
+        rows = slice(start + offset, start + offset + local)
+        batch = parallel.global_batch(
+            {'image': images[rows], 'label': labels[rows], 'mask': mask[rows]}, mesh)
+        sums = eval_fn(state, batch)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    return {'loss': float(totals['loss'] / totals['count']),
+            'accuracy': float(totals['correct'] / totals['count'])}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict:
+    """The settings a checkpoint must share with the run that resumes it."""
+    return {'model': config.model, 'model_kwargs': dict(config.model_kwargs),
+            'norm': config.norm, 'norm_kwargs': dict(config.norm_kwargs),
+            'dataset': config.dataset, 'image_size': config.image_size,
+            'num_classes': num_classes, 'optimizer': config.optimizer}
+
+
+def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
+        on_epoch_end: Callable[[int, dict], None] | None = None, mesh=None) -> FitResult:
+    """Train ``config.model`` on ``config.dataset``; write checkpoints, metrics and plots.
+
+    Everything that can be wrong with the inputs (model, norm, dataset, batch size, input size,
+    an incompatible workdir) is checked before anything is written.
+
+    Args:
+      config: a run config (:func:`jaxnorm.config.default_config` and overrides).
+      resume: continue from the newest checkpoint in ``config.workdir``. Without it a workdir
+        that already holds checkpoints is an error, so no run is overwritten by accident.
+      on_epoch_end: called as ``on_epoch_end(epoch, record)`` after each epoch's checkpoint.
+      mesh: the device mesh (default: every device, :func:`jaxnorm.parallel.data_mesh`).
+
+    Returns:
+      A :class:`FitResult` with the final state and the per-epoch records.
+
+    Raises:
+      NonFiniteLossError: the training loss became NaN or infinite.
+    """
+    # --- Data.
+    train_ds = data.load(config.dataset, 'train', data_dir=config.data_dir,
+                         image_size=config.image_size)
+    test_ds = data.load(config.dataset, 'test', data_dir=config.data_dir,
+                        image_size=config.image_size)
+    mean, std = train_ds.channel_stats()
+    train_batches = data.BatchIterator(
+        train_ds, config.batch_size, seed=config.seed, shuffle=True, drop_remainder=True,
+        augment=config.augment or data.default_augment(config.dataset), mean=mean, std=std,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    test_images = ((test_ds.images - mean) / std).astype(np.float32)
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    parallel.check_divisible(config.batch_size, mesh)
+    eval_batch = math.ceil(config.eval_batch_size / mesh.size) * mesh.size
+    steps_per_epoch = len(train_batches)
+
+    # --- Model and state (tracing init also checks the input size against the model).
+    model = models.get_model(config.model, norm=config.norm, num_classes=train_ds.num_classes,
+                             norm_kwargs=dict(config.norm_kwargs), **config.model_kwargs)
+    tx = make_optimizer(config, steps_per_epoch)
+    state = create_train_state(model, tx, train_ds.images.shape[1:], seed=config.seed, mesh=mesh)
+    train_fn, eval_fn = compile_steps(mesh, config.label_smoothing)
+
+    # --- Checkpoints.
+    identity = run_identity(config, train_ds.num_classes)
+    checkpointer = checkpoints.RunCheckpointer(config.workdir, keep=config.keep_checkpoints)
+    checkpointer.check_compatible(identity)
+    start_epoch = checkpointer.latest_epoch() or 0
+    if start_epoch and not resume:
+        raise checkpoints.IncompatibleCheckpointError(
+            f'workdir {config.workdir} already holds checkpoints up to epoch {start_epoch}; '
+            'pass --resume to continue that run or choose a new --workdir')
+    if start_epoch:
+        state = state.replace(**checkpointer.restore(start_epoch, like=state.arrays()))
+    is_chief = jax.process_index() == 0
+    metrics_path = os.path.join(config.workdir, 'metrics.jsonl')
+    history = [r for r in metrics.read_jsonl(metrics_path) if r['epoch'] <= start_epoch]
+    if is_chief:
+        os.makedirs(config.workdir, exist_ok=True)
+        metrics.write_jsonl(metrics_path, history)
+        with open(os.path.join(config.workdir, 'config.json'), 'w') as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    # --- Train.
+    progress = tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+                    disable=not (config.progress and is_chief), desc='train', unit='step')
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            sums = None
+            for batch in train_batches.epoch(epoch):
+                state, step_metrics = train_fn(state, parallel.global_batch(batch, mesh))
+                sums = step_metrics if sums is None else jax.tree.map(jnp.add, sums, step_metrics)
+                progress.update()
+            train_loss = float(sums['loss']) / steps_per_epoch
+            if not math.isfinite(train_loss):
+                raise NonFiniteLossError(
+                    f'training loss became {train_loss} in epoch {epoch + 1}; stopped. The last '
+                    f'good checkpoint (epoch {epoch}) is kept in {checkpointer.directory}. '
+                    'Lower the learning rate or add warmup.')
+            test = evaluate_dataset(eval_fn, state, test_images, test_ds.labels,
+                                    batch_size=eval_batch, mesh=mesh)
+            record = {'epoch': epoch + 1, 'step': int(state.step), 'train_loss': train_loss,
+                      'train_accuracy': float(sums['accuracy']) / steps_per_epoch,
+                      'test_loss': test['loss'], 'test_accuracy': test['accuracy'],
+                      'seconds': time.perf_counter() - started}
+            history.append(record)
+            if is_chief:
+                metrics.append_jsonl(metrics_path, record)
+            checkpointer.save(epoch + 1, state.arrays(), identity)
+            progress.set_postfix(epoch=epoch + 1, loss=f'{train_loss:.3f}',
+                                 test_acc=f"{test['accuracy']:.3f}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+    finally:
+        progress.close()
+        checkpointer.close()
+    if is_chief and history:
+        metrics.plot_curves(history, os.path.join(config.workdir, 'curves.png'),
+                            title=f'{config.model} / {config.norm} on {config.dataset}')
+    return FitResult(state, history)

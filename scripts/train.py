@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Train any jaxnorm model with any normalizer on any dataset.
+
+With no flags: ResNet-20 with BatchNorm on the embedded digits data, printing the final test
+accuracy. Values come from the defaults, then ``--config FILE`` (a Python file with
+``get_config()``), then the flags given here.
+
+Examples:
+  python scripts/train.py
+  python scripts/train.py --model vgg_cfg10 --norm gn --norm-option num_groups=8 --epochs 10
+  python scripts/train.py --config scripts/configs/digits_resnet20.py --workdir runs/a --resume
+  # multi-process (one command per process or per host):
+  python scripts/train.py --coordinator-address HOST:1234 --num-processes 2 --process-id 0
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+FLAG_TO_KEY = {
+    'model': 'model', 'norm': 'norm', 'dataset': 'dataset', 'data_dir': 'data_dir',
+    'image_size': 'image_size', 'augment': 'augment', 'epochs': 'epochs',
+    'batch_size': 'batch_size', 'eval_batch_size': 'eval_batch_size', 'optimizer': 'optimizer',
+    'lr': 'lr', 'momentum': 'momentum', 'schedule': 'schedule', 'warmup_epochs': 'warmup_epochs',
+    'weight_decay': 'weight_decay', 'label_smoothing': 'label_smoothing', 'seed': 'seed',
+    'workdir': 'workdir', 'keep_checkpoints': 'keep_checkpoints',
+}
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line instead of the whole usage text."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``key=value`` with a Python literal value (falls back to the raw string)."""
+    if '=' not in text:
+        raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
+    key, raw = text.split('=', 1)
+    try:
+        return key, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return key, raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--config', help='Python file whose get_config() sets defaults for this run')
+    run = p.add_argument_group('model and data')
+    run.add_argument('--model', help='model name, e.g. resnet20, resnet56_wide, vgg_cfg10, mlp')
+    run.add_argument('--norm', help='normalizer: bn ln in gn frn vn evonorm_b0 evonorm_s0 wn sws none')
+    run.add_argument('--norm-option', action='append', type=parse_option, default=[],
+                     metavar='KEY=VALUE', help='normalizer option, e.g. num_groups=8 (repeatable)')
+    run.add_argument('--model-option', action='append', type=parse_option, default=[],
+                     metavar='KEY=VALUE', help='model option, e.g. width=2 or skipinit=True')
+    run.add_argument('--dataset', help="'digits' (embedded) or a prepared TFDS name, e.g. cifar10")
+    run.add_argument('--data-dir', help='TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)')
+    run.add_argument('--image-size', type=int, help='pad/resize images to this side length')
+    run.add_argument('--augment', choices=('none', 'flip', 'crop_flip'))
+    opt = p.add_argument_group('optimization')
+    opt.add_argument('--epochs', type=int)
+    opt.add_argument('--batch-size', type=int, help='global batch size')
+    opt.add_argument('--eval-batch-size', type=int)
+    opt.add_argument('--optimizer', choices=('sgd', 'adam', 'adamw', 'lamb'))
+    opt.add_argument('--lr', type=float, help='peak learning rate')
+    opt.add_argument('--momentum', type=float, help='SGD momentum (0 for plain SGD)')
+    opt.add_argument('--schedule', choices=('constant', 'cosine', 'step', 'linear'))
+    opt.add_argument('--warmup-epochs', type=float)
+    opt.add_argument('--weight-decay', type=float)
+    opt.add_argument('--no-decay-norm-and-bias', action='store_true', default=None,
+                     help='decay only kernels, not norm parameters and biases')
+    opt.add_argument('--label-smoothing', type=float)
+    opt.add_argument('--seed', type=int)
+    out = p.add_argument_group('run')
+    out.add_argument('--workdir', help='folder for checkpoints, metrics.jsonl and plots')
+    out.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
+    out.add_argument('--keep-checkpoints', type=int)
+    out.add_argument('--no-progress', action='store_true', help='no progress bar')
+    dist = p.add_argument_group('multi-process (GPU nodes, TPU pods)')
+    dist.add_argument('--distributed', action='store_true',
+                      help='join a cluster that JAX detects itself (TPU pod, SLURM, MPI)')
+    dist.add_argument('--coordinator-address', help='HOST:PORT of process 0')
+    dist.add_argument('--num-processes', type=int)
+    dist.add_argument('--process-id', type=int)
+    return p
+
+
+def config_from_args(args):
+    from jaxnorm import config as config_lib
+    cfg = (config_lib.load_config_file(args.config) if args.config
+           else config_lib.default_config())
+    overrides = {key: getattr(args, flag) for flag, key in FLAG_TO_KEY.items()
+                 if getattr(args, flag) is not None}
+    if args.no_decay_norm_and_bias:
+        overrides['no_decay_norm_and_bias'] = True
+    if args.no_progress:
+        overrides['progress'] = False
+    if args.norm_option:
+        overrides['norm_kwargs'] = {**cfg.norm_kwargs, **dict(args.norm_option)}
+    if args.model_option:
+        overrides['model_kwargs'] = {**cfg.model_kwargs, **dict(args.model_option)}
+    return config_lib.apply_overrides(cfg, overrides, source='command line')
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from jaxnorm import checkpoints, data, parallel, train
+    if args.distributed or args.coordinator_address:
+        parallel.initialize_distributed(args.coordinator_address, args.num_processes,
+                                        args.process_id)
+    try:
+        cfg = config_from_args(args)
+        result = train.fit(cfg, resume=args.resume)
+    except (ValueError, TypeError, FileNotFoundError, data.DatasetNotPreparedError,
+            checkpoints.IncompatibleCheckpointError, train.NonFiniteLossError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    last = result.history[-1]
+    print(f"final test accuracy: {100 * last['test_accuracy']:.2f}% after epoch {last['epoch']} "
+          f"({sum(r['seconds'] for r in result.history):.0f} s of training); "
+          f'metrics and plots in {cfg.workdir}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
