@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""Benchmarks, measured side by side in one run.
+
+Subcommands:
+  norms   forward+backward time of a jitted ResNet-20 train step with every registered
+          normalizer, and for bn/ln/gn/in the flax built-in equivalents in the same model.
+
+Examples:
+  python scripts/bench.py norms
+  python scripts/bench.py norms --quick
+  python scripts/bench.py norms --norms bn gn --repeats 50
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# Runnable from a checkout without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import optax  # noqa: E402
+
+from jaxnorm import layers  # noqa: E402
+from jaxnorm.models import get_model  # noqa: E402
+
+BN_MOMENTUM, EPSILON = 0.9, 1e-5
+# The default GroupNorm grouping, min(32, C), has no single flax equivalent on ResNet-20's
+# 16/32/64 channels, so both sides use 8 groups.
+BENCH_GROUPS = 8
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line instead of the whole usage text."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
+# ------------------------------------------------------------ flax built-ins as NormSpecs
+
+
+class FlaxBatchNorm(nn.Module):
+    """``flax.linen.BatchNorm`` behind the registry's ``(x, *, train)`` signature."""
+
+    use_fast_variance: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                            epsilon=EPSILON, use_fast_variance=self.use_fast_variance)(x)
+
+
+class FlaxLayerNorm(nn.Module):
+    """``flax.linen.LayerNorm`` over (H, W, C) with a per-channel affine."""
+
+    use_fast_variance: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        del train
+        return nn.LayerNorm(epsilon=EPSILON, reduction_axes=(1, 2, 3), feature_axes=-1,
+                            use_fast_variance=self.use_fast_variance)(x)
+
+
+class FlaxGroupNorm(nn.Module):
+    """``flax.linen.GroupNorm`` with :data:`BENCH_GROUPS` groups."""
+
+    use_fast_variance: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        del train
+        return nn.GroupNorm(num_groups=BENCH_GROUPS, epsilon=EPSILON,
+                            use_fast_variance=self.use_fast_variance)(x)
+
+
+class FlaxInstanceNorm(nn.Module):
+    """``flax.linen.InstanceNorm``."""
+
+    use_fast_variance: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        del train
+        return nn.InstanceNorm(epsilon=EPSILON, use_fast_variance=self.use_fast_variance)(x)
+
+
+FLAX_BUILTINS = {'bn': FlaxBatchNorm, 'ln': FlaxLayerNorm, 'gn': FlaxGroupNorm,
+                 'in': FlaxInstanceNorm}
+OUR_OPTIONS = {'bn': {'momentum': BN_MOMENTUM}, 'gn': {'num_groups': BENCH_GROUPS}}
+
+
+def flax_spec(name: str, use_fast_variance: bool) -> layers.NormSpec:
+    """The registry entry ``name`` with its norm slot replaced by the flax built-in."""
+    factory = functools.partial(FLAX_BUILTINS[name], use_fast_variance=use_fast_variance)
+    return dataclasses.replace(layers.get_norm(name), name=f'flax_{name}', norm=factory)
+
+
+# ------------------------------------------------------------------------------ timing
+
+
+def make_train_step(model: nn.Module, batch_size: int, image_size: int):
+    """A jitted SGD step (loss, gradients, parameter and batch_stats update) and its inputs."""
+    x = jax.random.normal(jax.random.key(0), (batch_size, image_size, image_size, 3))
+    labels = jax.random.randint(jax.random.key(1), (batch_size,), 0, 10)
+    variables = model.init(jax.random.key(2), x)
+    params, batch_stats = variables['params'], variables.get('batch_stats', {})
+
+    def loss_fn(params, batch_stats):
+        logits, updates = model.apply({'params': params, 'batch_stats': batch_stats}, x,
+                                      train=True, mutable=['batch_stats'])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, updates.get('batch_stats', {})
+
+    @jax.jit
+    def step(params, batch_stats):
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, batch_stats)
+        params = jax.tree.map(lambda p, g: p - 0.01 * g, params, grads)
+        return params, batch_stats, loss
+
+    return step, (params, batch_stats)
+
+
+def time_once(step, state) -> tuple[float, tuple]:
+    start = time.perf_counter()
+    params, batch_stats, loss = step(*state)
+    jax.block_until_ready((params, batch_stats, loss))
+    return time.perf_counter() - start, (params, batch_stats)
+
+
+def bench_norms(args) -> int:
+    variants: dict[str, tuple[str, object]] = {}
+    for name in args.norms:
+        variants[name] = (name, layers.get_norm(name, **OUR_OPTIONS.get(name, {})))
+        if name in FLAX_BUILTINS:
+            variants[f'{name}:flax'] = (name, flax_spec(name, use_fast_variance=False))
+            variants[f'{name}:flax_fast'] = (name, flax_spec(name, use_fast_variance=True))
+
+    print(f'{args.model}, batch {args.batch_size}, {args.image_size}x{args.image_size}x3, '
+          f'device {jax.devices()[0].device_kind} x{jax.device_count()}; '
+          f'{args.warmup} warm-up + median of {args.repeats}', flush=True)
+    steps, states = {}, {}
+    for key, (_, spec) in variants.items():
+        model = get_model(args.model, norm=spec, num_classes=10)
+        steps[key], states[key] = make_train_step(model, args.batch_size, args.image_size)
+        for _ in range(args.warmup):  # the first call compiles
+            _, states[key] = time_once(steps[key], states[key])
+    # Round-robin so that load from other processes affects every variant alike.
+    times = {key: [] for key in variants}
+    for _ in range(args.repeats):
+        for key in variants:
+            elapsed, states[key] = time_once(steps[key], states[key])
+            times[key].append(elapsed)
+    median_ms = {key: 1e3 * statistics.median(t) for key, t in times.items()}
+
+    header = (f'{"norm":<12}{"jaxnorm ms":>12}{"flax ms":>10}{"ratio":>8}'
+              f'{"flax fast ms":>14}{"ratio":>8}{"vs bn":>8}')
+    print(header)
+    print('-' * len(header))
+    bn_ms = median_ms.get('bn')
+    for name in args.norms:
+        ours = median_ms[name]
+        row = f'{name:<12}{ours:>12.1f}'
+        if name in FLAX_BUILTINS:
+            two_pass, fast = median_ms[f'{name}:flax'], median_ms[f'{name}:flax_fast']
+            row += f'{two_pass:>10.1f}{ours / two_pass:>7.3f}x{fast:>14.1f}{ours / fast:>7.3f}x'
+        else:
+            row += f'{"-":>10}{"-":>8}{"-":>14}{"-":>8}'
+        row += f'{ours / bn_ms:>7.2f}x' if bn_ms else f'{"-":>8}'
+        print(row)
+    print("flax = built-in with use_fast_variance=False (jaxnorm's two-pass numerics); "
+          'flax fast = its default one-pass variance. ratio = jaxnorm / flax.')
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = OneLineErrorParser(description=__doc__.split('\n')[0])
+    commands = parser.add_subparsers(dest='command', required=True, parser_class=OneLineErrorParser)
+    norms = commands.add_parser('norms', help='train-step time of every normalizer vs flax')
+    norms.add_argument('--model', default='resnet20', help='model name (default resnet20)')
+    norms.add_argument('--norms', nargs='+', default=list(layers.norm_names()),
+                       choices=layers.norm_names(), metavar='NORM',
+                       help=f'subset of: {" ".join(layers.norm_names())}')
+    norms.add_argument('--batch-size', type=int, default=128)
+    norms.add_argument('--image-size', type=int, default=32)
+    norms.add_argument('--repeats', type=int, default=20, help='timed steps per norm')
+    norms.add_argument('--warmup', type=int, default=2, help='untimed steps (first compiles)')
+    norms.add_argument('--quick', action='store_true', help='3 repeats, 1 warm-up')
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.warmup = 3, 1
+    if min(args.batch_size, args.image_size, args.repeats) < 1 or args.warmup < 1:
+        parser.error('--batch-size, --image-size, --repeats and --warmup must be >= 1')
+    try:
+        return bench_norms(args)
+    except (ValueError, TypeError) as error:
+        print(f'bench.py: error: {error}', file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
