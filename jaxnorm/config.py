@@ -17,6 +17,7 @@ import ml_collections
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw', 'lamb')
 SCHEDULES = ('constant', 'cosine', 'step', 'linear')
+LAWN_PROJECTIONS = ('gradient', 'update', 'none')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -43,8 +44,18 @@ def default_config() -> ml_collections.ConfigDict:
     # (norm scales/offsets and biases), the usual choice for large-batch training.
     c.no_decay_norm_and_bias = False
     c.label_smoothing = 0.0
+    # LAWN (optim.lawn, arXiv:2108.05839): None trains without it; else the free-phase epochs
+    # before the norms of the final homogeneous sub-network are frozen. lawn_mask is a regex
+    # on parameter paths (e.g. 'head/kernel'); None: the layers after the last normalization.
+    c.lawn_free_epochs = ml_collections.FieldReference(None, field_type=float)
+    c.lawn_mask = ml_collections.FieldReference(None, field_type=str)
+    c.lawn_per_unit = False
+    c.lawn_projection = 'gradient'
+    c.lawn_target_norm = ml_collections.FieldReference(None, field_type=float)
+    c.lawn_reset_inner_state = False
     c.seed = 0
-    c.workdir = 'runs/default'
+    # None: a new folder runs/<model>-<norm>-<dataset>-<time> for every run (see train.fit).
+    c.workdir = ml_collections.FieldReference(None, field_type=str)
     c.keep_checkpoints = 2
     c.progress = True
     return c
@@ -97,3 +108,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError('weight_decay and warmup_epochs must be non-negative')
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f'label_smoothing must be in [0, 1), got {config.label_smoothing}')
+    if config.lawn_free_epochs is None and (config.lawn_mask or config.lawn_per_unit):
+        raise ValueError('lawn_mask and lawn_per_unit need lawn_free_epochs (LAWN is off)')
+    if config.lawn_free_epochs is not None and config.lawn_free_epochs < 0:
+        raise ValueError(f'lawn_free_epochs must be >= 0, got {config.lawn_free_epochs}')
+    if config.lawn_projection not in LAWN_PROJECTIONS:
+        raise ValueError(f'unknown lawn_projection {config.lawn_projection!r}; choose one of '
+                         f'{LAWN_PROJECTIONS}')
+    if config.lawn_target_norm is not None and not config.lawn_target_norm > 0:
+        raise ValueError(f'lawn_target_norm must be positive, got {config.lawn_target_norm}')

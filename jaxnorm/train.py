@@ -31,7 +31,9 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxnorm import checkpoints, data, metrics, models, parallel
+import optim
+from jaxnorm import checkpoints, data, homogeneous, metrics, models, parallel
+from jaxnorm import config as config_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -70,10 +72,11 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 class FitResult(NamedTuple):
-    """What :func:`fit` returns: the final state and one metrics record per epoch."""
+    """What :func:`fit` returns: the final state, one metrics record per epoch, the workdir."""
 
     state: TrainState
     history: list[dict]
+    workdir: str
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -107,13 +110,16 @@ def weight_decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int
-                   ) -> optax.GradientTransformation:
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                   lawn_mask: Any = None) -> optax.GradientTransformation:
     """The optimizer named by ``config.optimizer`` with its schedule and weight decay.
 
     ``sgd`` and ``adam`` use coupled L2 decay (added to the gradient, as the papers' PyTorch
     code does); ``adamw`` and ``lamb`` use decoupled decay. With
-    ``config.no_decay_norm_and_bias`` only kernels are decayed.
+    ``config.no_decay_norm_and_bias`` only kernels are decayed. With
+    ``config.lawn_free_epochs`` set, the optimizer is wrapped in :func:`optim.lawn`
+    constraining ``lawn_mask`` (a bool tree or ``params -> bool tree``), or the leaves whose
+    path matches the regex ``config.lawn_mask`` when that is set.
     """
     schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
                              round(config.warmup_epochs * steps_per_epoch))
@@ -121,11 +127,31 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int
     if config.optimizer in ('sgd', 'adam'):
         base = (optax.sgd(schedule, momentum=config.momentum or None)
                 if config.optimizer == 'sgd' else optax.adam(schedule))
+        base = with_lawn(base, config, steps_per_epoch, lawn_mask)
         if not config.weight_decay:
             return base
+        # Coupled decay enters LAWN's gradient, whose tangent projection then removes it
+        # from the constrained weights (a decay there would only fight the fixed norm).
         return optax.chain(optax.add_decayed_weights(config.weight_decay, mask), base)
     factory = optax.adamw if config.optimizer == 'adamw' else optax.lamb
-    return factory(schedule, weight_decay=config.weight_decay, mask=mask)
+    return with_lawn(factory(schedule, weight_decay=config.weight_decay, mask=mask), config,
+                     steps_per_epoch, lawn_mask)
+
+
+def with_lawn(tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+              steps_per_epoch: int, lawn_mask: Any = None) -> optax.GradientTransformation:
+    """``tx`` wrapped in :func:`optim.lawn` as ``config.lawn_*`` says (``tx`` when it is off)."""
+    if config.lawn_free_epochs is None:
+        return tx
+    if config.lawn_mask:
+        lawn_mask = optim.regex_mask(config.lawn_mask)
+    elif lawn_mask is None:
+        raise ValueError('LAWN needs the constrained parameters: set config.lawn_mask to a '
+                         'regex on parameter paths or pass lawn_mask')
+    return optim.lawn(tx, free_steps=round(config.lawn_free_epochs * steps_per_epoch),
+                      mask=lawn_mask, per_unit=config.lawn_per_unit,
+                      projection=config.lawn_projection, target_norm=config.lawn_target_norm,
+                      reset_inner_state=config.lawn_reset_inner_state)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -155,7 +181,8 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0
         step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
         batch_stats=updates.get('batch_stats', state.batch_stats), opt_state=opt_state)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    return new_state, {'loss': loss, 'accuracy': accuracy}
+    logit_norm = jnp.mean(jnp.linalg.norm(logits.astype(jnp.float32), axis=-1))
+    return new_state, {'loss': loss, 'accuracy': accuracy, 'logit_norm': logit_norm}
 
 
 def eval_step(state: TrainState, batch: dict) -> dict:
@@ -227,12 +254,28 @@ def evaluate_dataset(eval_fn: Callable, state: TrainState, images: np.ndarray,
 # ----------------------------------------------------------------------------- the loop
 
 
+def lawn_diagnostics(params: Any, lawn_mask: Any) -> dict:
+    """LAWN's per-epoch record: the Frobenius norm of each constrained leaf (constant after
+    the switch, per layer and per unit alike)."""
+    norms = jax.device_get(optim.constrained_norms(params, lawn_mask))
+    return {'lawn_weight_norms': {path: float(n) for path, n in norms.items()}}
+
+
 def run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict:
     """The settings a checkpoint must share with the run that resumes it."""
     return {'model': config.model, 'model_kwargs': dict(config.model_kwargs),
             'norm': config.norm, 'norm_kwargs': dict(config.norm_kwargs),
             'dataset': config.dataset, 'image_size': config.image_size,
-            'num_classes': num_classes, 'optimizer': config.optimizer}
+            'num_classes': num_classes, 'optimizer': config.optimizer,
+            # LAWN changes the optimizer state's structure.
+            'lawn_free_epochs': config.lawn_free_epochs, 'lawn_mask': config.lawn_mask,
+            'lawn_per_unit': config.lawn_per_unit}
+
+
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+    """A fresh folder name for a run: ``runs/<model>-<norm>-<dataset>-<YYYYmmdd-HHMMSS>``."""
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    return os.path.join('runs', f'{config.model}-{config.norm}-{config.dataset}-{stamp}')
 
 
 def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
@@ -243,7 +286,8 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
     an incompatible workdir) is checked before anything is written.
 
     Args:
-      config: a run config (:func:`jaxnorm.config.default_config` and overrides).
+      config: a run config (:func:`jaxnorm.config.default_config` and overrides). Without a
+        ``workdir`` each run gets a new folder (:func:`default_workdir`).
       resume: continue from the newest checkpoint in ``config.workdir``. Without it a workdir
         that already holds checkpoints is an error, so no run is overwritten by accident.
       on_epoch_end: called as ``on_epoch_end(epoch, record)`` after each epoch's checkpoint.
@@ -255,6 +299,11 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
     Raises:
       NonFiniteLossError: the training loss became NaN or infinite.
     """
+    if config.workdir is None:
+        if resume or jax.process_count() > 1:
+            raise ValueError('--resume and multi-process runs need an explicit --workdir')
+        config = config_lib.apply_overrides(config, {'workdir': default_workdir(config)})
+
     # --- Data.
     train_ds = data.load(config.dataset, 'train', data_dir=config.data_dir,
                          image_size=config.image_size)
@@ -274,7 +323,12 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
     # --- Model and state (tracing init also checks the input size against the model).
     model = models.get_model(config.model, norm=config.norm, num_classes=train_ds.num_classes,
                              norm_kwargs=dict(config.norm_kwargs), **config.model_kwargs)
-    tx = make_optimizer(config, steps_per_epoch)
+    lawn_mask = None
+    if config.lawn_free_epochs is not None:
+        lawn_mask = (optim.regex_mask(config.lawn_mask) if config.lawn_mask else
+                     homogeneous.final_homogeneous_mask(
+                         model, jnp.zeros((1, *train_ds.images.shape[1:]))))
+    tx = make_optimizer(config, steps_per_epoch, lawn_mask)
     state = create_train_state(model, tx, train_ds.images.shape[1:], seed=config.seed, mesh=mesh)
     train_fn, eval_fn = compile_steps(mesh, config.label_smoothing)
 
@@ -319,8 +373,11 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
                                     batch_size=eval_batch, mesh=mesh)
             record = {'epoch': epoch + 1, 'step': int(state.step), 'train_loss': train_loss,
                       'train_accuracy': float(sums['accuracy']) / steps_per_epoch,
+                      'mean_logit_norm': float(sums['logit_norm']) / steps_per_epoch,
                       'test_loss': test['loss'], 'test_accuracy': test['accuracy'],
                       'seconds': time.perf_counter() - started}
+            if lawn_mask is not None:
+                record.update(lawn_diagnostics(state.params, lawn_mask))
             history.append(record)
             if is_chief:
                 metrics.append_jsonl(metrics_path, record)
@@ -335,4 +392,4 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
     if is_chief and history:
         metrics.plot_curves(history, os.path.join(config.workdir, 'curves.png'),
                             title=f'{config.model} / {config.norm} on {config.dataset}')
-    return FitResult(state, history)
+    return FitResult(state, history, config.workdir)

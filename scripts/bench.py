@@ -29,19 +29,13 @@ import jax  # noqa: E402
 import optax  # noqa: E402
 
 from jaxnorm import layers  # noqa: E402
+from jaxnorm.cli import OneLineErrorParser  # noqa: E402
 from jaxnorm.models import get_model  # noqa: E402
 
 BN_MOMENTUM, EPSILON = 0.9, 1e-5
 # The default GroupNorm grouping, min(32, C), has no single flax equivalent on ResNet-20's
 # 16/32/64 channels, so both sides use 8 groups.
 BENCH_GROUPS = 8
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line instead of the whole usage text."""
-
-    def error(self, message):
-        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
 
 
 # ------------------------------------------------------------ flax built-ins as NormSpecs

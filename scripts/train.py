@@ -9,17 +9,23 @@ Examples:
   python scripts/train.py
   python scripts/train.py --model vgg_cfg10 --norm gn --norm-option num_groups=8 --epochs 10
   python scripts/train.py --config scripts/configs/digits_resnet20.py --workdir runs/a --resume
+  python scripts/train.py --model mlp --optimizer adam --lr 1e-3 --lawn-free-epochs 3
   # multi-process (one command per process or per host):
   python scripts/train.py --coordinator-address HOST:1234 --num-processes 2 --process-id 0
 """
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# Runnable from a checkout without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxnorm.cli import OneLineErrorParser, parse_option  # noqa: E402
+from jaxnorm.layers import norm_names  # noqa: E402
+
 FLAG_TO_KEY = {
     'model': 'model', 'norm': 'norm', 'dataset': 'dataset', 'data_dir': 'data_dir',
     'image_size': 'image_size', 'augment': 'augment', 'epochs': 'epochs',
@@ -27,25 +33,8 @@ FLAG_TO_KEY = {
     'lr': 'lr', 'momentum': 'momentum', 'schedule': 'schedule', 'warmup_epochs': 'warmup_epochs',
     'weight_decay': 'weight_decay', 'label_smoothing': 'label_smoothing', 'seed': 'seed',
     'workdir': 'workdir', 'keep_checkpoints': 'keep_checkpoints',
+    'lawn_free_epochs': 'lawn_free_epochs', 'lawn_mask': 'lawn_mask',
 }
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line instead of the whole usage text."""
-
-    def error(self, message):
-        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
-
-
-def parse_option(text: str) -> tuple[str, object]:
-    """``key=value`` with a Python literal value (falls back to the raw string)."""
-    if '=' not in text:
-        raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
-    key, raw = text.split('=', 1)
-    try:
-        return key, ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return key, raw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--config', help='Python file whose get_config() sets defaults for this run')
     run = p.add_argument_group('model and data')
     run.add_argument('--model', help='model name, e.g. resnet20, resnet56_wide, vgg_cfg10, mlp')
-    run.add_argument('--norm', help='normalizer: bn ln in gn frn vn evonorm_b0 evonorm_s0 wn sws none')
+    run.add_argument('--norm', help=f"normalizer: {' '.join(norm_names())}")
     run.add_argument('--norm-option', action='append', type=parse_option, default=[],
                      metavar='KEY=VALUE', help='normalizer option, e.g. num_groups=8 (repeatable)')
     run.add_argument('--model-option', action='append', type=parse_option, default=[],
@@ -76,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help='decay only kernels, not norm parameters and biases')
     opt.add_argument('--label-smoothing', type=float)
     opt.add_argument('--seed', type=int)
+    opt.add_argument('--lawn-free-epochs', type=float, metavar='N',
+                     help='LAWN (arXiv:2108.05839): after N free epochs, keep the norms of the '
+                          'final homogeneous sub-network fixed')
+    opt.add_argument('--lawn-mask', metavar='REGEX',
+                     help="LAWN's constrained parameters by path, e.g. 'head/kernel' (default: "
+                          'the kernels after the last normalization layer)')
+    opt.add_argument('--lawn-per-unit', action='store_true', default=None,
+                     help='LAWN: one norm per output unit instead of one per layer')
     out = p.add_argument_group('run')
     out.add_argument('--workdir', help='folder for checkpoints, metrics.jsonl and plots')
     out.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
@@ -98,6 +95,8 @@ def config_from_args(args):
                  if getattr(args, flag) is not None}
     if args.no_decay_norm_and_bias:
         overrides['no_decay_norm_and_bias'] = True
+    if args.lawn_per_unit:
+        overrides['lawn_per_unit'] = True
     if args.no_progress:
         overrides['progress'] = False
     if args.norm_option:
@@ -109,7 +108,6 @@ def config_from_args(args):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from jaxnorm import checkpoints, data, parallel, train
     if args.distributed or args.coordinator_address:
         parallel.initialize_distributed(args.coordinator_address, args.num_processes,
@@ -124,7 +122,7 @@ def main(argv=None) -> int:
     last = result.history[-1]
     print(f"final test accuracy: {100 * last['test_accuracy']:.2f}% after epoch {last['epoch']} "
           f"({sum(r['seconds'] for r in result.history):.0f} s of training); "
-          f'metrics and plots in {cfg.workdir}')
+          f'metrics and plots in {result.workdir}')
     return 0
 
 

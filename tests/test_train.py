@@ -198,3 +198,13 @@ def test_config_file_and_unknown_keys(tmp_path):
         config_lib.apply_overrides(cfg, {'epoch': 3})
     with pytest.raises(ValueError, match='epochs'):
         config_lib.apply_overrides(cfg, {'epochs': 'ten'})
+
+
+def test_runs_without_workdir_get_a_fresh_folder_each(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = small_config(tmp_path, epochs=1, workdir=None)
+    first = train.fit(cfg).workdir
+    assert os.path.basename(first).startswith('mlp-bn-digits-')
+    assert os.path.exists(os.path.join(first, 'metrics.jsonl'))
+    with pytest.raises(ValueError, match='explicit --workdir'):
+        train.fit(cfg, resume=True)

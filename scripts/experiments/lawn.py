@@ -1,0 +1,317 @@
+#!/usr/bin/env python
+"""LAWN (arXiv:2108.05839) on digits: SGD-momentum, Adam and LAMB, each with and without LAWN.
+
+Claim (abstract): LAWN, stacked onto any optimizer, constrains the weight norms of the final
+homogeneous sub-network and so attenuates the logits; it generalizes better, with the largest
+gain for Adam, and improves every optimizer at large batch sizes.
+
+Setup: digits (1,437 train / 360 test), models MLP with LayerNorm (LAWN constrains the head),
+MLP without normalization (every kernel) and a reduced ResNet-20 with BatchNorm (the head), the
+default masks of :func:`jaxnorm.homogeneous.final_homogeneous_mask`. No weight decay anywhere:
+LAWN's premise is training without tuned decay. A small batch (32) and the full batch (1,437),
+warmup + cosine schedule, all seeds in one compiled program (``jax.lax.map``). Optimizers are
+built by ``jaxnorm.train.make_optimizer``, the code path of ``scripts/train.py``. Plus a
+free-phase sweep (Adam, MLP-LN, full batch).
+
+Verdict rules (computed in :func:`verdicts`, means over seeds, ``SE`` the standard error of
+a difference of means):
+  * norms constant: every constrained group's norm within 1e-4 relative of its target at every
+    logged point after the switch, in every LAWN run;
+  * logits attenuated / loss floor higher: final mean train-logit norm lower and final train
+    loss higher with LAWN, in every (model, optimizer, batch) cell;
+  * free-phase monotone: final logit norm non-decreasing and train loss non-increasing in the
+    free-phase length (plain training as length 100 %);
+  * accuracy per cell: "better" if gain > 2 SE, "worse" if gain < -2 SE, else "tie".
+    Adam-gains-most is supported when Adam's gain is the largest in most cells and positive
+    on average; all-improve-at-large-batch when every full-batch cell is "better" (one
+    "worse" contradicts it); non-inferiority when no cell loses more than 1 point.
+
+    python scripts/experiments/lawn.py --quick --out results   # 2.5 minutes on 2 CPU cores
+    python scripts/experiments/lawn.py --seeds 5 --out results  # full grid: meant for a GPU
+
+The full grid adds the ResNet at every optimizer and at full batch, which costs about 0.2 s
+per full-batch step per seed on a CPU core (hours in all); it was not run here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+import optim  # noqa: E402
+from jaxnorm import config as config_lib, data, homogeneous, models, train  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lawn_report import (SWEEP_CELL, accuracy_table, mean, plot,  # noqa: E402
+                         verdicts)
+
+CLAIM = ('LAWN (weight norms of the final homogeneous sub-network frozen after a free phase) '
+         'attenuates logits, keeps the training loss off zero and improves generalization, '
+         'most for Adam and for every optimizer at large batch.')
+LEARNING_RATES = {'sgd': 0.05, 'adam': 2e-3, 'lamb': 1e-2}
+# The last LayerNorm's affine output also scales the logits: a variant constrains it too.
+LAST_NORM_MASK = r'head/kernel|norm2/(scale|bias)'
+
+
+def settings(quick: bool) -> dict:
+    """Budgets: ``quick`` takes about 2.5 minutes on 2 CPU cores."""
+    if quick:
+        return {'models': {'mlp_ln': ('mlp', 'ln', {'width': 0.5}),
+                           'mlp_none': ('mlp', 'none', {'width': 0.5}),
+                           'resnet20_bn': ('resnet20', 'bn', {'width': 0.25})},
+                'small_batch': 32, 'small_epochs': 12, 'full_steps': 300, 'log_points': 12,
+                'free_fraction': 0.1, 'sweep': (0.03, 0.1, 0.3, 0.6),
+                'resnet_grid': {'optimizers': ('adam',), 'batches': ('small',)}}
+    return {'models': {'mlp_ln': ('mlp', 'ln', {}), 'mlp_none': ('mlp', 'none', {}),
+                       'resnet20_bn': ('resnet20', 'bn', {'width': 0.5})},
+            'small_batch': 32, 'small_epochs': 60, 'full_steps': 2000, 'log_points': 40,
+            'free_fraction': 0.1, 'sweep': (0.02, 0.05, 0.1, 0.2, 0.4, 0.7),
+            'resnet_grid': {'optimizers': tuple(LEARNING_RATES), 'batches': ('small', 'full')}}
+
+
+def per_seed(fn):
+    """``fn`` over a leading seed axis of every argument, one seed after the other.
+
+    Sequential rather than ``jax.vmap``: vmapped convolutions with per-seed kernels become
+    grouped convolutions, about 2x slower on CPU than running the seeds in turn.
+    """
+    return lambda *args: jax.lax.map(lambda seed_args: fn(*seed_args), args)
+
+
+class Digits:
+    """Digits arrays, standardized with the training set's statistics, on the device."""
+
+    def __init__(self, data_dir: str | None):
+        train_ds = data.load('digits', 'train', data_dir=data_dir)
+        test_ds = data.load('digits', 'test', data_dir=data_dir)
+        mean, std = train_ds.channel_stats()
+        self.train_x = jnp.asarray((train_ds.images - mean) / std)
+        self.train_y = jnp.asarray(train_ds.labels)
+        self.test_x = jnp.asarray((test_ds.images - mean) / std)
+        self.test_y = jnp.asarray(test_ds.labels)
+        self.num_classes = train_ds.num_classes
+
+
+class ModelRunner:
+    """Trains one model for several seeds at once and measures it at log points."""
+
+    def __init__(self, model, digits: Digits, seeds: list[int]):
+        self.model, self.digits, self.seeds = model, digits, seeds
+        self.mask = homogeneous.final_homogeneous_mask(model, digits.train_x[:1])
+        self.evaluate = jax.jit(per_seed(self._evaluate))
+        # Every run of this model starts from the same per-seed initialization.
+        variables = jax.jit(jax.vmap(lambda seed: model.init(jax.random.key(seed),
+                                                             digits.train_x[:1])))(
+            jnp.asarray(seeds))
+        self.init_params = variables['params']
+        self.init_stats = variables.get('batch_stats', {})
+
+    def _forward(self, params, stats, x, train_mode: bool):
+        variables = {'params': params, **({'batch_stats': stats} if stats else {})}
+        if not train_mode:
+            return self.model.apply(variables, x, train=False), stats
+        logits, new = self.model.apply(variables, x, train=True, mutable=['batch_stats'])
+        return logits, new.get('batch_stats', stats)
+
+    def _evaluate(self, params, stats):
+        d = self.digits
+        train_logits, _ = self._forward(params, stats, d.train_x, False)
+        test_logits, _ = self._forward(params, stats, d.test_x, False)
+        norms = optim.constrained_norms(params, lambda tree: jax.tree.map(lambda _: True, tree))
+        constrained = constrained_paths(self.mask)
+        return {'train_loss': precise_cross_entropy(train_logits, d.train_y).mean(),
+                'logit_norm': jnp.linalg.norm(train_logits, axis=-1).mean(),
+                'test_accuracy': jnp.mean(jnp.argmax(test_logits, -1) == d.test_y),
+                'weight_norm': jnp.sqrt(sum(jnp.square(norms[p]) for p in constrained)),
+                'group_norms': norms}
+
+    def run(self, tx, *, batch_size: int, total_steps: int, log_points: int, progress) -> dict:
+        """Train every seed for ``total_steps``; metrics at ``log_points + 1`` points."""
+        d, n = self.digits, len(self.digits.train_y)
+
+        def step(carry, indices):
+            params, stats, opt_state = carry
+            x, y = d.train_x[indices], d.train_y[indices]
+
+            def loss_fn(p):
+                logits, new_stats = self._forward(p, stats, x, True)
+                return train.cross_entropy(logits, y).mean(), new_stats
+
+            grads, stats = jax.grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), stats, opt_state), None
+
+        chunk = jax.jit(per_seed(lambda carry, idx: jax.lax.scan(step, carry, idx)[0]))
+        carry = (self.init_params, self.init_stats, jax.vmap(tx.init)(self.init_params))
+        order = np.stack([batch_order(seed, n, batch_size, total_steps) for seed in self.seeds])
+        per_chunk = total_steps // log_points
+        history = [jax.device_get(self.evaluate(carry[0], carry[1]))]
+        for k in range(log_points):
+            carry = chunk(carry, jnp.asarray(order[:, k * per_chunk:(k + 1) * per_chunk]))
+            history.append(jax.device_get(self.evaluate(carry[0], carry[1])))
+            progress.update()
+        return {'steps': [k * per_chunk for k in range(log_points + 1)], 'history': history,
+                'targets': lawn_targets(carry[2])}
+
+
+def lawn_targets(opt_state) -> dict | None:
+    """``{path: per-seed target norms}`` of a LAWN state (None for another optimizer)."""
+    if not isinstance(opt_state, optim.LawnState):
+        return None
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(opt_state.target_norms))[0]
+    return {optim.path_name(path): np.asarray(value) for path, value in leaves}
+
+
+def precise_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Cross-entropy as ``softplus(logsumexp_{j != y}(z_j - z_y))``.
+
+    The usual ``logsumexp(z) - z_y`` rounds to exactly 0 in float32 once the margins exceed
+    about 17, which would hide the difference between two loss floors.
+    """
+    margins = logits - jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    others = jnp.where(jax.nn.one_hot(labels, logits.shape[-1]) > 0, -jnp.inf, margins)
+    return jax.nn.softplus(jax.nn.logsumexp(others, axis=-1))
+
+
+def batch_order(seed: int, n: int, batch_size: int, steps: int) -> np.ndarray:
+    """Indices ``(steps, batch_size)``: reshuffled epochs without remainder (whole set at full
+    batch)."""
+    rng = np.random.default_rng(seed)
+    per_epoch = n // batch_size
+    epochs = -(-steps // per_epoch)
+    order = np.concatenate([rng.permutation(n)[:per_epoch * batch_size] for _ in range(epochs)])
+    return order.reshape(-1, batch_size)[:steps]
+
+
+def make_optimizer(optimizer: str, epochs: int, steps_per_epoch: int,
+                   free_fraction: float | None, mask, mask_regex: str | None = None
+                   ) -> optax.GradientTransformation:
+    """The library's optimizer (5 % warmup, cosine, no decay), wrapped in LAWN when asked
+    (constraining ``mask``, or the paths matching ``mask_regex``)."""
+    cfg = config_lib.apply_overrides(config_lib.default_config(), {
+        'optimizer': optimizer, 'lr': LEARNING_RATES[optimizer], 'momentum': 0.9,
+        'schedule': 'cosine', 'warmup_epochs': 0.05 * epochs, 'weight_decay': 0.0,
+        'epochs': epochs,
+        'lawn_free_epochs': None if free_fraction is None else free_fraction * epochs,
+        'lawn_mask': mask_regex})
+    return train.make_optimizer(cfg, steps_per_epoch, lawn_mask=mask)
+
+
+def plan(s: dict) -> list[dict]:
+    """Every run: the (model, batch, optimizer) grid with and without LAWN, then the sweep."""
+    runs = []
+    for model_key in s['models']:
+        for batch in ('small', 'full'):
+            for optimizer in LEARNING_RATES:
+                grid = s['resnet_grid']
+                if model_key.startswith('resnet') and (optimizer not in grid['optimizers']
+                                                       or batch not in grid['batches']):
+                    continue
+                for fraction in (None, s['free_fraction']):
+                    runs.append({'role': 'grid', 'model': model_key, 'batch': batch,
+                                 'optimizer': optimizer, 'free_fraction': fraction,
+                                 'mask': None})
+    runs += [{'role': 'sweep', **SWEEP_CELL, 'free_fraction': f, 'mask': None}
+             for f in s['sweep'] if f != s['free_fraction']]
+    runs.append({'role': 'mask_variant', **SWEEP_CELL, 'free_fraction': s['free_fraction'],
+                 'mask': LAST_NORM_MASK})
+    return runs
+
+
+def summarize(run: dict, result: dict) -> dict:
+    """Final per-seed metrics, and the worst relative norm error after LAWN's switch."""
+    final = result['history'][-1]
+    out = {key: np.asarray(final[key]).tolist()
+           for key in ('test_accuracy', 'train_loss', 'logit_norm', 'weight_norm')}
+    if result['targets'] is not None:
+        switch = run['free_steps']
+        errors = [np.max(np.abs(point['group_norms'][path] / target - 1))
+                  for step, point in zip(result['steps'], result['history']) if step > switch
+                  for path, target in result['targets'].items()]
+        out['max_norm_error'] = float(max(errors))
+    return out
+
+
+def constrained_paths(mask) -> list[str]:
+    return [optim.path_name(path) for path, flag in jax.tree_util.tree_flatten_with_path(mask)[0]
+            if flag]
+
+
+def curve(result: dict) -> dict:
+    """Seed-mean of each logged metric against the step."""
+    keys = ('weight_norm', 'logit_norm', 'train_loss', 'test_accuracy')
+    return {'steps': result['steps'],
+            **{k: [mean(point[k]) for point in result['history']] for k in keys}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--quick', action='store_true', help='CPU budget (about 2.5 minutes)')
+    parser.add_argument('--seeds', type=int, default=3, help='seeds per run (>= 2)')
+    parser.add_argument('--out', default='results', help='writes OUT/lawn/results.json + PNGs')
+    parser.add_argument('--data-dir', help='TFDS data dir for digits')
+    args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error('--seeds must be >= 2 (the verdicts use a standard error)')
+    s, seeds = settings(args.quick), list(range(args.seeds))
+    started = time.perf_counter()
+    digits = Digits(args.data_dir)
+    runs, runners, records = plan(s), {}, []
+    progress = tqdm(total=len(runs) * s['log_points'], desc='lawn', unit='chunk')
+    for run in runs:
+        if run['model'] not in runners:
+            name, norm, options = s['models'][run['model']]
+            runners[run['model']] = ModelRunner(models.get_model(
+                name, norm=norm, num_classes=digits.num_classes, **options), digits, seeds)
+        runner, n = runners[run['model']], len(digits.train_y)
+        batch_size = n if run['batch'] == 'full' else s['small_batch']
+        steps_per_epoch = n // batch_size
+        epochs = s['full_steps'] if run['batch'] == 'full' else s['small_epochs']
+        fraction = run['free_fraction']
+        tx = make_optimizer(run['optimizer'], epochs, steps_per_epoch, fraction, runner.mask,
+                            run['mask'])
+        # The rounding of jaxnorm.train.with_lawn.
+        run['free_steps'] = None if fraction is None else round(fraction * epochs
+                                                                 * steps_per_epoch)
+        result = runner.run(tx, batch_size=batch_size, total_steps=epochs * steps_per_epoch,
+                            log_points=s['log_points'], progress=progress)
+        records.append({**run, 'batch_size': batch_size, 'total_steps': epochs * steps_per_epoch,
+                        'final': summarize(run, result), 'curve': curve(result)})
+    progress.close()
+    out_dir = os.path.join(args.out, 'lawn')
+    os.makedirs(out_dir, exist_ok=True)
+    judged = verdicts(records, s)
+    table = accuracy_table(records, judged['cells'])
+    setup = {'quick': args.quick, 'seeds': seeds, 'learning_rates': LEARNING_RATES,
+             'weight_decay': 0.0, 'schedule': '5 % linear warmup, then cosine',
+             **{k: v for k, v in s.items() if k != 'models'},
+             'models': {key: {'name': name, 'norm': norm, 'options': options,
+                              'constrained': constrained_paths(runners[key].mask)}
+                        for key, (name, norm, options) in s['models'].items()}}
+    results = {'paper': 'LAWN, arXiv:2108.05839', 'claim': CLAIM, 'setup': setup,
+               **judged, 'table': table, 'runs': records,
+               'seconds': time.perf_counter() - started}
+    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
+        json.dump(results, f, indent=1)
+    plots = plot(records, out_dir)
+    print('\n'.join(table))
+    print(json.dumps({**judged['mechanics'], **judged['diagnostics']}, indent=1))
+    print(f"verdict: {judged['verdict']}")
+    print(f'{time.perf_counter() - started:.0f} s; results and {len(plots)} plots in {out_dir}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

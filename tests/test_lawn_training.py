@@ -1,0 +1,125 @@
+"""LAWN in the library: the default mask per architecture, the training loop and the CLI."""
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optim
+from jaxnorm import config as config_lib, homogeneous, models, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def constrained_paths(mask):
+    leaves = jax.tree_util.tree_flatten_with_path(mask)[0]
+    return sorted(optim.path_name(path) for path, flag in leaves if flag)
+
+
+@pytest.mark.parametrize('name, norm, options, expected', [
+    # BatchNorm before the pool: only the classifier sets the logit scale.
+    ('resnet20', 'bn', {}, ['head/kernel']),
+    ('vgg_cfg10', 'gn', {}, ['head/kernel']),
+    ('mlp', 'ln', {}, ['head/kernel']),
+    # No normalization: the whole net is homogeneous in every kernel.
+    ('mlp', 'none', {}, ['dense1/kernel', 'dense2/kernel', 'head/kernel']),
+    # Pre-activation: the last block's conv2 follows the last norm (documented caveat).
+    ('resnet20', 'bn', {'preact': True}, ['head/kernel', 'stage3_block3/conv2/kernel']),
+])
+def test_final_homogeneous_mask_per_architecture(name, norm, options, expected):
+    model = models.get_model(name, norm=norm, num_classes=10, **options)
+    mask = homogeneous.final_homogeneous_mask(model, jnp.zeros((1, 8, 8, 1)))
+    assert constrained_paths(mask) == expected
+
+
+def test_default_mask_fits_the_model_params_exactly():
+    model = models.get_model('mlp', norm='bn', num_classes=10)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))['params']
+    mask = homogeneous.final_homogeneous_mask(model, jnp.zeros((1, 8, 8, 1)))
+    assert jax.tree.structure(mask) == jax.tree.structure(params)
+    # The mask is what optim.lawn reads: the norm of the constrained head alone.
+    norms = optim.constrained_norms(params, mask)
+    np.testing.assert_allclose(float(norms['head/kernel']),
+                               np.linalg.norm(np.asarray(params['head']['kernel'])), rtol=1e-6)
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    return os.environ.get('JAXNORM_TEST_DATA_DIR') or str(tmp_path_factory.mktemp('tfds'))
+
+
+def small_config(tmp_path, data_dir, **overrides):
+    base = {'model': 'mlp', 'epochs': 3, 'batch_size': 128, 'optimizer': 'adam', 'lr': 3e-3,
+            'weight_decay': 0.0, 'workdir': str(tmp_path / 'run'), 'progress': False,
+            'data_dir': data_dir}
+    return config_lib.apply_overrides(config_lib.default_config(), {**base, **overrides})
+
+
+@pytest.mark.parametrize('overrides', [
+    {'lawn_free_epochs': 1.0},
+    {'lawn_free_epochs': 1.0, 'optimizer': 'sgd', 'lr': 0.05, 'weight_decay': 5e-4,
+     'norm': 'none', 'lawn_per_unit': True},
+])
+def test_fit_with_lawn_logs_frozen_norms_and_logit_norms(tmp_path, data_dir, overrides):
+    result = train.fit(small_config(tmp_path, data_dir, **overrides))
+    records = result.history
+    # The switch is the first step of epoch 2, so epoch 1's final norms are the targets.
+    for record in records[1:]:
+        for path, norm in record['lawn_weight_norms'].items():
+            np.testing.assert_allclose(norm, records[0]['lawn_weight_norms'][path], rtol=1e-5)
+    expected = (['dense1/kernel', 'dense2/kernel', 'head/kernel'] if 'norm' in overrides
+                else ['head/kernel'])
+    assert sorted(records[0]['lawn_weight_norms']) == expected
+    assert all(r['mean_logit_norm'] > 0 for r in records)
+    for path, norm in optim.constrained_norms(result.state.params, optim.regex_mask(
+            '|'.join(expected))).items():
+        np.testing.assert_allclose(float(norm), records[-1]['lawn_weight_norms'][path],
+                                   rtol=1e-6)
+
+
+def test_fit_with_a_mask_that_matches_nothing_fails_before_training(tmp_path, data_dir):
+    cfg = small_config(tmp_path, data_dir, lawn_free_epochs=1.0, lawn_mask='no_such_layer')
+    with pytest.raises(ValueError, match="'no_such_layer' matches no parameter"):
+        train.fit(cfg)
+    assert not os.path.exists(tmp_path / 'run' / 'metrics.jsonl')
+
+
+def test_config_rejects_lawn_options_without_lawn_and_negative_free_epochs():
+    with pytest.raises(ValueError, match='need lawn_free_epochs'):
+        config_lib.apply_overrides(config_lib.default_config(), {'lawn_mask': 'head'})
+    with pytest.raises(ValueError, match='lawn_free_epochs must be >= 0'):
+        config_lib.apply_overrides(config_lib.default_config(), {'lawn_free_epochs': -1.0})
+
+
+def test_make_optimizer_free_steps_are_epochs_times_steps_per_epoch():
+    cfg = config_lib.apply_overrides(config_lib.default_config(), {
+        'lawn_free_epochs': 2.0, 'lawn_mask': 'w', 'weight_decay': 0.0, 'optimizer': 'adam'})
+    tx = train.make_optimizer(cfg, steps_per_epoch=3)
+    params = {'w': jnp.ones((2, 2))}
+    state, step = tx.init(params), jax.jit(tx.update)
+    for t in range(8):
+        norm_before = np.linalg.norm(np.asarray(params['w']))
+        grads = {'w': jnp.asarray(np.random.default_rng(t).normal(size=(2, 2)), jnp.float32)}
+        updates, state = step(grads, state, params)
+        params = jax.tree.map(jnp.add, params, updates)
+        if t < 6:
+            assert float(state.target_norms['w']) == 0.0
+        elif t == 6:
+            # Update 6 = 2 epochs x 3 steps records the norm it starts from.
+            np.testing.assert_allclose(float(state.target_norms['w']), norm_before, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(params['w'])),
+                               float(state.target_norms['w']), rtol=1e-5)
+
+
+def test_cli_flags_set_the_lawn_keys():
+    spec = importlib.util.spec_from_file_location('train_cli', os.path.join(ROOT, 'scripts',
+                                                                            'train.py'))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    args = cli.build_parser().parse_args(
+        ['--lawn-free-epochs', '3', '--lawn-mask', 'head/kernel', '--lawn-per-unit'])
+    cfg = cli.config_from_args(args)
+    assert (cfg.lawn_free_epochs, cfg.lawn_mask, cfg.lawn_per_unit) == (3.0, 'head/kernel', True)
+    assert cli.config_from_args(cli.build_parser().parse_args([])).lawn_free_epochs is None
