@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging as absl_logging
+from tensorflow_datasets.core.utils import tqdm_utils as tfds_tqdm_utils
 
 from jaxnorm.data import digits as digits_lib
 
@@ -195,12 +196,14 @@ def _quiet_tfds():
     "OpenCV is not installed" on every run; real errors still raise.
     """
     verbosity = absl_logging.get_verbosity()
+    # TFDS has no public getter; restoring the flag keeps a user's own setting intact.
+    progress_bar_was_on = getattr(tfds_tqdm_utils, '_active', True)
     absl_logging.set_verbosity(absl_logging.ERROR)
-    tfds.disable_progress_bar()
+    tfds.display_progress_bar(False)
     try:
         yield
     finally:
-        tfds.enable_progress_bar()
+        tfds.display_progress_bar(progress_bar_was_on)
         absl_logging.set_verbosity(verbosity)
 
 
