@@ -138,14 +138,18 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
                      steps_per_epoch, lawn_mask)
 
 
+def lawn_constrained_mask(config: ml_collections.ConfigDict, default: Any = None) -> Any:
+    """The regex mask of ``config.lawn_mask`` when set, else ``default``."""
+    return optim.regex_mask(config.lawn_mask) if config.lawn_mask else default
+
+
 def with_lawn(tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
               steps_per_epoch: int, lawn_mask: Any = None) -> optax.GradientTransformation:
     """``tx`` wrapped in :func:`optim.lawn` as ``config.lawn_*`` says (``tx`` when it is off)."""
     if config.lawn_free_epochs is None:
         return tx
-    if config.lawn_mask:
-        lawn_mask = optim.regex_mask(config.lawn_mask)
-    elif lawn_mask is None:
+    lawn_mask = lawn_constrained_mask(config, lawn_mask)
+    if lawn_mask is None:
         raise ValueError('LAWN needs the constrained parameters: set config.lawn_mask to a '
                          'regex on parameter paths or pass lawn_mask')
     return optim.lawn(tx, free_steps=round(config.lawn_free_epochs * steps_per_epoch),
@@ -325,9 +329,8 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
                              norm_kwargs=dict(config.norm_kwargs), **config.model_kwargs)
     lawn_mask = None
     if config.lawn_free_epochs is not None:
-        lawn_mask = (optim.regex_mask(config.lawn_mask) if config.lawn_mask else
-                     homogeneous.final_homogeneous_mask(
-                         model, jnp.zeros((1, *train_ds.images.shape[1:]))))
+        lawn_mask = (lawn_constrained_mask(config) or homogeneous.final_homogeneous_mask(
+            model, jnp.zeros((1, *train_ds.images.shape[1:]))))
     tx = make_optimizer(config, steps_per_epoch, lawn_mask)
     state = create_train_state(model, tx, train_ds.images.shape[1:], seed=config.seed, mesh=mesh)
     train_fn, eval_fn = compile_steps(mesh, config.label_smoothing)
