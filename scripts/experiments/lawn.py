@@ -300,12 +300,17 @@ def main(argv=None) -> int:
              'models': {key: {'name': name, 'norm': norm, 'options': options,
                               'constrained': constrained_paths(runners[key].mask)}
                         for key, (name, norm, options) in s['models'].items()}}
-    results = {'paper': 'LAWN, arXiv:2108.05839', 'claim': CLAIM, 'setup': setup,
+    ran = (f"SGD-momentum, Adam and LAMB with and without LAWN on digits: {', '.join(s['models'])}"
+           f", batch {s['small_batch']} for {s['small_epochs']} epochs and full batch for "
+           f"{s['full_steps']} steps, {len(seeds)} seeds, no weight decay; plus a free-phase "
+           "sweep (Adam, LayerNorm MLP, full batch).")
+    results = {'paper': 'LAWN, arXiv:2108.05839', 'claim': CLAIM, 'ran': ran, 'setup': setup,
                **judged, 'table': table, 'runs': records,
                'seconds': time.perf_counter() - started}
+    plots = plot(records, out_dir)
+    results['figures'] = [os.path.basename(path) for path in plots]
     with open(os.path.join(out_dir, 'results.json'), 'w') as f:
         json.dump(results, f, indent=1)
-    plots = plot(records, out_dir)
     print('\n'.join(table))
     print(json.dumps({**judged['mechanics'], **judged['diagnostics']}, indent=1))
     print(f"verdict: {judged['verdict']}")

@@ -31,6 +31,9 @@ def accuracy_comparison(plain: dict, lawn: dict) -> dict:
     return {'gain': float(gain), 'se': float(se), 'outcome': outcome}
 
 
+SUPPORTED = ('supported', 'pass')
+
+
 def verdicts(records: list[dict], s: dict) -> dict:
     """The checks of the module docstring, computed from the per-run summaries."""
     cells = {}
@@ -107,7 +110,11 @@ def verdicts(records: list[dict], s: dict) -> dict:
         'logit_norm': [mean(r['final']['logit_norm']) for r in (plain, default, variant)],
         'train_loss': [mean(r['final']['train_loss']) for r in (plain, default, variant)],
         'test_accuracy': [mean(r['final']['test_accuracy']) for r in (plain, default, variant)]}}
-    return {'cells': compare, 'mechanics': checks, 'claims': claims,
+    report_checks = [{'name': name, 'rule': c['rule'], 'holds': c['pass']}
+                     for name, c in checks.items()]
+    report_checks += [{'name': name, 'rule': c['rule'], 'holds': c['verdict'] in SUPPORTED}
+                      for name, c in claims.items()]
+    return {'cells': compare, 'mechanics': checks, 'claims': claims, 'checks': report_checks,
             'diagnostics': diagnostics, 'verdict': summary}
 
 

@@ -1,0 +1,248 @@
+#!/usr/bin/env python
+"""Reproduction report: every paper's experiment, run and judged, in one markdown file.
+
+    python scripts/reproduce.py --quick              # CPU budget, embedded digits data
+    python scripts/reproduce.py --quick --only lawn  # one section
+    python scripts/reproduce.py                      # the papers' scale: meant for a GPU/TPU
+
+Each section runs ``scripts/experiments/<section>.py`` in a subprocess and reads the
+``results.json`` it writes. That file carries the paper, the claim, what was run (``ran``), a
+markdown ``table`` (mean +- std over seeds), ``figures`` and ``checks``: the sub-claims, each
+with the rule the experiment applied to its own numbers and whether it ``holds``. The verdict
+of a section is computed here from those checks, by the rule written into the report:
+**reproduced** when every check holds, **partly** when some do, **not reproduced** when none
+does.
+
+Finished sections are cached under ``OUT/cache/<section>-<hash>``. The hash covers the
+section's arguments and the source of the experiment and of the ``jaxnorm``, ``optim`` and
+``prune`` packages, so any code change reruns the section and an unchanged rerun skips it. A
+section is written to a temporary folder and renamed when it has finished, so an interrupted
+run leaves no half-written cache entry. Deleting ``OUT/cache`` and rerunning recomputes every
+number (the experiments are seeded).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import glob
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+from tqdm.auto import tqdm
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = os.path.join(REPO, 'scripts', 'experiments')
+PACKAGES = ('jaxnorm', 'optim', 'prune')
+VERDICT_RULE = ('A section is **reproduced** when every check holds, **partly** when at least '
+                'one but not every check holds, and **not reproduced** when none holds. Each '
+                "check's rule is applied by the experiment to the numbers of this run.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One paper: the experiment script (``scripts/experiments/<name>.py``) and its title."""
+    name: str
+    title: str
+    helpers: tuple[str, ...] = ()  # further experiment modules the script imports
+
+    def script(self) -> str:
+        return os.path.join(EXPERIMENTS, f'{self.name}.py')
+
+
+SECTIONS = (
+    Section('lawn', 'LAWN: Learning with Constrained Weight Norms (arXiv:2108.05839)',
+            helpers=('lawn_report.py',)),
+)
+
+
+def select_sections(only: str | None) -> list[Section]:
+    """The sections named in ``--only`` (comma separated), or all of them."""
+    if not only:
+        return list(SECTIONS)
+    by_name = {section.name: section for section in SECTIONS}
+    unknown = [name for name in only.split(',') if name not in by_name]
+    if unknown:
+        raise ValueError(f'unknown section(s) {unknown}; choose from {sorted(by_name)}')
+    return [by_name[name] for name in only.split(',')]
+
+
+def source_digest(section: Section) -> str:
+    """Hash of the experiment's and the packages' Python sources."""
+    files = [section.script()] + [os.path.join(EXPERIMENTS, h) for h in section.helpers]
+    for package in PACKAGES:
+        files += glob.glob(os.path.join(REPO, package, '**', '*.py'), recursive=True)
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(os.path.relpath(path, REPO).encode())
+        with open(path, 'rb') as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def section_arguments(args: argparse.Namespace) -> list[str]:
+    """Command-line arguments passed to every experiment script."""
+    extra = ['--quick'] if args.quick else []
+    extra += ['--seeds', str(args.seeds)]
+    if args.data_dir:
+        extra += ['--data-dir', args.data_dir]
+    return extra
+
+
+def cache_key(section: Section, arguments: list[str]) -> str:
+    config = json.dumps({'section': section.name, 'arguments': arguments,
+                         'source': source_digest(section)}, sort_keys=True)
+    return f'{section.name}-{hashlib.sha256(config.encode()).hexdigest()[:16]}'
+
+
+def cached_section(section: Section, arguments: list[str], cache_dir: str) -> tuple | None:
+    """(results, folder holding results.json) of a finished run with this config, or None."""
+    folder = os.path.join(cache_dir, cache_key(section, arguments))
+    if not os.path.exists(os.path.join(folder, section.name, 'results.json')):
+        return None
+    return load_results(folder, section), os.path.join(folder, section.name)
+
+
+def run_section(section: Section, arguments: list[str], cache_dir: str) -> tuple[dict, str, bool]:
+    """Runs (or reuses) one section; returns (results, folder holding results.json, cached)."""
+    cached = cached_section(section, arguments, cache_dir)
+    if cached:
+        return (*cached, True)
+    folder = os.path.join(cache_dir, cache_key(section, arguments))
+    partial = folder + '.partial'
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    log_path = os.path.join(partial, 'log.txt')
+    command = [sys.executable, section.script(), *arguments, '--out', partial]
+    with open(log_path, 'w') as log:
+        # The experiment's own tqdm bars go to stderr, shown live; its printout to the log.
+        finished = subprocess.run(command, cwd=REPO, stdout=log, check=False)
+    if finished.returncode != 0:
+        raise RuntimeError(f"section {section.name!r} failed (exit {finished.returncode}); "
+                           f"its output is in {log_path}")
+    os.replace(partial, folder)
+    return load_results(folder, section), os.path.join(folder, section.name), False
+
+
+def load_results(folder: str, section: Section) -> dict:
+    with open(os.path.join(folder, section.name, 'results.json')) as f:
+        results = json.load(f)
+    missing = [k for k in ('claim', 'table', 'checks', 'figures') if k not in results]
+    if missing:
+        raise ValueError(f'{section.name}/results.json lacks {missing}: the experiment does not '
+                         'follow the report contract in scripts/reproduce.py')
+    return results
+
+
+def verdict(checks: list[dict]) -> str:
+    """The report's rule (``VERDICT_RULE``) applied to a section's checks."""
+    holding = sum(bool(check['holds']) for check in checks)
+    if checks and holding == len(checks):
+        return 'reproduced'
+    return 'partly' if holding else 'not reproduced'
+
+
+def section_markdown(section: Section, results: dict, figure_dir: str, seconds: float,
+                     cached: bool) -> list[str]:
+    checks = results['checks']
+    lines = [f'## {section.title}', '',
+             f"**Claim.** {results['claim']}", '',
+             f"**Ran.** {results.get('ran') or json.dumps(results.get('setup', {}))}", '',
+             f"**Verdict: {verdict(checks)}** ({sum(c['holds'] for c in checks)} of "
+             f"{len(checks)} checks hold; {seconds:.0f} s{', cached' if cached else ''}).", '',
+             *results['table'], '',
+             '| check | rule | holds |', '|---|---|---|',
+             *[f"| {c['name']} | {c['rule']} | {'yes' if c['holds'] else 'no'} |"
+               for c in checks], '']
+    lines += [f'![{name}]({os.path.join(figure_dir, name)})' for name in results['figures']]
+    return lines + ['']
+
+
+def machine_description() -> str:
+    import jax  # imported late: the sections run in subprocesses and do not need it here
+    devices = jax.devices()
+    return (f'{platform.platform()}, Python {platform.python_version()}, jax {jax.__version__}, '
+            f'{len(devices)} x {devices[0].device_kind} ({os.cpu_count()} CPU cores)')
+
+
+def write_report(out: str, rows: list[tuple[Section, dict, str, float, bool]], quick: bool):
+    figures_root = os.path.join(out, 'figures')
+    summary = ['| paper | verdict | checks holding | seconds |', '|---|---|---|---|']
+    body = []
+    for section, results, folder, seconds, cached in rows:
+        target = os.path.join(figures_root, section.name)
+        os.makedirs(target, exist_ok=True)
+        for name in results['figures']:
+            shutil.copy2(os.path.join(folder, name), os.path.join(target, name))
+        checks = results['checks']
+        summary.append(f'| [{section.title}](#{anchor(section.title)}) | {verdict(checks)} | '
+                       f"{sum(c['holds'] for c in checks)} / {len(checks)} | {seconds:.0f} |")
+        body += section_markdown(section, results, os.path.join('figures', section.name),
+                                 seconds, cached)
+    header = ['# jaxnorm reproduction report', '',
+              f"{'Quick (CPU) scale' if quick else 'Full scale'}, written "
+              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
+              f'{machine_description()}.', '', VERDICT_RULE, '', *summary, '']
+    with open(os.path.join(out, 'REPORT.md'), 'w') as f:
+        f.write('\n'.join(header + body))
+
+
+def anchor(title: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    kept = ''.join(ch for ch in title.lower() if ch.isalnum() or ch in ' -')
+    return kept.replace(' ', '-')
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--quick', action='store_true', help='CPU-sized runs of every section')
+    parser.add_argument('--only', help=f"comma-separated sections: "
+                                       f"{', '.join(s.name for s in SECTIONS)}")
+    parser.add_argument('--seeds', type=int, default=3, help='seeds per statistical claim')
+    parser.add_argument('--out', default='report', help='writes OUT/REPORT.md and OUT/cache')
+    parser.add_argument('--data-dir', help='TFDS data dir (digits is prepared there if absent)')
+    args = parser.parse_args(argv)
+    try:
+        sections = select_sections(args.only)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.seeds < 3:
+        parser.error('--seeds must be >= 3: the statistical claims are judged on mean +- std')
+    arguments, cache_dir = section_arguments(args), os.path.join(args.out, 'cache')
+    finished, failures = {}, []
+    for section in tqdm(sections, desc='reproduce', unit='section'):
+        started = time.perf_counter()
+        try:
+            results, folder, cached = run_section(section, arguments, cache_dir)
+        except (RuntimeError, ValueError) as error:
+            failures.append(str(error))
+            continue
+        seconds = results.get('seconds', time.perf_counter() - started)
+        finished[section.name] = (section, results, folder, seconds, cached)
+    # Sections not run now still appear when a finished run of the same config is cached.
+    rows = []
+    for section in SECTIONS:
+        if section.name not in finished and (hit := cached_section(section, arguments, cache_dir)):
+            results, folder = hit
+            finished[section.name] = (section, results, folder, results.get('seconds', 0.0), True)
+        if section.name in finished:
+            rows.append(finished[section.name])
+    if rows:
+        write_report(args.out, rows, args.quick)
+        print(f"report: {os.path.join(args.out, 'REPORT.md')}")
+        for section, results, *_ in rows:
+            print(f"  {section.name}: {verdict(results['checks'])}")
+    for failure in failures:
+        print(f'error: {failure}', file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

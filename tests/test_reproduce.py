@@ -1,0 +1,118 @@
+"""scripts/reproduce.py: verdict rule, caching by config hash, atomic sections, the report."""
+import importlib.util
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A stand-in experiment: counts its runs in a file and writes the report contract, with the
+# checks' outcomes and an optional failure read from environment variables.
+FAKE_EXPERIMENT = textwrap.dedent('''
+    import argparse, json, os, sys
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--seeds', type=int)
+    parser.add_argument('--data-dir')
+    parser.add_argument('--out')
+    args = parser.parse_args()
+    with open(os.environ['FAKE_RUN_LOG'], 'a') as log:
+        log.write(f'{args.seeds}\\n')
+    out = os.path.join(args.out, 'fake')
+    os.makedirs(out)
+    open(os.path.join(out, 'curve.png'), 'wb').write(b'png')
+    if os.environ.get('FAKE_FAIL'):
+        sys.exit(3)
+    holds = [h == '1' for h in os.environ['FAKE_HOLDS'].split(',')]
+    json.dump({'claim': 'fake claim', 'ran': 'fake run', 'seconds': 1.5,
+               'table': ['| a |', '|---|', '| 1.0 +- 0.1 |'], 'figures': ['curve.png'],
+               'checks': [{'name': f'c{i}', 'rule': 'r', 'holds': h}
+                          for i, h in enumerate(holds)]},
+              open(os.path.join(out, 'results.json'), 'w'))
+''')
+
+
+def load_reproduce_script():
+    spec = importlib.util.spec_from_file_location('reproduce', REPO / 'scripts' / 'reproduce.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules['reproduce'] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def reproduce(tmp_path, monkeypatch):
+    module = load_reproduce_script()
+    experiments = tmp_path / 'experiments'
+    experiments.mkdir()
+    (experiments / 'fake.py').write_text(FAKE_EXPERIMENT)
+    monkeypatch.setattr(module, 'EXPERIMENTS', str(experiments))
+    monkeypatch.setattr(module, 'SECTIONS', (module.Section('fake', 'Fake paper (arXiv:0)'),))
+    monkeypatch.setenv('FAKE_RUN_LOG', str(tmp_path / 'runs.txt'))
+    monkeypatch.setenv('FAKE_HOLDS', '1,0')
+    return module
+
+
+@pytest.mark.parametrize('holds, expected', [([True, True], 'reproduced'),
+                                             ([True, False], 'partly'),
+                                             ([False, False], 'not reproduced'),
+                                             ([], 'not reproduced')])
+def test_verdict_rule(reproduce, holds, expected):
+    assert reproduce.verdict([{'holds': h} for h in holds]) == expected
+
+
+def test_a_finished_section_is_cached_and_a_changed_config_reruns(reproduce, tmp_path):
+    out = tmp_path / 'report'
+    assert reproduce.main(['--quick', '--out', str(out)]) == 0
+    assert reproduce.main(['--quick', '--out', str(out)]) == 0
+    runs = (tmp_path / 'runs.txt').read_text().split()
+    assert runs == ['3']  # the second invocation used the cache
+    assert reproduce.main(['--quick', '--seeds', '4', '--out', str(out)]) == 0
+    assert (tmp_path / 'runs.txt').read_text().split() == ['3', '4']
+
+    report = (out / 'REPORT.md').read_text()
+    assert '| [Fake paper (arXiv:0)](#fake-paper-arxiv0) | partly | 1 / 2 |' in report
+    assert '**Verdict: partly** (1 of 2 checks hold' in report
+    assert (out / 'figures' / 'fake' / 'curve.png').read_bytes() == b'png'
+    assert '![curve.png](figures/fake/curve.png)' in report
+
+
+def test_a_failed_section_leaves_no_cache_entry_and_reports_its_log(reproduce, tmp_path,
+                                                                    monkeypatch, capsys):
+    out = tmp_path / 'report'
+    monkeypatch.setenv('FAKE_FAIL', '1')
+    assert reproduce.main(['--quick', '--out', str(out)]) == 1
+    assert "section 'fake' failed (exit 3)" in capsys.readouterr().err
+    assert not [name for name in os.listdir(out / 'cache') if not name.endswith('.partial')]
+    monkeypatch.delenv('FAKE_FAIL')
+    assert reproduce.main(['--quick', '--out', str(out)]) == 0
+    assert (tmp_path / 'runs.txt').read_text().split() == ['3', '3']
+
+
+def test_changing_the_experiment_source_invalidates_the_cache(reproduce, tmp_path):
+    out = tmp_path / 'report'
+    reproduce.main(['--quick', '--out', str(out)])
+    script = Path(reproduce.EXPERIMENTS) / 'fake.py'
+    script.write_text(script.read_text() + '\n# edited\n')
+    reproduce.main(['--quick', '--out', str(out)])
+    assert len((tmp_path / 'runs.txt').read_text().split()) == 2
+
+
+def test_bad_arguments_name_the_choices(reproduce, capsys):
+    with pytest.raises(SystemExit):
+        reproduce.main(['--only', 'nope'])
+    assert "unknown section(s) ['nope']; choose from ['fake']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        reproduce.main(['--seeds', '2'])
+    assert '--seeds must be >= 3' in capsys.readouterr().err
+
+
+def test_every_registered_section_has_its_experiment_script():
+    module = load_reproduce_script()
+    for section in module.SECTIONS:
+        assert os.path.exists(section.script()), section.name
+        for helper in section.helpers:
+            assert os.path.exists(os.path.join(module.EXPERIMENTS, helper)), helper
