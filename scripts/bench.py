@@ -4,11 +4,15 @@
 Subcommands:
   norms   forward+backward time of a jitted ResNet-20 train step with every registered
           normalizer, and for bn/ln/gn/in the flax built-in equivalents in the same model.
+  prune   inference time of a 50 %-filter-pruned ResNet-20 and VGG-13: the dense model with
+          masked weights against the compacted (physically narrower) model, same outputs.
 
 Examples:
   python scripts/bench.py norms
   python scripts/bench.py norms --quick
   python scripts/bench.py norms --norms bn gn --repeats 50
+  python scripts/bench.py prune
+  python scripts/bench.py prune --models resnet20 --fraction 0.75 --batch-size 256
 """
 from __future__ import annotations
 
@@ -26,11 +30,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+import prune  # noqa: E402
 from jaxnorm import layers  # noqa: E402
 from jaxnorm.cli import OneLineErrorParser  # noqa: E402
-from jaxnorm.models import get_model  # noqa: E402
+from jaxnorm.models import channels, get_model  # noqa: E402
 
 BN_MOMENTUM, EPSILON = 0.9, 1e-5
 # The default GroupNorm grouping, min(32, C), has no single flax equivalent on ResNet-20's
@@ -176,6 +182,62 @@ def bench_norms(args) -> int:
     return 0
 
 
+def pruned_pair(name: str, fraction: float, batch_size: int, image_size: int):
+    """Dense model with masked weights and its compacted twin, as jitted inference calls.
+
+    Every prunable layer loses ``fraction`` of its filters (the lowest L2 norms at a random
+    initialization: which ones is irrelevant to the timing).
+    """
+    model = get_model(name, norm='bn', num_classes=10)
+    x = jax.random.normal(jax.random.key(0), (batch_size, image_size, image_size, 3))
+    variables = jax.jit(model.init)(jax.random.key(1), x[:1])
+    groups = channels.channel_groups(model, variables)
+    scores = jax.device_get(prune.filter_scores('magnitude', variables['params'], groups))
+    alive = prune.select_survivors(scores, {g.name: np.ones(g.width, bool) for g in groups},
+                                   fraction, scope='layer')
+    masks = prune.structured_masks(variables['params'], groups, alive)
+    masked = {**variables, 'params': prune.apply_masks(variables['params'], masks)}
+    small_vars, widths = prune.compact(masked, groups, alive)
+    small = channels.compact_model(model, widths)
+    report = prune.layer_report(masked['params'], masks,
+                                positions=channels.kernel_positions(model, masked, x[:1]))
+    infer = jax.jit(lambda module, v: module.apply(v, x, train=False), static_argnums=0)
+    return ({'dense': lambda: infer(model, masked), 'compact': lambda: infer(small, small_vars)},
+            report['total'])
+
+
+def bench_prune(args) -> int:
+    print(f'inference, batch {args.batch_size}, {args.image_size}x{args.image_size}x3, BN eval '
+          f'mode, {100 * args.fraction:.0f} % of the filters of every prunable layer removed '
+          f'(ResNets: block-internal conv1 only); device {jax.devices()[0].device_kind} '
+          f'x{jax.device_count()}; {args.warmup} warm-up + median of {args.repeats}', flush=True)
+    header = (f'{"model":<10}{"dense ms":>10}{"compact ms":>12}{"speed-up":>10}'
+              f'{"FLOP ratio":>12}{"params kept":>13}{"max |diff|":>12}')
+    rows = []
+    for name in args.models:
+        calls, totals = pruned_pair(name, args.fraction, args.batch_size, args.image_size)
+        outputs = {key: jax.block_until_ready(call()) for key, call in calls.items()}
+        for _ in range(args.warmup - 1):
+            jax.block_until_ready([call() for call in calls.values()])
+        times = {key: [] for key in calls}
+        for _ in range(args.repeats):  # round-robin: background load hits both alike
+            for key, call in calls.items():
+                start = time.perf_counter()
+                jax.block_until_ready(call())
+                times[key].append(time.perf_counter() - start)
+        dense_ms, compact_ms = (1e3 * statistics.median(times[k]) for k in ('dense', 'compact'))
+        diff = float(np.max(np.abs(np.asarray(outputs['dense']) - np.asarray(outputs['compact']))))
+        rows.append(f'{name:<10}{dense_ms:>10.1f}{compact_ms:>12.1f}{dense_ms / compact_ms:>9.2f}x'
+                    f'{totals["speedup"]:>11.2f}x{totals["kept"] / totals["params"]:>12.1%}'
+                    f'{diff:>12.1e}')
+    print(header)
+    print('-' * len(header))
+    print('\n'.join(rows))
+    print('speed-up = dense / compact wall time; FLOP ratio = dense / remaining multiply-adds '
+          '(ShrinkBench); the dense model runs the masked weights.')
+    return 0
+
+
 def main(argv=None) -> int:
     parser = OneLineErrorParser(description=__doc__.split('\n')[0])
     commands = parser.add_subparsers(dest='command', required=True, parser_class=OneLineErrorParser)
@@ -189,13 +251,26 @@ def main(argv=None) -> int:
     norms.add_argument('--repeats', type=int, default=20, help='timed steps per norm')
     norms.add_argument('--warmup', type=int, default=2, help='untimed steps (first compiles)')
     norms.add_argument('--quick', action='store_true', help='3 repeats, 1 warm-up')
+    pruned = commands.add_parser('prune', help='compacted vs dense inference time after '
+                                 'filter pruning')
+    pruned.add_argument('--models', nargs='+', default=['resnet20', 'vgg13'],
+                        help='VGG / ResNet models (default resnet20 vgg13)')
+    pruned.add_argument('--fraction', type=float, default=0.5,
+                        help='fraction of the filters of every prunable layer removed')
+    pruned.add_argument('--batch-size', type=int, default=128)
+    pruned.add_argument('--image-size', type=int, default=32)
+    pruned.add_argument('--repeats', type=int, default=10, help='timed calls per model')
+    pruned.add_argument('--warmup', type=int, default=2, help='untimed calls (first compiles)')
+    pruned.add_argument('--quick', action='store_true', help='3 repeats, 1 warm-up, batch 32')
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 3, 1
+        if args.command == 'prune':
+            args.batch_size = 32
     if min(args.batch_size, args.image_size, args.repeats) < 1 or args.warmup < 1:
         parser.error('--batch-size, --image-size, --repeats and --warmup must be >= 1')
     try:
-        return bench_norms(args)
+        return bench_norms(args) if args.command == 'norms' else bench_prune(args)
     except (ValueError, TypeError) as error:
         print(f'bench.py: error: {error}', file=sys.stderr)
         return 1

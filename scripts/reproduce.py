@@ -59,6 +59,8 @@ class Section:
 SECTIONS = (
     Section('lawn', 'LAWN: Learning with Constrained Weight Norms (arXiv:2108.05839)',
             helpers=('lawn_report.py',)),
+    Section('flow_pruning', 'A Gradient Flow Framework for Analyzing Network Pruning '
+            '(arXiv:2009.11839)'),
 )
 
 

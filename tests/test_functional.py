@@ -374,3 +374,26 @@ def test_weight_functions_reject_vectors_and_integers():
         F.weight_norm(jnp.zeros(5))
     with pytest.raises(TypeError, match='int32'):
         F.weight_center(jnp.zeros((3, 3, 2, 2), jnp.int32))
+
+
+def _naive_standardize(x, axes):
+    """Direct jnp formula, differentiated straight through the mean and the variance."""
+    mean = jnp.mean(x, axes, keepdims=True)
+    return (x - mean) / jnp.sqrt(jnp.mean((x - mean) ** 2, axes, keepdims=True) + EPS)
+
+
+@pytest.mark.parametrize('ours, reference', [
+    (F.batch_norm, lambda x: _naive_standardize(x, (0, 1, 2))),
+    (functools.partial(F.group_norm, num_groups=3),
+     lambda x: _naive_standardize(x.reshape(*x.shape[:-1], 3, 4), (1, 2, 4)).reshape(x.shape)),
+])
+def test_second_derivatives_match_the_direct_formula(ours, reference):
+    # Hessian-vector products (pruning scores, gradient-flow identities) need exact second
+    # derivatives, which a stop_gradient on the mean silently breaks.
+    x, weights, direction = (draw((3, 4, 5, 12), seed) for seed in (0, 1, 2))
+
+    def hvp(fn):
+        grad = jax.grad(lambda x: jnp.sum(weights * fn(x)))
+        return jax.jit(lambda x, v: jax.jvp(grad, (x,), (v,))[1])(x, direction)
+
+    np.testing.assert_allclose(hvp(ours), hvp(reference), rtol=1e-4, atol=1e-4)

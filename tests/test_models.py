@@ -68,6 +68,9 @@ def _plain_cnn_formula(widths, in_channels=3, classes=10):
     ('vgg_cfg10', {}, _plain_cnn_formula((64, 64, 128, 128, 256, 256, 512, 512, 512, 512))),
     ('vgg11', {}, _plain_cnn_formula((64, 128, 256, 256, 512, 512, 512, 512))),
     ('vgg13', {}, _plain_cnn_formula((64, 64, 128, 128, 256, 256, 512, 512, 512, 512))),
+    # Explicit per-conv widths (a compacted filter-pruned VGG) override the layer list.
+    ('vgg13', {'channels': (5, 7, 9, 11, 13, 15, 17, 19, 21, 23)},
+     _plain_cnn_formula((5, 7, 9, 11, 13, 15, 17, 19, 21, 23))),
 ])
 def test_parameter_counts(name, options, expected):
     model = get_model(name, num_classes=10, **options)
@@ -304,3 +307,21 @@ def test_bad_input_shapes_raise_at_trace_time(name, shape, message):
     model = get_model(name, num_classes=10)
     with pytest.raises(ValueError, match=message):
         _init_shapes(model, shape)
+
+
+def test_resnet_inner_channels_change_only_block_internal_widths():
+    """conv1 outputs / conv2 inputs per block, counted against the formula with C_mid."""
+    inner = (3, 5, 7, 9, 11, 13, 15, 17, 19)
+    model = get_model('resnet20', num_classes=10, inner_channels=inner)
+    expected, cin, mids = 9 * 3 * 16 + 2 * 16, 16, iter(inner)
+    for width in (16, 32, 64):
+        for _ in range(3):
+            mid = next(mids)
+            expected += 9 * cin * mid + 2 * mid + 9 * mid * width + 2 * width
+            cin = width
+    expected += 64 * 10 + 10
+    assert _count(_init_shapes(model, (1, 8, 8, 3))['params']) == expected
+    with pytest.raises(ValueError, match='has 9 blocks, but 2 channel counts'):
+        _init_shapes(get_model('resnet20', num_classes=10, inner_channels=(4, 4)), (1, 8, 8, 3))
+    with pytest.raises(ValueError, match='must be a positive int'):
+        _init_shapes(get_model('vgg_cfg10', num_classes=10, channels=(0,) * 10), (1, 8, 8, 3))

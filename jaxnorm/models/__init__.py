@@ -32,11 +32,14 @@ Parameters: the ``params`` collection with ``norm='bn'``, 10 classes and 32x32x3
 (BN's scale and bias included, convs without bias). * The MLP's first layer depends on the
 input size: 85,514 on 8x8x1 digits.
 
-Options: every residual model takes ``skipinit``, ``preact``, ``width`` and ``shortcut``
-(see :mod:`jaxnorm.models.resnet`); ``vgg*`` and ``mobilenet_v1`` take ``width``; ``mlp``
-takes ``hidden`` and ``width``. ``width`` multiplies every channel count (stem included) and
-may be a float (rounded). ``resnet20`` with ``shortcut='conv1x1'`` (option B) has the 272,474
-parameters often quoted for it; option A, the default as in He et al., has 269,722.
+Options: every residual model takes ``skipinit``, ``preact``, ``width``, ``shortcut`` and
+``inner_channels`` (see :mod:`jaxnorm.models.resnet`); ``vgg*`` take ``width`` and
+``channels``; ``mobilenet_v1`` takes ``width``; ``mlp`` takes ``hidden`` and ``width``.
+``channels`` / ``inner_channels`` give explicit per-layer widths, the form of a
+filter-pruned model after :mod:`prune.compact` (:mod:`jaxnorm.models.channels`). ``width``
+multiplies every channel count (stem included) and may be a float (rounded). ``resnet20``
+with ``shortcut='conv1x1'`` (option B) has the 272,474 parameters often quoted for it;
+option A, the default as in He et al., has 269,722.
 
 Minimum input sizes: 8 for every CNN whose downsampling is by stride-2 convs (a padded
 stride-2 conv maps 1x1 to 1x1, so at 8x8 the deepest stages of resnet18/34, vgg_cfg10 and

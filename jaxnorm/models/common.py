@@ -31,6 +31,19 @@ def scale_width(base: int, width: float) -> int:
     return max(1, int(round(base * width)))
 
 
+def check_channels(channels, expected: int, what: str, model_name: str) -> list[int]:
+    """Validate an explicit per-layer channel list (one positive int per layer)."""
+    channels = list(channels)
+    if len(channels) != expected:
+        raise ValueError(f'{model_name} has {expected} {what}, but {len(channels)} channel '
+                         f'counts were given')
+    for index, count in enumerate(channels):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f'{model_name}: channel count {index} must be a positive int, '
+                             f'got {count!r}')
+    return channels
+
+
 def make_conv(spec: NormSpec, features: int, kernel_size: int, strides: int = 1,
               groups: int = 1, name: str | None = None) -> nn.Module:
     """A square conv of the normalizer family's conv class with the library's init.

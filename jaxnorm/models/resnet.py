@@ -29,8 +29,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxnorm.layers import NormSpec
-from jaxnorm.models.common import (MIN_IMAGE_SIZE, ConvNormAct, check_image_input, classifier,
-                                   global_avg_pool, make_conv, resolve_norm, scale_width)
+from jaxnorm.models.common import (MIN_IMAGE_SIZE, ConvNormAct, check_channels,
+                                   check_image_input, classifier, global_avg_pool, make_conv,
+                                   resolve_norm, scale_width)
 
 SHORTCUTS = ('zero_pad', 'conv1x1', 'conv3x3')
 
@@ -50,7 +51,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
                      stem_width=64, shortcut='conv1x1'),
 }
 
-OPTIONS = ('skipinit', 'preact', 'width', 'shortcut')
+OPTIONS = ('skipinit', 'preact', 'width', 'shortcut', 'inner_channels')
 
 
 def zero_pad_shortcut(x, features: int, strides: int):
@@ -84,6 +85,8 @@ class BasicBlock(nn.Module):
         with a norm after it, or before it in pre-activation blocks).
       preact: pre-activation ordering (see the module docstring).
       skipinit: learnable residual-branch gain starting at 0.
+      inner_features: output channels of ``conv1`` (input channels of ``conv2``); None means
+        ``features``. The block's output width, fixed by the shortcut, is unaffected.
     """
 
     spec: NormSpec
@@ -92,6 +95,7 @@ class BasicBlock(nn.Module):
     shortcut: str = 'conv1x1'
     preact: bool = False
     skipinit: bool = False
+    inner_features: int | None = None
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -99,15 +103,16 @@ class BasicBlock(nn.Module):
         if self.shortcut not in SHORTCUTS:
             raise ValueError(f'unknown shortcut {self.shortcut!r}; valid: {", ".join(SHORTCUTS)}')
         gain = self.param('skip_gain', nn.initializers.zeros, ()) if self.skipinit else 1.0
+        inner = self.features if self.inner_features is None else self.inner_features
         if self.preact:
             branch = spec.norm(name='norm1')(x, train=train)
             branch = spec.act(name='act1')(branch, train=train)
-            branch = make_conv(spec, self.features, 3, self.strides, name='conv1')(branch)
+            branch = make_conv(spec, inner, 3, self.strides, name='conv1')(branch)
             branch = spec.norm(name='norm2')(branch, train=train)
             branch = spec.act(name='act2')(branch, train=train)
             branch = make_conv(spec, self.features, 3, name='conv2')(branch)
             return gain * branch + self._shortcut(x, train)
-        branch = make_conv(spec, self.features, 3, self.strides, name='conv1')(x)
+        branch = make_conv(spec, inner, 3, self.strides, name='conv1')(x)
         branch = spec.norm(name='norm1')(branch, train=train)
         branch = spec.act(name='act1')(branch, train=train)
         branch = make_conv(spec, self.features, 3, name='conv2')(branch)
@@ -142,6 +147,10 @@ class ResNet(nn.Module):
       skipinit: learnable residual gains starting at 0.
       preact: pre-activation blocks.
       width: multiplier of the stem and every stage width (int or float, rounded).
+      inner_channels: explicit ``conv1`` output channels of every block, in order (a
+        filter-pruned ResNet compacted by :mod:`prune.compact`); None: the stage widths.
+        Only block-internal channels can change: the block outputs are tied together by the
+        identity and zero-padding shortcuts.
       model_name: name used in error messages.
     """
 
@@ -155,6 +164,7 @@ class ResNet(nn.Module):
     skipinit: bool = False
     preact: bool = False
     width: float = 1
+    inner_channels: Sequence[int] | None = None
     model_name: str = 'resnet'
 
     @nn.compact
@@ -163,12 +173,15 @@ class ResNet(nn.Module):
         spec = resolve_norm(self.norm, self.norm_kwargs)
         x = ConvNormAct(spec, scale_width(self.stem_width, self.width), name='stem')(
             x, train=train)
+        inner = iter([None] * sum(self.stage_sizes) if self.inner_channels is None else
+                     check_channels(self.inner_channels, sum(self.stage_sizes), 'blocks',
+                                    self.model_name))
         for stage, (num_blocks, base_width) in enumerate(zip(self.stage_sizes,
                                                              self.stage_widths)):
             features = scale_width(base_width, self.width)
             for block in range(num_blocks):
                 strides = 2 if stage > 0 and block == 0 else 1
                 x = BasicBlock(spec, features, strides, self.shortcut, self.preact,
-                               self.skipinit, name=f'stage{stage + 1}_block{block + 1}')(
-                                   x, train=train)
+                               self.skipinit, next(inner),
+                               name=f'stage{stage + 1}_block{block + 1}')(x, train=train)
         return classifier(self.num_classes)(global_avg_pool(x))

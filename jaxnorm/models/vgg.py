@@ -16,8 +16,9 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 
 from jaxnorm.layers import NormSpec
-from jaxnorm.models.common import (MIN_IMAGE_SIZE, ConvNormAct, check_image_input, classifier,
-                                   global_avg_pool, resolve_norm, scale_width)
+from jaxnorm.models.common import (MIN_IMAGE_SIZE, ConvNormAct, check_channels,
+                                   check_image_input, classifier, global_avg_pool, resolve_norm,
+                                   scale_width)
 
 POOL = 'M'
 
@@ -31,7 +32,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
                               512, 512)),
 }
 
-OPTIONS = ('width',)
+OPTIONS = ('width', 'channels')
 
 
 def min_input_size(layers: Sequence[Any]) -> int:
@@ -48,6 +49,9 @@ class VGG(nn.Module):
       norm: registry name or :class:`NormSpec`.
       norm_kwargs: options of the registry entry.
       width: multiplier of every conv's channels (int or float, rounded).
+      channels: explicit output channels of every conv, in order, overriding the layer list's
+        widths and ``width`` (a filter-pruned VGG compacted by :mod:`prune.compact`); None
+        keeps the layer list.
       model_name: name used in error messages.
     """
 
@@ -56,19 +60,25 @@ class VGG(nn.Module):
     norm: str | NormSpec = 'bn'
     norm_kwargs: Mapping[str, Any] | None = None
     width: float = 1
+    channels: Sequence[int] | None = None
     model_name: str = 'vgg'
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         check_image_input(x, min_input_size(self.layers), self.model_name)
         spec = resolve_norm(self.norm, self.norm_kwargs)
+        convs = [entry if isinstance(entry, tuple) else (entry, 1)
+                 for entry in self.layers if entry != POOL]
+        widths = [scale_width(base_width, self.width) for base_width, _ in convs]
+        if self.channels is not None:
+            widths = check_channels(self.channels, len(convs), 'convs', self.model_name)
         conv_index = 0
         for entry in self.layers:
             if entry == POOL:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
                 continue
-            base_width, strides = entry if isinstance(entry, tuple) else (entry, 1)
+            strides = convs[conv_index][1]
+            x = ConvNormAct(spec, widths[conv_index], strides=strides,
+                            name=f'layer{conv_index + 1}')(x, train=train)
             conv_index += 1
-            x = ConvNormAct(spec, scale_width(base_width, self.width), strides=strides,
-                            name=f'layer{conv_index}')(x, train=train)
         return classifier(self.num_classes)(global_avg_pool(x))

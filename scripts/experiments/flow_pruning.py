@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Gradient-flow pruning (Lubana & Dick, arXiv:2009.11839): which importance measures to use
+when pruning early in training.
+
+Claims (abstract): (i) magnitude-based pruning removes the parameters that contribute least
+to reducing the loss, so magnitude-pruned models converge faster than with
+magnitude-agnostic measures; (ii) loss-preservation pruning preserves the first-order model
+dynamics; (iii) gradient-norm-based pruning (GraSP) changes second-order dynamics, and
+raising the gradient norm by pruning gives poor models; the proposed gradient-norm
+preservation |θ·Hg| does better, and GraSP damages early layers.
+
+Setup: digits (1,437 train / 360 test, 8x8), vgg_cfg10 (VGG-13's ten convs, stride-2
+downsampling, conv -> BN -> ReLU) at width 0.25 (16..128 filters), SGD momentum 0.9, weight
+decay 1e-4, batch 64. Pruning starts from initialization: 5 rounds of 1 epoch at lr 0.1, each
+removing r_k = p / (k p + n (1 - p)) of the alive filters by one global ranking of raw
+scores (per-layer minimum floor(0.05 w) + 1), so that p = 75 % of the filters are gone after
+the fifth epoch; then 10 epochs of cosine fine-tuning from lr 0.1 (fresh optimizer each
+phase, as the reference). Measures: magnitude, loss preservation |θg| (T = 1), its
+magnitude-biased variant, GraSP θ·Hg (T = 200), gradient-norm preservation |θ·Hg| (T = 1),
+random, and the dense model on the same schedule; BN scores in eval mode, Hg over one
+class-balanced batch per class (32 images each). Every run of a seed shares its
+initialization and data order, so measures are compared in pairs.
+
+Verdict rules (per-seed paired differences d, SE = sd(d) / sqrt(seeds)):
+  * (i) converges faster: d = magnitude - loss_preservation in mean training loss over the
+    first half of fine-tuning. "reproduced" if mean d < -2 SE, "direction only" if mean d < 0,
+    else "not reproduced".
+  * (iii-a) |θ·Hg| >= GraSP: d = grad_norm_preservation - grasp in final test accuracy.
+    "reproduced" if mean d > 2 SE, "tie" if |mean d| <= 2 SE, "not reproduced" if mean d < -2 SE.
+  * (iii-b) GraSP thins early layers: d = GraSP's share of filters kept in the first third of
+    the layers minus that of gradient-norm preservation (the paper's comparison: the fix it
+    proposes for GraSP). "reproduced" if d < 0 in every seed, "direction only" if mean d < 0,
+    else "not reproduced". The share against the mean of all other measures is reported too
+    (random and magnitude pruning thin early layers for reasons unrelated to the claim).
+  * Diagnostics without a verdict: |training-loss change| at each masking step (claim ii's
+    first-order preservation: loss preservation should change the loss least) and the share
+    of the alive filters' |g|^2 = -dL/dt that the removed filters carried (claim i's
+    mechanism, in this operationalization).
+
+    python scripts/experiments/flow_pruning.py --quick --out results   # ~4 min, 2 CPU cores
+    python scripts/experiments/flow_pruning.py --seeds 5 --out results  # 25 rounds, width 1
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import numpy as np  # noqa: E402
+
+from jaxnorm import pruning, pruning_report  # noqa: E402
+from jaxnorm.pruning_report import by_measure, mean_and_std  # noqa: E402
+
+NAME = 'flow_pruning'
+CLAIM = ('Pruning early in training (Lubana & Dick): magnitude-pruned models converge faster '
+         'than loss-preservation-pruned ones; gradient-norm preservation |θ·Hg| is at least '
+         'as accurate as GraSP; GraSP thins the early layers.')
+MEASURES = ('magnitude', 'loss_preservation', 'biased_loss_preservation', 'grasp',
+            'grad_norm_preservation', 'random', pruning.DENSE)
+
+
+def settings(quick: bool) -> pruning.PruneSettings:
+    """The quick CPU budget, or the reference schedule's 25 one-epoch rounds at full width."""
+    if quick:
+        return pruning.PruneSettings(model='vgg_cfg10', model_kwargs={'width': 0.25},
+                                     rounds=5, round_epochs=1, finetune_epochs=10)
+    return pruning.PruneSettings(model='vgg_cfg10', model_kwargs={'width': 1.0}, rounds=25,
+                                 round_epochs=1, finetune_epochs=40, hvp_per_class=64,
+                                 gradient_batches=20)
+
+
+def paired(runs: dict[str, list[dict]], a: str, b: str, metric) -> dict:
+    """Mean and standard error of the per-seed differences metric(a) - metric(b)."""
+    seeds_a = {r['seed']: metric(r) for r in runs[a]}
+    seeds_b = {r['seed']: metric(r) for r in runs[b]}
+    d = np.array([seeds_a[s] - seeds_b[s] for s in sorted(seeds_a)])
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0
+    return {'a': a, 'b': b, 'mean_a': float(np.mean(list(seeds_a.values()))),
+            'mean_b': float(np.mean(list(seeds_b.values()))), 'mean_difference': float(d.mean()),
+            'se': se, 'per_seed': d.tolist()}
+
+
+def early_finetune_loss(record: dict) -> float:
+    losses = [h['train_loss'] for h in record['history'] if h['phase'] == 'finetune']
+    return float(np.mean(losses[:max(1, len(losses) // 2)]))
+
+
+def early_layer_share(record: dict) -> float:
+    names = list(record['widths'])[:max(1, len(record['widths']) // 3)]
+    return sum(record['kept'][n] for n in names) / sum(record['widths'][n] for n in names)
+
+
+def verdicts(records: list[dict]) -> dict:
+    """The rules of the module docstring, computed from the run records."""
+    runs = by_measure(records)
+    faster = paired(runs, 'magnitude', 'loss_preservation', early_finetune_loss)
+    faster['verdict'] = ('reproduced' if faster['mean_difference'] < -2 * faster['se'] else
+                         'direction only' if faster['mean_difference'] < 0 else 'not reproduced')
+    accuracy = paired(runs, 'grad_norm_preservation', 'grasp',
+                      lambda r: 100 * r['final_test_accuracy'])
+    gap, se = accuracy['mean_difference'], accuracy['se']
+    accuracy['verdict'] = ('reproduced' if gap > 2 * se else
+                           'not reproduced' if gap < -2 * se else 'tie')
+    thins = paired(runs, 'grasp', 'grad_norm_preservation', early_layer_share)
+    d = np.asarray(thins['per_seed'])
+    thins['verdict'] = ('reproduced' if np.all(d < 0) else
+                        'direction only' if d.mean() < 0 else 'not reproduced')
+    others = [m for m in runs if m not in ('grasp', pruning.DENSE)]
+    thins['all_other_measures_early_share'] = float(np.mean(
+        [early_layer_share(r) for m in others for r in runs[m]]))
+    thins['early_layers'] = list(records[0]['widths'])[:max(1, len(records[0]['widths']) // 3)]
+    return {'magnitude_converges_faster': {
+                'rule': 'magnitude - loss_preservation, mean training loss over the first half '
+                        'of fine-tuning; reproduced if < -2 SE', **faster},
+            'grad_norm_preservation_at_least_grasp': {
+                'rule': 'grad_norm_preservation - grasp, final test accuracy (points); '
+                        'reproduced if > 2 SE, tie if within 2 SE', **accuracy},
+            'grasp_thins_early_layers': {
+                'rule': "GraSP's share of filters kept in the first third of the layers minus "
+                        "grad_norm_preservation's; reproduced if < 0 in every seed", **thins}}
+
+
+def diagnostics(records: list[dict]) -> dict:
+    """Per measure: loss change at masking, removed |g|^2 share, final accuracy (mean, std)."""
+    out = {}
+    for measure, runs in by_measure(records).items():
+        row = {'final_test_accuracy': mean_and_std([100 * r['final_test_accuracy']
+                                                    for r in runs]),
+               'best_test_accuracy': mean_and_std([100 * r['best_test_accuracy'] for r in runs]),
+               'early_finetune_train_loss': mean_and_std([early_finetune_loss(r) for r in runs]),
+               'early_layer_share_kept': mean_and_std([early_layer_share(r) for r in runs])}
+        if runs[0]['rounds']:
+            row['abs_loss_change_at_masking'] = mean_and_std(
+                [np.mean([abs(d['train_loss_after'] - d['train_loss_before'])
+                          for d in r['rounds']]) for r in runs])
+            row['removed_grad_sq_share'] = mean_and_std(
+                [np.mean([d['removed_grad_sq_share'] for d in r['rounds']]) for r in runs])
+            row['kept_per_layer'] = {name: mean_and_std([r['kept'][name] for r in runs])
+                                     for name in runs[0]['kept']}
+        out[measure] = row
+    return out
+
+
+def table(diag: dict) -> list[str]:
+    """Markdown table of the diagnostics, mean ± std over seeds."""
+    def cell(row, key, digits, scale=1.0):
+        if key not in row:
+            return '-'
+        mean, std = row[key]
+        return f'{scale * mean:.{digits}f} ± {scale * std:.{digits}f}'
+    rows = ['| measure | final test acc % | early fine-tune loss | abs(dL) at masking | '
+            'removed abs(g)² share | early-layer filters kept % |', '|---|---|---|---|---|---|']
+    for measure, row in diag.items():
+        rows.append(f"| {measure} | {cell(row, 'final_test_accuracy', 2)} | "
+                    f"{cell(row, 'early_finetune_train_loss', 3)} | "
+                    f"{cell(row, 'abs_loss_change_at_masking', 3)} | "
+                    f"{cell(row, 'removed_grad_sq_share', 3)} | "
+                    f"{cell(row, 'early_layer_share_kept', 1, 100)} |")
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--quick', action='store_true', help='CPU budget (about 4 minutes)')
+    parser.add_argument('--seeds', type=int, default=3, help='seeds per measure (>= 2)')
+    parser.add_argument('--out', default='results', help=f'writes OUT/{NAME}/results.json')
+    parser.add_argument('--data-dir', help='TFDS data dir for digits')
+    args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error('--seeds must be >= 2 (the verdicts use a standard error)')
+    started = time.perf_counter()
+    s = dataclasses.replace(settings(args.quick), data_dir=args.data_dir)
+    runner, records = pruning.run_all(s, MEASURES, list(range(args.seeds)), description=NAME)
+    out_dir = os.path.join(args.out, NAME)
+    judged, diag = verdicts(records), diagnostics(records)
+    plots = pruning_report.write_plots(
+        records, out_dir, NAME, f'vgg_cfg10 (width {s.model_kwargs["width"]}) / BN on digits: '
+        f'{100 * s.target:.0f} % of filters pruned in {s.rounds} one-epoch rounds, '
+        f'{args.seeds} seeds')
+    ran = (f"vgg_cfg10 (width {s.model_kwargs['width']}) with BatchNorm on digits: "
+           f'{100 * s.target:.0f} % of the filters removed in {s.rounds} one-epoch rounds from '
+           f'initialization by each of {len(MEASURES) - 1} measures (global ranking), then '
+           f'{s.finetune_epochs} epochs of fine-tuning; dense baseline; {args.seeds} seeds.')
+    results = {'paper': 'Lubana & Dick, arXiv:2009.11839', 'claim': CLAIM, 'ran': ran,
+               'table': table(diag),
+               'checks': [{'name': name, 'rule': v['rule'], 'holds': v['verdict'] == 'reproduced'}
+                          for name, v in judged.items()],
+               'figures': [os.path.basename(path) for path in plots],
+               'setup': {'quick': args.quick, 'seeds': args.seeds,
+                         'settings': dataclasses.asdict(s),
+                         'layers': [g.name for g in runner.groups]},
+               'verdicts': judged, 'diagnostics': diag, 'runs': records,
+               'seconds': time.perf_counter() - started}
+    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
+        json.dump(results, f, indent=1)
+    print('\n'.join(table(diag)))
+    for name, verdict in judged.items():
+        print(f"{name}: {verdict['verdict']} ({verdict['a']} - {verdict['b']}: "
+              f"{verdict['mean_difference']:+.4f} ± {verdict['se']:.4f} SE)")
+    print(f'{time.perf_counter() - started:.0f} s; results and {len(plots)} plots in {out_dir}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
