@@ -61,6 +61,8 @@ SECTIONS = (
             helpers=('lawn_report.py',)),
     Section('flow_pruning', 'A Gradient Flow Framework for Analyzing Network Pruning '
             '(arXiv:2009.11839)'),
+    Section('beyond_bn', 'Beyond BatchNorm: Towards a Unified Understanding of Normalization '
+            'in Deep Learning (arXiv:2106.05956)', helpers=('beyond_bn_report.py',)),
 )
 
 

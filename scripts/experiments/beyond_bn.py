@@ -1,0 +1,382 @@
+#!/usr/bin/env python
+"""Beyond BatchNorm (Lubana, Dick, Tanaka; arXiv:2106.05956): its three claims at initialization,
+and GroupNorm's speed-stability trade-off in training.
+
+Claims (abstract): (i) activations-based normalizers (BN, LN, IN, GN, FRN, VN, EvoNorms) keep the
+activation variance of a ResNet from exploding with depth, while the parametric ones (WN, sWS)
+and no normalization let it grow exponentially unless fixed, e.g. by SkipInit; (ii) GroupNorm
+keeps the rank of the activations at least Omega(sqrt(width / group size)), so large groups
+(LayerNorm) make samples look alike; (iii) small groups (InstanceNorm) give large gradient
+norms in the early layers; together: a speed-stability trade-off in the group size.
+
+Subcommands (each adds its section to OUT/beyond_bn/results.json and writes a PNG):
+  forward      activation variance after every block of resnet56_wide and of a uniform
+               27-block ResNet (27 x width 32, identity shortcuts), every normalizer, with and
+               without SkipInit (forward.png)
+  informative  stable rank and mean cosine of the last layer vs GN group size, in a uniform
+               CNN (20 layers of width 64; 10 with --quick) and vgg_cfg10, against the bound
+               c * sqrt(C / group size) with c fitted (informative.png)
+  backward     ||dL/d conv output|| per layer vs group size, same networks and probes
+               (backward.png)
+  training     vgg_cfg10 (GN group sizes 1, 4, 16, C) trained on digits: loss curves
+               (training.png)
+  all          the four; informative and backward share one set of probes
+
+Setup at init (norm.md 1.6's protocol): every seed draws its own weights, N(0, 1) inputs and
+random labels (10 classes); norms in training mode (batch statistics); the repo's normalizer
+variants (``BEYOND_BN_REPO_OPTIONS``: unbiased GN variance, 32 EvoNorm-S0 groups, WN with unit
+gains, ...), GN with groups of 8 in the forward sweep. ResNets: 8x8 inputs, batch 16. Rank
+networks: batch 32; uniform CNN 16x16 (8x8 with --quick); vgg_cfg10 32x32 at width 1 (0.5 with
+--quick) with group sizes 1, 4, 16, 64, C (64 dropped at width 0.5, whose 32-channel layers it
+does not divide). SkipInit rows reuse the plain model's compiled program: a SkipInit ResNet with
+its gains set to 1 computes exactly the plain ResNet.
+Training: digits upsampled (bilinear) to 32x32, or 18x18 with --quick: any side >= 17 keeps
+cfg_10's four stride-2 convs off 1x1 maps, where group size 1 would normalize single values;
+standardized; vgg_cfg10 at width 0.5 (0.25 with --quick); SGD momentum 0.9, constant LR 0.1,
+weight decay 1e-4, batch 64, no warmup; 15 epochs (2 with --quick); the minibatch loss and the
+gradient norm recorded at every step.
+
+Verdict rules (means and standard errors over seeds; see ``beyond_bn_report.py``):
+  forward      growth = var(block 27) / var(block 1). Supported when every activations-based
+               normalizer grows < 50x (linear growth of about +1 per block at most), WN, sWS and
+               none grow > 1e4x (2x per block would give 2^26), and every normalizer with
+               SkipInit grows < 50x; on both networks.
+  informative  supported when the last-layer stable rank is non-increasing in the group size
+               (each step within 2 SE) and rank(1) - rank(C) > 2 SE, and the mean cosine the
+               mirror image. The bound's constant is fitted as the largest c with
+               rank >= c sqrt(C/g) at every g; it and the log-log slope of rank against C/g
+               (the bound's exponent is 1/2) are reported, not judged: the bound is on the
+               rank, the stable rank only bounds it from below.
+  backward     supported when the first conv's gradient norm at group size 1 exceeds that at
+               C by > 2 SE and its Spearman correlation with the group size is <= -0.8.
+  training     reports whether LN (one group) has the highest last-epoch loss (slowest) and IN
+               the largest mean step-to-step loss change or a divergence (least stable).
+
+    python scripts/experiments/beyond_bn.py all --quick --out results   # 3.3 min on 2 CPU cores
+    python scripts/experiments/beyond_bn.py forward --seeds 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from jaxnorm import config as config_lib, data, models, theory, train  # noqa: E402
+from jaxnorm.cli import OneLineErrorParser  # noqa: E402
+from jaxnorm.layers import BEYOND_BN_REPO_OPTIONS  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import beyond_bn_report as report  # noqa: E402
+
+PAPER = 'Beyond BatchNorm, arXiv:2106.05956'
+CLAIMS = {
+    'forward': 'Activations-based normalizers keep the activation variance of a ResNet growing '
+               'about linearly with depth; WN, sWS and no normalization let it grow '
+               'exponentially, and SkipInit flattens it.',
+    'informative': 'GroupNorm keeps the rank of the activations at least '
+                   'Omega(sqrt(width / group size)): larger groups give lower rank and more '
+                   'similar samples.',
+    'backward': 'Small group sizes (InstanceNorm) give large gradient norms in the early layers.',
+    'training': 'Speed-stability trade-off: LayerNorm (one group) trains slowest, InstanceNorm '
+                '(group size 1) is least stable.',
+}
+ACTIVATION_NORMS = ('bn', 'ln', 'in', 'gn', 'frn', 'vn', 'evonorm_b0', 'evonorm_s0')
+PARAMETRIC_NORMS = ('wn', 'sws', 'none')
+ONE_GROUP = 'C'  # the group size label of GroupNorm with a single group (LayerNorm)
+NUM_CLASSES = 10
+
+
+def settings(quick: bool) -> dict:
+    """Sizes of every experiment; ``quick`` is the CPU budget."""
+    return {
+        'forward': {'networks': ('resnet56_wide', 'uniform_resnet27'), 'batch': 16, 'image': 8},
+        'rank': {'batch': 32, 'networks': {
+            'uniform_cnn': {'depth': 10 if quick else 20, 'width': 64, 'image': 8 if quick else 16,
+                            'group_sizes': (1, 4, 16, 64) if quick else (1, 2, 4, 8, 16, 32, 64)},
+            # Group size 64 needs every layer >= 64 wide, so not at width 0.5 (32 channels).
+            'vgg_cfg10': {'width': 0.5 if quick else 1.0, 'image': 32,
+                          'group_sizes': (1, 4, 16, ONE_GROUP) if quick
+                          else (1, 4, 16, 64, ONE_GROUP)}}},
+        'training': {'width': 0.25 if quick else 0.5, 'image': 18 if quick else 32,
+                     'batch': 64, 'epochs': 2 if quick else 15, 'lr': 0.1, 'momentum': 0.9,
+                     'weight_decay': 1e-4, 'group_sizes': (1, 4, 16, ONE_GROUP)},
+    }
+
+
+def forward_norm_options(norm: str) -> dict:
+    """The repo's variant of ``norm``; GN with groups of 8 (norm.md 1.6(b)), since the repo's
+    default 32 groups would be InstanceNorm at width 32."""
+    options = dict(BEYOND_BN_REPO_OPTIONS.get(norm, {}))
+    return {**options, 'group_size': 8} if norm == 'gn' else options
+
+
+def gn_options(group_size) -> dict:
+    """Repo-faithful GroupNorm (unbiased variance) with ``group_size`` channels per group."""
+    groups = {'num_groups': 1} if group_size == ONE_GROUP else {'group_size': group_size}
+    return {**BEYOND_BN_REPO_OPTIONS['gn'], **groups}
+
+
+def gaussian_batches(seeds: list[int], batch: int, image: int) -> tuple[jax.Array, jax.Array]:
+    """Per-seed N(0, 1) images (seeds, B, H, W, 3) and uniform random labels (seeds, B)."""
+    keys = [jax.random.fold_in(jax.random.key(seed), 1) for seed in seeds]
+    images = jnp.stack([jax.random.normal(k, (batch, image, image, 3)) for k in keys])
+    labels = jnp.stack([jax.random.randint(jax.random.fold_in(k, 1), (batch,), 0, NUM_CLASSES)
+                        for k in keys])
+    return images, labels
+
+
+def init_seeds(model, seeds: list[int], example: jax.Array) -> list:
+    """Variables of every seed. Initialized eagerly: the per-op kernels are shared by all
+    configurations, whereas a jitted init compiles once per model."""
+    return [model.init(jax.random.key(seed), example[:1]) for seed in seeds]
+
+
+def probe_seeds(model, variables: list, images, labels, *, layers, keep: tuple[str, ...]):
+    """``theory.probe_arrays`` for each ``(variables[i], images[i], labels[i])``, compiled once;
+    only ``keep`` is returned (so XLA drops the statistics not asked for), stacked in numpy.
+
+    Seeds run one after the other from Python: on CPU, ``jax.lax.map`` (a while loop) over the
+    seeds compiled about 2x slower and ran slower than calling one compiled program per seed.
+
+    Returns:
+      The probed layer names (and, when ``grad_norm`` is kept, the tapped layer names), and
+      ``{key: array (len(variables), ...)}``.
+    """
+    with_grads = 'grad_norm' in keep
+
+    @jax.jit
+    def run(seed_variables, x, y):
+        out = theory.probe_arrays(model, seed_variables, x, y if with_grads else None,
+                                  layers=layers)
+        return {key: out[key] for key in keep}
+
+    layer_names, tapped = theory.probe_layers(model, variables[0], images[0], layers=layers)
+    outs = [run(v, images[i], labels[i] if with_grads else None)
+            for i, v in enumerate(variables)]
+    arrays = {key: np.stack([np.asarray(o[key]) for o in outs]) for key in keep}
+    return ((layer_names, tapped) if with_grads else layer_names), arrays
+
+
+def forward_network(name: str, norm: str, skipinit: bool):
+    options = forward_norm_options(norm)
+    if name == 'uniform_resnet27':
+        return theory.uniform_resnet(norm, num_blocks=27, width=32, num_classes=NUM_CLASSES,
+                                     norm_kwargs=options, skipinit=skipinit)
+    return models.get_model(name, norm=norm, num_classes=NUM_CLASSES, norm_kwargs=options,
+                            skipinit=skipinit)
+
+
+def with_skip_gain(variables, gain: float):
+    """``variables`` with every SkipInit gain set to ``gain``. At gain 1 a SkipInit ResNet
+    computes exactly the plain ResNet (``1.0 * branch`` is exact), so one compiled program
+    serves both variants."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf: jnp.full_like(leaf, gain) if path[-1].key == 'skip_gain' else leaf,
+        variables)
+
+
+def run_forward(s: dict, seeds: list[int]) -> dict:
+    """Block-output variance of every (network, normalizer, SkipInit) configuration."""
+    f = s['forward']
+    images, _ = gaussian_batches(seeds, f['batch'], f['image'])
+    configs = [(net, norm) for net in f['networks']
+               for norm in ACTIVATION_NORMS + PARAMETRIC_NORMS]
+    records = []
+    for net, norm in tqdm(configs, desc='forward', unit='config'):
+        model = forward_network(net, norm, skipinit=True)
+        variables = init_seeds(model, seeds, images[0])
+        # Rows: the seeds with the plain residual branch (gain 1), then with SkipInit (gain 0).
+        both = [with_skip_gain(v, 1.0) for v in variables] + variables
+        names, out = probe_seeds(model, both, jnp.concatenate([images, images]), None,
+                                 layers='blocks', keep=('variance',))
+        for skip, rows in ((False, slice(0, len(seeds))), (True, slice(len(seeds), None))):
+            # The first probed layer is the stem; the claim is about the residual blocks.
+            records.append({'network': net, 'norm': norm, 'skipinit': skip,
+                            'blocks': list(names[1:]),
+                            'variance': out['variance'][rows, 1:].tolist()})
+    return {'setup': {**f, 'inputs': 'N(0, 1)', 'gn_group_size': 8}, 'records': records}
+
+
+def rank_network(name: str, spec: dict, group_size):
+    options = gn_options(group_size)
+    if name == 'uniform_cnn':
+        return theory.uniform_cnn('gn', depth=spec['depth'], width=spec['width'],
+                                  num_classes=NUM_CLASSES, norm_kwargs=options)
+    return models.get_model(name, norm='gn', num_classes=NUM_CLASSES, norm_kwargs=options,
+                            width=spec['width'])
+
+
+def run_rank(s: dict, seeds: list[int]) -> dict:
+    """Last-layer stable rank and cosine, and every conv's gradient norm, per group size."""
+    r, records = s['rank'], []
+    configs = [(net, gs) for net, spec in r['networks'].items() for gs in spec['group_sizes']]
+    for net, group_size in tqdm(configs, desc='informative+backward', unit='config'):
+        spec = r['networks'][net]
+        images, labels = gaussian_batches(seeds, r['batch'], spec['image'])
+        model = rank_network(net, spec, group_size)
+        example = jax.eval_shape(model.init, jax.random.key(0), images[0, :1])
+        blocks, _ = theory.probe_layers(model, example, images[0])
+        last = blocks[-1]
+        # Statistics of the last conv-norm-act layer only: one Gram matrix instead of ten.
+        (_, tapped), out = probe_seeds(
+            model, init_seeds(model, seeds, images[0]), images, labels,
+            layers=lambda path, module: path == last, keep=('stable_rank', 'cosine', 'grad_norm'))
+        width = example['params'][last]['conv']['kernel'].shape[-1]
+        records.append({'network': net, 'group_size': group_size, 'last_layer': last,
+                        'last_width': int(width), 'stable_rank': out['stable_rank'][:, 0].tolist(),
+                        'cosine': out['cosine'][:, 0].tolist(), 'tapped': list(tapped),
+                        'grad_norm': out['grad_norm'].tolist()})
+    return {'setup': {**r, 'inputs': 'N(0, 1)', 'labels': 'uniform random',
+                      'gn': 'unbiased variance (repo)'}, 'records': records}
+
+
+def standardized_digits(image: int, data_dir: str | None):
+    ds = data.load('digits', 'train', data_dir=data_dir, image_size=image, resize='bilinear')
+    mean, std = ds.channel_stats()
+    return jnp.asarray((ds.images - mean) / std), jnp.asarray(ds.labels)
+
+
+def sgd_step(model, tx):
+    """Jitted ``(carry, indices, images, labels) -> (carry, (loss, grad norm))``.
+
+    The data are arguments, not closed-over constants that XLA would fold into the program;
+    steps are driven from Python, since on CPU a ``lax.scan`` over them ran 2.5x slower.
+    """
+    @jax.jit
+    def step(carry, indices, images, labels):
+        params, opt_state = carry
+
+        def loss_fn(p):
+            logits = model.apply({'params': p}, images[indices], train=True)
+            return train.cross_entropy(logits, labels[indices]).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), (loss, optax.global_norm(grads))
+    return step
+
+
+def run_training(s: dict, seeds: list[int], data_dir: str | None) -> dict:
+    """Minibatch loss and gradient norm at every step, per group size and seed."""
+    t = s['training']
+    images, labels = standardized_digits(t['image'], data_dir)
+    steps_per_epoch = len(labels) // t['batch']
+    cfg = config_lib.apply_overrides(config_lib.default_config(), {
+        'optimizer': 'sgd', 'lr': t['lr'], 'momentum': t['momentum'], 'schedule': 'constant',
+        'warmup_epochs': 0.0, 'weight_decay': t['weight_decay'], 'epochs': t['epochs']})
+    tx = train.make_optimizer(cfg, steps_per_epoch)
+
+    records = []
+    total = len(t['group_sizes']) * len(seeds) * t['epochs'] * steps_per_epoch
+    progress = tqdm(total=total, desc='training', unit='step')
+    for group_size in t['group_sizes']:
+        model = models.get_model('vgg_cfg10', norm='gn', num_classes=NUM_CLASSES,
+                                 norm_kwargs=gn_options(group_size), width=t['width'])
+        step, per_seed = sgd_step(model, tx), []
+        for seed, variables in zip(seeds, init_seeds(model, seeds, images)):
+            carry, trace = (variables['params'], tx.init(variables['params'])), []
+            for e in range(t['epochs']):
+                order = np.random.default_rng([seed, e]).permutation(len(labels))
+                for indices in order[:steps_per_epoch * t['batch']].reshape(steps_per_epoch,
+                                                                          t['batch']):
+                    carry, metrics = step(carry, indices, images, labels)
+                    trace.append(metrics)
+                    progress.update()
+            per_seed.append(np.asarray(jax.device_get(trace)))  # (steps, 2)
+        losses, grad_norms = np.stack(per_seed)[..., 0], np.stack(per_seed)[..., 1]
+        records.append({'group_size': group_size, 'steps_per_epoch': steps_per_epoch,
+                        'loss': losses.tolist(), 'grad_norm': grad_norms.tolist()})
+    progress.close()
+    data_note = f"digits train split (1,437), bilinear {t['image']}x{t['image']}, standardized"
+    return {'setup': {**t, 'network': 'vgg_cfg10', 'data': data_note,
+                      'steps_per_epoch': steps_per_epoch},
+            'records': records}
+
+
+def ran(name: str, s: dict, seeds: list[int]) -> str:
+    """One sentence saying what an experiment ran."""
+    if name == 'forward':
+        f = s['forward']
+        return (f"{len(seeds)} seeds at init, N(0, 1) {f['image']}x{f['image']} inputs, batch "
+                f"{f['batch']}: {len(ACTIVATION_NORMS + PARAMETRIC_NORMS)} normalizers with and "
+                f"without SkipInit in {' and '.join(f['networks'])} (27 blocks each).")
+    if name in ('informative', 'backward'):
+        nets = s['rank']['networks']
+        cnn, vgg = nets['uniform_cnn'], nets['vgg_cfg10']
+        return (f"{len(seeds)} seeds at init, batch {s['rank']['batch']}, GN (unbiased): a "
+                f"{cnn['depth']}-layer width-{cnn['width']} CNN on {cnn['image']}x{cnn['image']} "
+                f"inputs, group sizes {cnn['group_sizes']}, and vgg_cfg10 at width "
+                f"{vgg['width']} on {vgg['image']}x{vgg['image']}, group sizes "
+                f"{vgg['group_sizes']}.")
+    t = s['training']
+    return (f"vgg_cfg10 (width {t['width']}, GN group sizes {t['group_sizes']}) trained on "
+            f"digits at {t['image']}x{t['image']} for {t['epochs']} epochs, SGD lr {t['lr']} "
+            f"momentum {t['momentum']}, batch {t['batch']}, {len(seeds)} seeds.")
+
+
+def main(argv=None) -> int:
+    parser = OneLineErrorParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('experiment', nargs='?', default='all',
+                        choices=('forward', 'informative', 'backward', 'training', 'all'),
+                        help='which experiment (default: all, as scripts/reproduce.py runs it)')
+    parser.add_argument('--quick', action='store_true',
+                        help='CPU budget: all four in about 3.5 minutes on 2 cores')
+    parser.add_argument('--seeds', type=int, default=3, help='seeds (>= 2; default 3)')
+    parser.add_argument('--out', default='results', help='writes OUT/beyond_bn/results.json')
+    parser.add_argument('--data-dir', help='TFDS data dir for digits (training)')
+    args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error('--seeds must be >= 2 (the verdicts use standard errors)')
+    s, seeds = settings(args.quick), list(range(args.seeds))
+    wanted = (('forward', 'informative', 'backward', 'training') if args.experiment == 'all'
+              else (args.experiment,))
+    out_dir = os.path.join(args.out, 'beyond_bn')
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, 'results.json')
+    results = {'paper': PAPER, 'experiments': {}}
+    if os.path.exists(path):  # a single subcommand keeps the others' sections
+        with open(path) as f:
+            results = json.load(f)
+    started = time.perf_counter()
+    rank_runs = None
+    for name in wanted:
+        begun = time.perf_counter()
+        if name == 'forward':
+            measured = run_forward(s, seeds)
+        elif name == 'training':
+            measured = run_training(s, seeds, args.data_dir)
+        else:
+            rank_runs = rank_runs or run_rank(s, seeds)
+            measured = rank_runs
+        judged = report.VERDICTS[name](measured['records'])
+        results['experiments'][name] = {
+            'claim': CLAIMS[name], 'ran': ran(name, s, seeds), 'quick': args.quick,
+            'seeds': seeds, **judged,
+            'setup': measured['setup'], 'records': measured['records'],
+            'seconds': time.perf_counter() - begun}
+        plot = report.PLOTS[name](measured['records'], out_dir)
+        print(f'\n## {name}: {judged["verdict"]}')
+        print('\n'.join(judged['table']))
+        print(f'plot: {plot}')
+    # The report contract of scripts/reproduce.py, over every experiment in the file.
+    results.update(report.contract(results['experiments']))
+    with open(path, 'w') as f:
+        json.dump(results, f, indent=1)
+    print(f'\n{time.perf_counter() - started:.0f} s; results in {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
