@@ -14,8 +14,9 @@ of a section is computed here from those checks, by the rule written into the re
 does.
 
 Finished sections are cached under ``OUT/cache/<section>-<hash>``. The hash covers the
-section's arguments and the source of the experiment and of the ``jaxnorm``, ``optim`` and
-``prune`` packages, so any code change reruns the section and an unchanged rerun skips it. A
+section's arguments and the source of the experiment script and of every repository module it
+imports (found by reading the import statements), so a change to code a section runs reruns
+it, and an unchanged rerun, or a change elsewhere, skips it. A
 section is written to a temporary folder and renamed when it has finished, so an interrupted
 run leaves no half-written cache entry. Deleting ``OUT/cache`` and rerunning recomputes every
 number (the experiments are seeded).
@@ -23,9 +24,9 @@ number (the experiments are seeded).
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import datetime
-import glob
 import hashlib
 import json
 import os
@@ -39,7 +40,6 @@ from tqdm.auto import tqdm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(REPO, 'scripts', 'experiments')
-PACKAGES = ('jaxnorm', 'optim', 'prune')
 VERDICT_RULE = ('A section is **reproduced** when every check holds, **partly** when at least '
                 'one but not every check holds, and **not reproduced** when none holds. Each '
                 "check's rule is applied by the experiment to the numbers of this run.")
@@ -50,19 +50,17 @@ class Section:
     """One paper: the experiment script (``scripts/experiments/<name>.py``) and its title."""
     name: str
     title: str
-    helpers: tuple[str, ...] = ()  # further experiment modules the script imports
 
     def script(self) -> str:
         return os.path.join(EXPERIMENTS, f'{self.name}.py')
 
 
 SECTIONS = (
-    Section('lawn', 'LAWN: Learning with Constrained Weight Norms (arXiv:2108.05839)',
-            helpers=('lawn_report.py',)),
+    Section('lawn', 'LAWN: Learning with Constrained Weight Norms (arXiv:2108.05839)'),
     Section('flow_pruning', 'A Gradient Flow Framework for Analyzing Network Pruning '
             '(arXiv:2009.11839)'),
     Section('beyond_bn', 'Beyond BatchNorm: Towards a Unified Understanding of Normalization '
-            'in Deep Learning (arXiv:2106.05956)', helpers=('beyond_bn_report.py',)),
+            'in Deep Learning (arXiv:2106.05956)'),
 )
 
 
@@ -77,13 +75,59 @@ def select_sections(only: str | None) -> list[Section]:
     return [by_name[name] for name in only.split(',')]
 
 
+def local_sources(script: str) -> list[str]:
+    """The script and every repository module it imports, directly or not (read statically).
+
+    Modules resolve against the repository root and the script's folder (experiments import
+    their sibling report modules); anything else (jax, numpy, ...) is outside the hash.
+    """
+    roots = (REPO, os.path.dirname(script))
+    found, pending = set(), [os.path.abspath(script)]
+    while pending:
+        path = pending.pop()
+        if path in found:
+            continue
+        found.add(path)
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        package = os.path.relpath(os.path.dirname(path), REPO).replace(os.sep, '.')
+        for name in imported_names(tree, package):
+            pending += [file for root in roots if (file := module_file(root, name))]
+    return sorted(found)
+
+
+def imported_names(tree: ast.AST, package: str) -> list[str]:
+    """Dotted names an import statement may load: each prefix, plus ``from`` targets."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                parent = package.split('.')[:len(package.split('.')) - node.level + 1]
+                base = '.'.join(parent + ([base] if base else []))
+            modules = [f'{base}.{alias.name}' for alias in node.names] + [base]
+        else:
+            continue
+        for module in modules:
+            parts = module.split('.')
+            names += ['.'.join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return names
+
+
+def module_file(root: str, name: str) -> str | None:
+    base = os.path.join(root, *name.split('.'))
+    for candidate in (base + '.py', os.path.join(base, '__init__.py')):
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    return None
+
+
 def source_digest(section: Section) -> str:
-    """Hash of the experiment's and the packages' Python sources."""
-    files = [section.script()] + [os.path.join(EXPERIMENTS, h) for h in section.helpers]
-    for package in PACKAGES:
-        files += glob.glob(os.path.join(REPO, package, '**', '*.py'), recursive=True)
+    """Hash of the Python sources the section's experiment runs."""
     digest = hashlib.sha256()
-    for path in sorted(files):
+    for path in local_sources(section.script()):
         digest.update(os.path.relpath(path, REPO).encode())
         with open(path, 'rb') as f:
             digest.update(f.read())

@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 # checks' outcomes and an optional failure read from environment variables.
 FAKE_EXPERIMENT = textwrap.dedent('''
     import argparse, json, os, sys
+    import fake_helper
     parser = argparse.ArgumentParser()
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--seeds', type=int)
@@ -49,6 +50,7 @@ def reproduce(tmp_path, monkeypatch):
     experiments = tmp_path / 'experiments'
     experiments.mkdir()
     (experiments / 'fake.py').write_text(FAKE_EXPERIMENT)
+    (experiments / 'fake_helper.py').write_text('VALUE = 1\n')
     monkeypatch.setattr(module, 'EXPERIMENTS', str(experiments))
     monkeypatch.setattr(module, 'SECTIONS', (module.Section('fake', 'Fake paper (arXiv:0)'),))
     monkeypatch.setenv('FAKE_RUN_LOG', str(tmp_path / 'runs.txt'))
@@ -92,13 +94,27 @@ def test_a_failed_section_leaves_no_cache_entry_and_reports_its_log(reproduce, t
     assert (tmp_path / 'runs.txt').read_text().split() == ['3', '3']
 
 
-def test_changing_the_experiment_source_invalidates_the_cache(reproduce, tmp_path):
+@pytest.mark.parametrize('edited', ['fake.py', 'fake_helper.py'])
+def test_changing_code_the_section_imports_invalidates_the_cache(reproduce, tmp_path, edited):
     out = tmp_path / 'report'
     reproduce.main(['--quick', '--out', str(out)])
-    script = Path(reproduce.EXPERIMENTS) / 'fake.py'
-    script.write_text(script.read_text() + '\n# edited\n')
+    (Path(reproduce.EXPERIMENTS) / 'unrelated.py').write_text('# not imported\n')
+    reproduce.main(['--quick', '--out', str(out)])
+    assert len((tmp_path / 'runs.txt').read_text().split()) == 1
+    source = Path(reproduce.EXPERIMENTS) / edited
+    source.write_text(source.read_text() + '\n# edited\n')
     reproduce.main(['--quick', '--out', str(out)])
     assert len((tmp_path / 'runs.txt').read_text().split()) == 2
+
+
+def test_a_section_hashes_the_repository_modules_it_imports():
+    module = load_reproduce_script()
+    lawn = module.Section('lawn', 'LAWN')
+    sources = {os.path.relpath(path, REPO) for path in module.local_sources(lawn.script())}
+    # Direct, package-level and sibling imports, followed transitively; nothing unrelated.
+    assert {'scripts/experiments/lawn.py', 'scripts/experiments/lawn_report.py',
+            'optim/lawn.py', 'jaxnorm/train.py', 'jaxnorm/_stats.py'} <= sources
+    assert not {'jaxnorm/theory.py', 'prune/scores.py'} & sources
 
 
 def test_bad_arguments_name_the_choices(reproduce, capsys):
@@ -114,5 +130,3 @@ def test_every_registered_section_has_its_experiment_script():
     module = load_reproduce_script()
     for section in module.SECTIONS:
         assert os.path.exists(section.script()), section.name
-        for helper in section.helpers:
-            assert os.path.exists(os.path.join(module.EXPERIMENTS, helper)), helper
