@@ -88,8 +88,8 @@ CLAIMS = {
                    'Omega(sqrt(width / group size)): larger groups give lower rank and more '
                    'similar samples.',
     'backward': 'Small group sizes (InstanceNorm) give large gradient norms in the early layers.',
-    'training': 'Speed-stability trade-off: LayerNorm (one group) trains slowest, InstanceNorm '
-                '(group size 1) is least stable.',
+    'training': 'LayerNorm (one group) trains slowest, InstanceNorm (group size 1) is least '
+                'stable.',
 }
 ACTIVATION_NORMS = ('bn', 'ln', 'in', 'gn', 'frn', 'vn', 'evonorm_b0', 'evonorm_s0')
 PARAMETRIC_NORMS = ('wn', 'sws', 'none')
