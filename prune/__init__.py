@@ -6,12 +6,18 @@
 * :mod:`prune.flow`: gradient-flow derivatives and the BatchNorm scale-invariance identities;
 * :mod:`prune.schedules`: the iterative per-round fractions and global filter ranking;
 * :mod:`prune.compact`: slicing a filter-pruned model's variables down to a smaller model;
-* :mod:`prune.accounting`: sparsity, parameters and FLOPs per layer (ShrinkBench).
+* :mod:`prune.accounting`: sparsity, parameters and FLOPs per layer (ShrinkBench);
+* :mod:`prune.unify`: micro-structured weight unification (blocks, selection, projection);
+* :mod:`prune.unify_storage`: its stored format, measured bits and multiplies;
+* :mod:`prune.admm`: ADMM toward the unified set and retraining with tied weights.
 
 Reference: Lubana & Dick, `A Gradient Flow Framework for Analyzing Network Pruning
 <https://arxiv.org/abs/2009.11839>`_, ICLR 2021.
 """
+from prune import unify, unify_storage
 from prune.accounting import filter_report, layer_report
+from prune.admm import (AdmmState, TiedState, admm, admm_gap, admm_penalty, install_codes,
+                        rho_schedule, tied_optimizer)
 from prune.compact import compact
 from prune.flow import filter_flow, flow_derivatives, flow_quantities
 from prune.masks import (ChannelGroup, Slot, apply_masks, channels_alive, check_alive,
@@ -22,14 +28,16 @@ from prune.schedules import round_fractions, select_survivors, surviving_fractio
 from prune.scores import (MEASURES, check_measure, classifier_loss, filter_scores,
                           gradient_and_hg, hessian_vector_product, mean_gradient,
                           parameter_scores)
+from prune.unify import UnifySpec
 
 __all__ = [
-    'MEASURES', 'ChannelGroup', 'MaskedState', 'Slot', 'apply_masks', 'channels_alive',
-    'check_alive', 'check_groups', 'check_masks', 'check_measure', 'check_ratio',
-    'classifier_loss', 'compact', 'count_kept', 'filter_flow', 'filter_report',
+    'admm', 'admm_gap', 'admm_penalty', 'AdmmState', 'apply_masks', 'ChannelGroup',
+    'channels_alive', 'check_alive', 'check_groups', 'check_masks', 'check_measure',
+    'check_ratio', 'classifier_loss', 'compact', 'count_kept', 'filter_flow', 'filter_report',
     'filter_scores', 'flow_derivatives', 'flow_quantities', 'gradient_and_hg',
-    'hessian_vector_product', 'install_masks', 'layer_report', 'masked_optimizer',
-    'mean_gradient', 'named_leaves', 'ones_masks', 'parameter_scores', 'round_fractions',
-    'select_leaves', 'select_survivors', 'structured_masks', 'surviving_fraction',
-    'unstructured_masks',
+    'hessian_vector_product', 'install_codes', 'install_masks', 'layer_report',
+    'masked_optimizer', 'MaskedState', 'mean_gradient', 'MEASURES', 'named_leaves', 'ones_masks',
+    'parameter_scores', 'rho_schedule', 'round_fractions', 'select_leaves', 'select_survivors',
+    'Slot', 'structured_masks', 'surviving_fraction', 'tied_optimizer', 'TiedState', 'unify',
+    'unify_storage', 'UnifySpec', 'unstructured_masks',
 ]

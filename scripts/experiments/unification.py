@@ -1,0 +1,357 @@
+#!/usr/bin/env python
+"""Micro-structured weight unification with ADMM (Lin et al., arXiv:2106.08301).
+
+Claim (abstract): unifying the weights of selected micro-structured blocks (one shared
+magnitude, signs kept; pruning when it is zero), trained with ADMM, compresses a network
+highly with little loss of accuracy.
+
+Setup: digits (1,437 train / 360 test, 8x8), two models without normalization: an MLP
+64-256-256-10 (both hidden kernels constrained) and a small CNN (3x3 convs 16, 32 / stride 2,
+64 / stride 2, then the classifier; the second and third convs constrained). The classifier,
+the first conv and all biases stay free. Block shapes 1x4, 4x4 and 1x16 in the ``out x
+fan_in`` matrix; two ratio pairs (unified + pruned fraction of the blocks of every layer).
+Adam (batch 64; lr 1e-3, 3e-3 in the ADMM phase) throughout.
+
+* dense: pre-train ``pretrain_epochs``;
+* one-shot: exact projection of the pre-trained weights, then ``retrain_epochs`` of
+  retraining with the unified and pruned blocks frozen;
+* ADMM: from the same pre-trained weights, ``admm_epochs`` of ADMM (Z/U refreshed every epoch,
+  rho = rho0 x factor every epoch), hard projection, the same retraining; and, as a variant,
+  retraining that also trains each unified block's shared magnitude.
+
+ADMM gets ``admm_epochs`` more training than one-shot: that is the method's cost.
+
+Accuracy is measured right after the hard projection (before retraining: the number that
+separates the methods on digits) and after retraining (of the re-projected weights, i.e. of
+the stored model). Compression is measured from the stored format
+(``prune.unify_storage.encode``), over the constrained kernels. Every method of a seed shares
+the pre-trained weights.
+
+Checks (rules applied to this run's numbers):
+  * gap: ||W - Z|| / ||W|| at the end of ADMM is below its value after the first epoch in
+    every ADMM run;
+  * ADMM > one-shot before retraining: paired differences d (ADMM - one-shot accuracy after
+    the hard projection) over every (model, block shape, ratio, seed): mean d > 2 SE;
+  * little loss: at the milder ratio, the mean accuracy drop after retraining (dense - ADMM)
+    is at most 2 points in every (model, block shape).
+
+    python scripts/experiments/unification.py --quick --out results   # ~4 min, 2 CPU cores
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import prune  # noqa: E402
+from jaxnorm import data, models  # noqa: E402
+from prune import unify, unify_storage  # noqa: E402
+
+NAME = 'unification'
+CLAIM = ('Unifying micro-structured weight blocks (shared magnitude, kept signs; zero = '
+         'pruning) and training toward that structure with ADMM compresses a network with '
+         'little accuracy loss, and ADMM loses less at the hard projection than projecting a '
+         'trained network in one shot.')
+SHAPES = ((1, 4), (4, 4), (1, 16))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    pretrain_epochs: int = 20
+    admm_epochs: int = 10
+    retrain_epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3  # pre-training and retraining
+    admm_lr: float = 3e-3  # the ADMM phase (at 1e-3, W moved too slowly to reach Z)
+    rho0: float = 0.1
+    rho_factor: float = 1.6
+    ratios: tuple = ((0.5, 0.25), (0.6, 0.35))  # (unify, prune)
+    models: tuple = ('mlp', 'cnn')
+
+
+class SmallCNN(nn.Module):
+    """Three 3x3 convs (16, 32/2, 64/2) with ReLU, global flatten, the classifier ``head``."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        del train
+        for index, (features, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
+            x = nn.relu(nn.Conv(features, (3, 3), strides=stride, name=f'conv{index}')(x))
+        return nn.Dense(self.num_classes, name='head')(x.reshape(x.shape[0], -1))
+
+
+MODEL_PATTERNS = {'mlp': r'^dense[12]/kernel', 'cnn': r'^conv[23]/kernel'}
+# Output positions of each constrained kernel on 8x8 inputs (multiplies per example).
+POSITIONS = {'mlp': {}, 'cnn': {'conv2/kernel': 16, 'conv3/kernel': 4}}
+
+
+def build(name: str):
+    if name == 'mlp':
+        return models.get_model('mlp', norm='none', num_classes=10)
+    return SmallCNN(10)
+
+
+class Runner:
+    """Data, compiled epochs and evaluation of one model."""
+
+    def __init__(self, name: str, s: Settings, data_dir):
+        self.name, self.s = name, s
+        train_ds = data.load('digits', 'train', data_dir=data_dir)
+        test_ds = data.load('digits', 'test', data_dir=data_dir)
+        mean, std = train_ds.channel_stats()
+        self.x = ((train_ds.images - mean) / std).astype(np.float32)
+        self.y = train_ds.labels.astype(np.int32)
+        self.xt = jnp.asarray(((test_ds.images - mean) / std).astype(np.float32))
+        self.yt = jnp.asarray(test_ds.labels.astype(np.int32))
+        self.model = build(name)
+        self.steps = len(self.y) // s.batch_size
+        self._epochs = {}
+        self.accuracy = jax.jit(lambda p: jnp.mean(
+            jnp.argmax(self.model.apply({'params': p}, self.xt), -1) == self.yt))
+
+    def init(self, seed: int):
+        return self.model.init(jax.random.key(seed), jnp.zeros((1, 8, 8, 1)))['params']
+
+    def spec(self, shape, ratio) -> prune.UnifySpec:
+        return prune.UnifySpec(tuple(shape), ratio[0], ratio[1], pattern=MODEL_PATTERNS[self.name])
+
+    def epoch_fn(self, key, tx):
+        """A jitted epoch (``lax.scan`` over the batches) for optimizer ``tx``, cached."""
+        if key not in self._epochs:
+            def loss(p, x, y):
+                logits = self.model.apply({'params': p}, x)
+                return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+            def step(carry, batch):
+                p, o = carry
+                g = jax.grad(loss)(p, *batch)
+                u, o = tx.update(g, o, p)
+                return (optax.apply_updates(p, u), o), None
+
+            self._epochs[key] = jax.jit(lambda p, o, x, y: jax.lax.scan(step, (p, o), (x, y))[0])
+        return self._epochs[key]
+
+    def batches(self, seed: int, epoch: int):
+        order = np.random.default_rng([seed, epoch]).permutation(len(self.y))
+        order = order[:self.steps * self.s.batch_size].reshape(self.steps, -1)
+        return jnp.asarray(self.x[order]), jnp.asarray(self.y[order])
+
+    def train(self, key, tx, params, state, seed, epochs, offset, after_epoch=None):
+        fn = self.epoch_fn(key, tx)
+        for epoch in range(epochs):
+            params, state = fn(params, state, *self.batches(seed, offset + epoch))
+            if after_epoch is not None:
+                after_epoch(params, state)
+        return params, state
+
+
+def retrain(runner: Runner, spec, params, codes, seed, train_magnitudes=False) -> float:
+    s = runner.s
+    tx = prune.tied_optimizer(optax.adam(s.lr), spec, train_magnitudes=train_magnitudes)
+    state = prune.install_codes(tx.init(params), params, codes, spec)
+    params, _ = runner.train(('tied', spec.block_shape, train_magnitudes), tx, params, state,
+                             seed,
+                             s.retrain_epochs, 1000)
+    return float(runner.accuracy(unify.project(params, spec, codes=codes)))
+
+
+def run_model(runner: Runner, seeds, progress) -> list[dict]:
+    s, records = runner.s, []
+    for seed in seeds:
+        tx = optax.adam(s.lr)
+        params = runner.init(seed)
+        params, _ = runner.train(('dense',), tx, params, tx.init(params), seed,
+                                 s.pretrain_epochs, 0)
+        dense = float(runner.accuracy(params))
+        for shape in SHAPES:
+            for ratio in s.ratios:
+                spec = runner.spec(shape, ratio)
+                row = {'model': runner.name, 'seed': seed, 'shape': list(shape),
+                       'ratio': list(ratio), 'dense': dense}
+                codes = unify.select_blocks(params, spec, 'exact')
+                projected = unify.project(params, spec, codes=codes)
+                report = unify_storage.storage_report(projected, codes, spec,
+                                              positions=POSITIONS[runner.name])['total']
+                row.update(compression=report['constrained_compression'],
+                           model_compression=report['model_compression'],
+                           multiply_reduction=report['multiply_reduction'],
+                           oneshot_before=float(runner.accuracy(projected)),
+                           oneshot_after=retrain(runner, spec, projected, codes, seed))
+                rho = prune.rho_schedule(s.rho0, s.rho_factor, runner.steps)
+                admm_tx = prune.admm(optax.adam(s.admm_lr), spec, rho, update_every=runner.steps)
+                gaps = []
+                w, _ = runner.train(('admm', spec), admm_tx, params, admm_tx.init(params), seed,
+                                    s.admm_epochs, 100,
+                                    lambda p, o: gaps.append(float(prune.admm_gap(p, o))))
+                codes = unify.select_blocks(w, spec, 'exact')
+                hard = unify.project(w, spec, codes=codes)
+                report = unify_storage.storage_report(hard, codes, spec,
+                                              positions=POSITIONS[runner.name])['total']
+                row.update(gaps=gaps, admm_trained=float(runner.accuracy(w)),
+                           admm_before=float(runner.accuracy(hard)),
+                           admm_after=retrain(runner, spec, hard, codes, seed),
+                           admm_after_magnitudes=retrain(runner, spec, hard, codes, seed, True),
+                           admm_compression=report['constrained_compression'])
+                records.append(row)
+                progress(row)
+    return records
+
+
+def mean_std(values, scale=100.0) -> str:
+    v = scale * np.asarray(values, float)
+    return f'{v.mean():.1f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.1f}'
+
+
+def group(records):
+    out = {}
+    for r in records:
+        out.setdefault((r['model'], tuple(r['shape']), tuple(r['ratio'])), []).append(r)
+    return out
+
+
+def table(records) -> list[str]:
+    lines = ['| model | block | unified + pruned | compression (bits) | multiply reduction | '
+             'dense acc % | one-shot before | one-shot after | ADMM before | ADMM after | '
+             'ADMM after (magnitudes trained) | gap end |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    for (model, shape, ratio), rows in group(records).items():
+        comp = np.array([r['compression'] for r in rows])
+        lines.append(
+            f"| {model} | {shape[0]}x{shape[1]} | {ratio[0]:.2f} + {ratio[1]:.2f} | "
+            f"{comp.mean():.2f}x | {np.mean([r['multiply_reduction'] for r in rows]):.2f}x | "
+            + ' | '.join(mean_std([r[k] for r in rows]) for k in (
+                'dense', 'oneshot_before', 'oneshot_after', 'admm_before', 'admm_after',
+                'admm_after_magnitudes'))
+            + f" | {np.mean([r['gaps'][-1] for r in rows]):.4f} ± "
+            f"{np.std([r['gaps'][-1] for r in rows], ddof=1):.4f} |")
+    return lines
+
+
+def checks(records, s: Settings) -> list[dict]:
+    gap_ok = all(r['gaps'][-1] < r['gaps'][0] for r in records)
+    d = np.array([r['admm_before'] - r['oneshot_before'] for r in records])
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    mild = tuple(s.ratios[0])
+    drops = {k: np.mean([r['dense'] - r['admm_after'] for r in rows])
+             for k, rows in group(records).items() if k[2] == mild}
+    return [
+        {'name': 'ADMM gap decreases',
+         'rule': '||W-Z||/||W|| after the last ADMM epoch < after the first, in every run '
+                 f"(first {np.mean([r['gaps'][0] for r in records]):.3f} -> last "
+                 f"{np.mean([r['gaps'][-1] for r in records]):.4f} on average)",
+         'holds': bool(gap_ok)},
+        {'name': 'ADMM beats one-shot before retraining',
+         'rule': f'mean paired difference (ADMM - one-shot accuracy after the hard projection) '
+                 f'over {d.size} (model, block, ratio, seed) > 2 SE: '
+                 f'{100 * d.mean():+.2f} ± {100 * se:.2f} points',
+         'holds': bool(d.mean() > 2 * se)},
+        {'name': 'little loss after retraining',
+         'rule': f'at unified + pruned = {mild[0]} + {mild[1]}, mean (dense - ADMM after '
+                 'retraining) <= 2 points for every model and block shape (worst '
+                 f'{100 * max(drops.values()):.2f})',
+         'holds': bool(max(drops.values()) <= 0.02)},
+    ]
+
+
+def plot(records, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    names = sorted({r['model'] for r in records})
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(5 * (len(names) + 1), 4))
+    markers = {(1, 4): 'o', (4, 4): 's', (1, 16): '^'}
+    for ax, name in zip(axes, names):
+        for (model, shape, ratio), rows in group(records).items():
+            if model != name:
+                continue
+            c = np.mean([r['compression'] for r in rows]) * {(1, 4): 0.98, (4, 4): 1.0,
+                                                               (1, 16): 1.02}[shape]
+            for key, color, label in (('oneshot_before', 'tab:red', 'one-shot, before'),
+                                      ('admm_before', 'tab:blue', 'ADMM, before'),
+                                      ('oneshot_after', 'salmon', 'one-shot, after'),
+                                      ('admm_after', 'lightblue', 'ADMM, after')):
+                acc = 100 * np.array([r[key] for r in rows])
+                ax.errorbar(c, acc.mean(), acc.std(ddof=1), marker=markers[shape], color=color,
+                            label=label if shape == (1, 4) and ratio == tuple(
+                                records[0]['ratio']) else None, linestyle='none')
+        dense = 100 * np.mean([r['dense'] for r in records if r['model'] == name])
+        ax.axhline(dense, color='gray', linestyle=':', label='dense')
+        ax.set(title=f'{name} on digits (o 1x4, s 4x4, ^ 1x16)',
+               xlabel='compression of constrained kernels (stored bits; shapes offset)',
+               ylabel='test accuracy %')
+        ax.legend(fontsize=7)
+    ax = axes[-1]
+    colors = dict(zip(names, ('tab:green', 'tab:blue', 'tab:purple')))
+    for r in records:
+        ax.semilogy(range(1, len(r['gaps']) + 1), r['gaps'], color=colors[r['model']], alpha=0.3)
+    ax.set(title='ADMM: ||W - Z|| / ||W|| (' + ', '.join(
+        f'{colors[n][4:]} {n}' for n in names) + ')', xlabel='ADMM epoch')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--quick', action='store_true', help='CPU budget (about 4 minutes)')
+    parser.add_argument('--seeds', type=int, default=3, help='seeds (>= 2)')
+    parser.add_argument('--out', default='results', help=f'writes OUT/{NAME}/results.json')
+    parser.add_argument('--data-dir', help='TFDS data dir for digits')
+    args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error('--seeds must be >= 2 (the checks use a standard error)')
+    started = time.perf_counter()
+    s = Settings() if args.quick else Settings(pretrain_epochs=60, admm_epochs=20,
+                                                 retrain_epochs=20, rho_factor=1.3)
+    out_dir = os.path.join(args.out, NAME)
+    os.makedirs(out_dir, exist_ok=True)
+    records = []
+    for name in s.models:
+        runner = Runner(name, s, args.data_dir)
+        records += run_model(runner, range(args.seeds), lambda r: print(
+            f"{r['model']} seed {r['seed']} {r['shape']} {r['ratio']}: one-shot "
+            f"{r['oneshot_before']:.3f}->{r['oneshot_after']:.3f}, ADMM {r['admm_before']:.3f}"
+            f"->{r['admm_after']:.3f}, gap {r['gaps'][0]:.3f}->{r['gaps'][-1]:.4f}",
+            flush=True))
+    figure = os.path.join(out_dir, f'{NAME}.png')
+    plot(records, figure)
+    ran = (f'digits, MLP 64-256-256-10 and a 3-conv CNN, no normalization; blocks '
+           f"{', '.join(f'{a}x{b}' for a, b in SHAPES)}; unified + pruned "
+           f"{', '.join(f'{u} + {p}' for u, p in s.ratios)} per layer; {s.pretrain_epochs} "
+           f'epochs of Adam, then one-shot projection or {s.admm_epochs} ADMM epochs (rho '
+           f'{s.rho0} x {s.rho_factor} per epoch, Adam {s.admm_lr}) + hard projection, then '
+           f'{s.retrain_epochs} epochs of retraining with tied blocks (frozen, or shared '
+           f'magnitudes trained); {args.seeds} seeds.')
+    results = {'paper': 'Lin et al., arXiv:2106.08301', 'claim': CLAIM, 'ran': ran,
+               'table': table(records), 'checks': checks(records, s),
+               'figures': [os.path.basename(figure)],
+               'setup': {'quick': args.quick, 'seeds': args.seeds,
+                         'settings': dataclasses.asdict(s)},
+               'runs': records, 'seconds': time.perf_counter() - started}
+    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
+        json.dump(results, f, indent=1)
+    print('\n'.join(results['table']))
+    for check in results['checks']:
+        print(f"{check['name']}: {'holds' if check['holds'] else 'does not hold'} "
+              f"({check['rule']})")
+    print(f'{results["seconds"]:.0f} s; results in {out_dir}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
