@@ -1,4 +1,8 @@
 """optax GradientTransformations for the papers reproduced in jaxnorm; depends only on jax/optax."""
+from optim import importance
+from optim.emr import emr
 from optim.lawn import LawnState, constrained_norms, lawn, path_name, regex_mask
+from optim.quadratic import ContinualState, ewc, mas, new_task, quadratic, rwalk, si
 
-__all__ = ['LawnState', 'constrained_norms', 'lawn', 'path_name', 'regex_mask']
+__all__ = ['ContinualState', 'LawnState', 'constrained_norms', 'emr', 'ewc', 'importance',
+           'lawn', 'mas', 'new_task', 'path_name', 'quadratic', 'regex_mask', 'rwalk', 'si']

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optim._params import require_params
+
 PROJECTIONS = ('gradient', 'update', 'none')
 
 MaskOrFn = Any | Callable[[Any], Any]
@@ -295,8 +297,7 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
                          inner_state=inner.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        if params is None:
-            raise ValueError(optax.NO_PARAMS_MSG)
+        require_params(params, 'optim.lawn')
         flags = constrained(params)
         weights, _, treedef = _flatten(params)
         grads, _, updates_def = _flatten(updates)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optim._params import require_params
 from prune.masks import check_masks, ones_masks
 
 
@@ -68,8 +69,7 @@ def masked_optimizer(inner: optax.GradientTransformation
         return MaskedState(masks=ones_masks(params), inner_state=inner.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        if params is None:
-            raise ValueError(optax.NO_PARAMS_MSG)
+        require_params(params, 'prune.masked_optimizer')
         check_masks(params, state.masks)
         keep = jax.tree.map(lambda m: m != 0, state.masks)
         masked_grads = jax.tree.map(lambda g, k: jnp.where(k, g, jnp.zeros_like(g)), updates,

@@ -61,6 +61,10 @@ SECTIONS = (
             '(arXiv:2009.11839)'),
     Section('beyond_bn', 'Beyond BatchNorm: Towards a Unified Understanding of Normalization '
             'in Deep Learning (arXiv:2106.05956)'),
+    Section('emr', 'How do Quadratic Regularizers Prevent Catastrophic Forgetting: The Role '
+            'of Interpolation (EMR, arXiv:2102.02805)'),
+    Section('unification', 'Efficient Micro-Structured Weight Unification and Pruning for '
+            'Neural Network Compression (arXiv:2106.08301)'),
 )
 
 

@@ -1,0 +1,186 @@
+"""Parameter-importance estimators of EWC, MAS, SI and RWalk, offline and online.
+
+All functions are pure and work on any parameter pytree. Importances are float32 trees with
+the params' structure.
+
+**Offline** (once, at the end of a task, from a few batches of its training data):
+
+* EWC (empirical Fisher): :math:`\\Omega = \\mathbb{E}_i[(\\nabla_\\theta \\ell_i)^2]` over
+  single examples (``per_example=True``), or the squared gradient of each batch's mean loss
+  averaged over batches (``per_example=False``; with one same-class batch per class this is
+  the estimator of the EMR authors' code).
+* MAS: :math:`\\Omega = |\\nabla_\\theta \\tfrac1B \\sum_i \\lVert f(x_i) \\rVert_2^2|`,
+  either per example (mean of absolute gradients) or per batch (absolute value of the
+  batch-averaged gradient, averaged over batches before the absolute value, as that code).
+
+**Online** (an EMA updated after every optimizer step, weight ``momentum`` on the new value,
+:math:`r \\leftarrow m\\,x_t + (1-m)\\,r`):
+
+* EWC: :math:`x_t = g_t^2` with :math:`g_t` the minibatch gradient of the step.
+* MAS: :math:`x_t = |\\nabla_\\theta \\lVert f(X_t) \\rVert^2|` (passed in by the caller).
+* SI and RWalk: the path term :math:`x_t = |g_t \\odot (\\theta_{t+1} - \\theta_{start})|`
+  (``path='abs'``, EMR v1 code) or its ReLU (``path='relu'``, later code); RWalk also keeps
+  :math:`F \\leftarrow m (g_t \\odot \\theta_t)^2 + (1-m) F`.
+
+The importance *used* from the running sums, with :math:`\\theta^*` the previous task's end
+point and damping :math:`\\xi` (1e-10):
+
+* EWC, MAS: :math:`\\Omega = r`;
+* SI: :math:`\\Omega = r / ((\\theta - \\theta^*)^2 + \\xi)`;
+* RWalk: :math:`\\Omega = F + r / (F (\\theta - \\theta^*)^2 + \\xi)`.
+
+References:
+  Kirkpatrick et al. 2017 (EWC); Aljundi et al. 2018 (MAS); Zenke et al. 2017 (SI);
+  Chaudhry et al. 2018 (RWalk); Lubana, Trivedi, Koutra, Dick, `How do Quadratic Regularizers
+  Prevent Catastrophic Forgetting: The Role of Interpolation
+  <https://arxiv.org/abs/2102.02805>`_, 2021/2022.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+
+IMPORTANCES = ('ewc', 'mas', 'si', 'rwalk')
+PATHS = ('abs', 'relu')
+DAMPING = 1e-10
+
+
+def check_importance(name: str) -> str:
+    """``name`` if it is one of :data:`IMPORTANCES`, else a ``ValueError`` listing them."""
+    if name not in IMPORTANCES:
+        raise ValueError(f'unknown importance {name!r}; choose one of {IMPORTANCES}')
+    return name
+
+
+def _f32(tree):
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+
+
+def _mean_trees(trees: list):
+    if not trees:
+        raise ValueError('importance needs at least one batch')
+    total = trees[0]
+    for tree in trees[1:]:
+        total = jax.tree.map(jnp.add, total, tree)
+    return jax.tree.map(lambda x: x / len(trees), total)
+
+
+def _per_example_grads(scalar_fn: Callable, params, batch):
+    """Gradient of ``scalar_fn(params, batch_of_one)`` for every example of ``batch``."""
+    def one(example):
+        return jax.grad(scalar_fn)(params, jax.tree.map(lambda a: a[None], example))
+    return jax.vmap(one)(batch)
+
+
+def ewc_importance(loss_fn: Callable[[Any, Any], jax.Array], params, batches: Iterable, *,
+                   per_example: bool = True):
+    """Offline EWC importance (empirical Fisher diagonal).
+
+    Args:
+      loss_fn: ``(params, batch) -> scalar`` mean loss of a batch (a pytree of arrays with
+        the example axis first).
+      params: parameter tree.
+      batches: one or more batches.
+      per_example: mean of squared single-example gradients (the empirical Fisher), or mean
+        over batches of the squared batch gradient (the EMR code, one batch per class).
+
+    Returns:
+      A float32 tree like ``params``.
+
+    Example:
+      >>> omega = ewc_importance(loss, params, [batch])
+    """
+    terms = []
+    for batch in batches:
+        if per_example:
+            grads = _per_example_grads(loss_fn, params, batch)
+            terms.append(jax.tree.map(lambda g: jnp.mean(jnp.square(_f32(g)), axis=0), grads))
+        else:
+            terms.append(jax.tree.map(lambda g: jnp.square(_f32(g)),
+                                      jax.grad(loss_fn)(params, batch)))
+    return _mean_trees(terms)
+
+
+def squared_output_norm(apply_fn: Callable[[Any, Any], jax.Array]):
+    """``(params, inputs) -> mean over the batch of ||f(x)||_2^2``, MAS's objective."""
+    def objective(params, inputs):
+        outputs = jnp.asarray(apply_fn(params, inputs), jnp.float32)
+        return jnp.mean(jnp.sum(jnp.square(outputs.reshape(outputs.shape[0], -1)), axis=-1))
+    return objective
+
+
+def mas_importance(apply_fn: Callable[[Any, Any], jax.Array], params, batches: Iterable, *,
+                   per_example: bool = False):
+    """Offline MAS importance: sensitivity of the squared L2 norm of the outputs.
+
+    Args:
+      apply_fn: ``(params, inputs) -> outputs`` (logits or features), batch axis first.
+      params: parameter tree.
+      batches: one or more input batches (arrays, or pytrees the model accepts).
+      per_example: mean over examples of :math:`|\\nabla \\lVert f(x_i)\\rVert^2|` (Aljundi
+        et al.), or :math:`|\\mathrm{mean}_b \\nabla \\mathrm{mean}_{i \\in b}
+        \\lVert f(x_i)\\rVert^2|` (the EMR code: averaged before the absolute value).
+
+    Returns:
+      A float32 tree like ``params``.
+    """
+    objective = squared_output_norm(apply_fn)
+    terms = []
+    for inputs in batches:
+        if per_example:
+            grads = _per_example_grads(objective, params, inputs)
+            terms.append(jax.tree.map(lambda g: jnp.mean(jnp.abs(_f32(g)), axis=0), grads))
+        else:
+            terms.append(_f32(jax.grad(objective)(params, inputs)))
+    mean = _mean_trees(terms)
+    return mean if per_example else jax.tree.map(jnp.abs, mean)
+
+
+def ema(running, new, momentum: float):
+    """``momentum * new + (1 - momentum) * running`` leaf by leaf (float32)."""
+    return jax.tree.map(lambda r, x: momentum * jnp.asarray(x, jnp.float32)
+                        + (1.0 - momentum) * r, running, new)
+
+
+def path_term(grads, new_params, start, path: str = 'abs'):
+    """SI / RWalk's per-step contribution :math:`|g \\odot (\\theta_{t+1}-\\theta_{start})|`.
+
+    ``path='relu'`` takes :math:`\\max(0, \\cdot)` instead of the absolute value.
+    """
+    if path not in PATHS:
+        raise ValueError(f'unknown path {path!r}; choose one of {PATHS}')
+    act = jnp.abs if path == 'abs' else jax.nn.relu
+
+    def term(g, p, s):
+        return act(jnp.asarray(g, jnp.float32)
+                   * (jnp.asarray(p, jnp.float32) - jnp.asarray(s, jnp.float32)))
+    return jax.tree.map(term, grads, new_params, start)
+
+
+def si_importance(path_sum, params, anchor, damping: float = DAMPING):
+    """SI: ``path_sum / ((params - anchor)**2 + damping)``."""
+    def leaf(r, p, a):
+        delta = jnp.asarray(p, jnp.float32) - jnp.asarray(a, jnp.float32)
+        return r / (jnp.square(delta) + damping)
+    return jax.tree.map(leaf, path_sum, params, anchor)
+
+
+def rwalk_importance(path_sum, fisher, params, anchor, damping: float = DAMPING):
+    """RWalk: ``fisher + path_sum / (fisher * (params - anchor)**2 + damping)``."""
+    def leaf(r, f, p, a):
+        delta = jnp.asarray(p, jnp.float32) - jnp.asarray(a, jnp.float32)
+        return f + r / (f * jnp.square(delta) + damping)
+    return jax.tree.map(leaf, path_sum, fisher, params, anchor)
+
+
+def current_importance(name: str, running, fisher, params, anchor,
+                       damping: float = DAMPING):
+    """The importance in use for ``name`` given the running sums (module docstring)."""
+    check_importance(name)
+    if name in ('ewc', 'mas'):
+        return running
+    if name == 'si':
+        return si_importance(running, params, anchor, damping)
+    return rwalk_importance(running, fisher, params, anchor, damping)
