@@ -210,10 +210,15 @@ def section_markdown(section: Section, results: dict, figure_dir: str, seconds: 
              f"{len(checks)} checks hold; {seconds:.0f} s{', cached' if cached else ''}).", '',
              *results['table'], '',
              '| check | rule | holds |', '|---|---|---|',
-             *[f"| {c['name']} | {c['rule']} | {'yes' if c['holds'] else 'no'} |"
+             *[f"| {cell(c['name'])} | {cell(c['rule'])} | {'yes' if c['holds'] else 'no'} |"
                for c in checks], '']
     lines += [f'![{name}]({os.path.join(figure_dir, name)})' for name in results['figures']]
     return lines + ['']
+
+
+def cell(text: str) -> str:
+    """``text`` safe inside a markdown table cell (a bare ``|`` would split it)."""
+    return str(text).replace('|', '\\|')
 
 
 def machine_description() -> str:

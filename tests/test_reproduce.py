@@ -30,7 +30,7 @@ FAKE_EXPERIMENT = textwrap.dedent('''
     holds = [h == '1' for h in os.environ['FAKE_HOLDS'].split(',')]
     json.dump({'claim': 'fake claim', 'ran': 'fake run', 'seconds': 1.5,
                'table': ['| a |', '|---|', '| 1.0 +- 0.1 |'], 'figures': ['curve.png'],
-               'checks': [{'name': f'c{i}', 'rule': 'r', 'holds': h}
+               'checks': [{'name': f'c{i}', 'rule': '|x| < 1', 'holds': h}
                           for i, h in enumerate(holds)]},
               open(os.path.join(out, 'results.json'), 'w'))
 ''')
@@ -78,6 +78,7 @@ def test_a_finished_section_is_cached_and_a_changed_config_reruns(reproduce, tmp
     report = (out / 'REPORT.md').read_text()
     assert '| [Fake paper (arXiv:0)](#fake-paper-arxiv0) | partly | 1 / 2 |' in report
     assert '**Verdict: partly** (1 of 2 checks hold' in report
+    assert '| c0 | \\|x\\| < 1 | yes |' in report  # pipes escaped inside table cells
     assert (out / 'figures' / 'fake' / 'curve.png').read_bytes() == b'png'
     assert '![curve.png](figures/fake/curve.png)' in report
 
