@@ -4,6 +4,10 @@
 Subcommands:
   norms   forward+backward time of a jitted ResNet-20 train step with every registered
           normalizer, and for bn/ln/gn/in the flax built-in equivalents in the same model.
+  prune   inference time of a filter-pruned model compacted to fewer channels vs dense.
+  hvp     Hessian-vector product (jvp of grad) vs gradient time on ResNet-56 (goal <= 2.5x).
+  optim   train-step time with LAWN, EMR, a quadratic regularizer (EWC) and ADMM around SGD
+          vs the bare SGD step, in the same model (goals: LAWN/EMR <= 3 %, ADMM <= 5 %).
   prune   inference time of a 50 %-filter-pruned ResNet-20 and VGG-13: the dense model with
           masked weights against the compacted (physically narrower) model, same outputs.
 
@@ -11,12 +15,13 @@ Examples:
   python scripts/bench.py norms
   python scripts/bench.py norms --quick
   python scripts/bench.py norms --norms bn gn --repeats 50
+  python scripts/bench.py hvp --quick
+  python scripts/bench.py optim --quick
   python scripts/bench.py prune
   python scripts/bench.py prune --models resnet20 --fraction 0.75 --batch-size 256
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import os
@@ -30,9 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+import optim  # noqa: E402
 import prune  # noqa: E402
 from jaxnorm import layers  # noqa: E402
 from jaxnorm.cli import OneLineErrorParser  # noqa: E402
@@ -137,6 +144,19 @@ def time_once(step, state) -> tuple[float, tuple]:
     return time.perf_counter() - start, (params, batch_stats)
 
 
+def median_times(calls: dict, repeats: int, warmup: int) -> dict[str, float]:
+    """Median wall time (ms) of each zero-argument call, timed round-robin after warm-up."""
+    for _ in range(warmup):  # the first call compiles
+        jax.block_until_ready([call() for call in calls.values()])
+    times = {key: [] for key in calls}
+    for _ in range(repeats):  # round-robin: background load hits every variant alike
+        for key, call in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            times[key].append(time.perf_counter() - start)
+    return {key: 1e3 * statistics.median(t) for key, t in times.items()}
+
+
 def bench_norms(args) -> int:
     variants: dict[str, tuple[str, object]] = {}
     for name in args.norms:
@@ -217,15 +237,8 @@ def bench_prune(args) -> int:
     for name in args.models:
         calls, totals = pruned_pair(name, args.fraction, args.batch_size, args.image_size)
         outputs = {key: jax.block_until_ready(call()) for key, call in calls.items()}
-        for _ in range(args.warmup - 1):
-            jax.block_until_ready([call() for call in calls.values()])
-        times = {key: [] for key in calls}
-        for _ in range(args.repeats):  # round-robin: background load hits both alike
-            for key, call in calls.items():
-                start = time.perf_counter()
-                jax.block_until_ready(call())
-                times[key].append(time.perf_counter() - start)
-        dense_ms, compact_ms = (1e3 * statistics.median(times[k]) for k in ('dense', 'compact'))
+        ms = median_times(calls, args.repeats, args.warmup - 1)
+        dense_ms, compact_ms = ms['dense'], ms['compact']
         diff = float(np.max(np.abs(np.asarray(outputs['dense']) - np.asarray(outputs['compact']))))
         rows.append(f'{name:<10}{dense_ms:>10.1f}{compact_ms:>12.1f}{dense_ms / compact_ms:>9.2f}x'
                     f'{totals["speedup"]:>11.2f}x{totals["kept"] / totals["params"]:>12.1%}'
@@ -235,6 +248,71 @@ def bench_prune(args) -> int:
     print('\n'.join(rows))
     print('speed-up = dense / compact wall time; FLOP ratio = dense / remaining multiply-adds '
           '(ShrinkBench); the dense model runs the masked weights.')
+    return 0
+
+
+def classifier_setup(model_name: str, batch_size: int, image_size: int):
+    """(model, variables, batch, loss(params) with BN in train mode) on random inputs."""
+    model = get_model(model_name, norm='bn', num_classes=10)
+    x = jax.random.normal(jax.random.key(0), (batch_size, image_size, image_size, 3))
+    labels = jax.random.randint(jax.random.key(1), (batch_size,), 0, 10)
+    variables = model.init(jax.random.key(2), x)
+
+    def loss(params):
+        logits, _ = model.apply({**variables, 'params': params}, x, train=True,
+                                mutable=['batch_stats'])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return model, variables, loss
+
+
+def bench_hvp(args) -> int:
+    _, variables, loss = classifier_setup(args.model, args.batch_size, args.image_size)
+    params = variables['params']
+    vector = jax.tree.map(jnp.ones_like, params)
+    grad = jax.jit(jax.grad(loss))
+    hvp = jax.jit(lambda p, v: jax.jvp(jax.grad(loss), (p,), (v,))[1])
+    ms = median_times({'grad': lambda: grad(params), 'hvp': lambda: hvp(params, vector)},
+                      args.repeats, args.warmup)
+    print(f'{args.model} (BN train mode), batch {args.batch_size}, '
+          f'{args.image_size}x{args.image_size}x3, device {jax.devices()[0].device_kind}; '
+          f'median of {args.repeats}')
+    print(f'gradient {ms["grad"]:.1f} ms, Hessian-vector product {ms["hvp"]:.1f} ms: '
+          f'{ms["hvp"] / ms["grad"]:.2f}x (goal <= 2.5x)')
+    return 0
+
+
+def optimizer_variants() -> dict[str, optax.GradientTransformation]:
+    """Bare SGD and each library transform wrapped around the same SGD."""
+    sgd = optax.sgd(0.01, momentum=0.9)
+    spec = prune.UnifySpec(block_shape=(1, 4), unify_ratio=0.5, prune_ratio=0.25, pad=True)
+    return {'sgd': sgd,
+            'lawn': optim.lawn(sgd, free_steps=0, mask=optim.regex_mask('head/kernel')),
+            'emr': optim.emr(sgd, 'ewc', mask=optim.regex_mask('^(?!head)')),
+            'ewc': optim.ewc(sgd, strength=1.0, mask=optim.regex_mask('^(?!head)')),
+            'admm': prune.admm(sgd, spec, rho=1e-3, update_every=10)}
+
+
+def bench_optim(args) -> int:
+    _, variables, loss = classifier_setup(args.model, args.batch_size, args.image_size)
+    steps = {}
+    for name, tx in optimizer_variants().items():
+        def step(params, opt_state, tx=tx):
+            grads = jax.grad(loss)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+        jitted, state = jax.jit(step), [variables['params'], tx.init(variables['params'])]
+
+        def call(jitted=jitted, state=state):
+            state[:] = jitted(*state)
+            return state
+        steps[name] = call
+    ms = median_times(steps, args.repeats, args.warmup)
+    print(f'{args.model} (BN) train step, batch {args.batch_size}, '
+          f'{args.image_size}x{args.image_size}x3, device {jax.devices()[0].device_kind}; '
+          f'median of {args.repeats}, round-robin')
+    print(f'{"optimizer":<10}{"step ms":>10}{"overhead":>10}')
+    for name, value in ms.items():
+        print(f'{name:<10}{value:>10.1f}{100 * (value / ms["sgd"] - 1):>9.1f}%')
     return 0
 
 
@@ -262,15 +340,26 @@ def main(argv=None) -> int:
     pruned.add_argument('--repeats', type=int, default=10, help='timed calls per model')
     pruned.add_argument('--warmup', type=int, default=2, help='untimed calls (first compiles)')
     pruned.add_argument('--quick', action='store_true', help='3 repeats, 1 warm-up, batch 32')
+    for name, model, batch_size, helptext in (
+            ('hvp', 'resnet56', 128, 'Hessian-vector product vs gradient time'),
+            ('optim', 'resnet20', 128, 'step overhead of the optax transforms vs bare SGD')):
+        command = commands.add_parser(name, help=helptext)
+        command.add_argument('--model', default=model, help=f'model name (default {model})')
+        command.add_argument('--batch-size', type=int, default=batch_size)
+        command.add_argument('--image-size', type=int, default=32)
+        command.add_argument('--repeats', type=int, default=10, help='timed calls per variant')
+        command.add_argument('--warmup', type=int, default=2, help='untimed calls (first compiles)')
+        command.add_argument('--quick', action='store_true', help='3 repeats, 1 warm-up, batch 32')
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 3, 1
-        if args.command == 'prune':
+        if args.command != 'norms':
             args.batch_size = 32
     if min(args.batch_size, args.image_size, args.repeats) < 1 or args.warmup < 1:
         parser.error('--batch-size, --image-size, --repeats and --warmup must be >= 1')
     try:
-        return bench_norms(args) if args.command == 'norms' else bench_prune(args)
+        return {'norms': bench_norms, 'prune': bench_prune, 'hvp': bench_hvp,
+                'optim': bench_optim}[args.command](args)
     except (ValueError, TypeError) as error:
         print(f'bench.py: error: {error}', file=sys.stderr)
         return 1
