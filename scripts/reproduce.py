@@ -153,20 +153,19 @@ def cache_key(section: Section, arguments: list[str]) -> str:
     return f'{section.name}-{hashlib.sha256(config.encode()).hexdigest()[:16]}'
 
 
-def cached_section(section: Section, arguments: list[str], cache_dir: str) -> tuple | None:
-    """(results, folder holding results.json) of a finished run with this config, or None."""
-    folder = os.path.join(cache_dir, cache_key(section, arguments))
+def cached_section(section: Section, folder: str) -> tuple | None:
+    """(results, folder holding results.json) of the finished run cached in ``folder``, or None."""
     if not os.path.exists(os.path.join(folder, section.name, 'results.json')):
         return None
     return load_results(folder, section), os.path.join(folder, section.name)
 
 
-def run_section(section: Section, arguments: list[str], cache_dir: str) -> tuple[dict, str, bool]:
-    """Runs (or reuses) one section; returns (results, folder holding results.json, cached)."""
-    cached = cached_section(section, arguments, cache_dir)
+def run_section(section: Section, arguments: list[str], folder: str) -> tuple[dict, str, bool]:
+    """Runs (or reuses) one section cached in ``folder``; returns (results, folder holding
+    results.json, cached)."""
+    cached = cached_section(section, folder)
     if cached:
         return (*cached, True)
-    folder = os.path.join(cache_dir, cache_key(section, arguments))
     partial = folder + '.partial'
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
@@ -273,11 +272,13 @@ def main(argv=None) -> int:
     if args.seeds < 3:
         parser.error('--seeds must be >= 3: the statistical claims are judged on mean +- std')
     arguments, cache_dir = section_arguments(args), os.path.join(args.out, 'cache')
+    # One hash per section, of the code as it is before anything runs.
+    folders = {s.name: os.path.join(cache_dir, cache_key(s, arguments)) for s in SECTIONS}
     finished, failures = {}, []
     for section in tqdm(sections, desc='reproduce', unit='section'):
         started = time.perf_counter()
         try:
-            results, folder, cached = run_section(section, arguments, cache_dir)
+            results, folder, cached = run_section(section, arguments, folders[section.name])
         except (RuntimeError, ValueError) as error:
             failures.append(str(error))
             continue
@@ -286,7 +287,8 @@ def main(argv=None) -> int:
     # Sections not run now still appear when a finished run of the same config is cached.
     rows = []
     for section in SECTIONS:
-        if section.name not in finished and (hit := cached_section(section, arguments, cache_dir)):
+        if section.name not in finished and (hit := cached_section(section,
+                                                                   folders[section.name])):
             results, folder = hit
             finished[section.name] = (section, results, folder, results.get('seconds', 0.0), True)
         if section.name in finished:
