@@ -28,6 +28,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Any, Callable
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # Runnable from a checkout without installing the package.
@@ -137,11 +138,16 @@ def make_train_step(model: nn.Module, batch_size: int, image_size: int):
     return step, (params, batch_stats)
 
 
-def time_once(step, state) -> tuple[float, tuple]:
-    start = time.perf_counter()
-    params, batch_stats, loss = step(*state)
-    jax.block_until_ready((params, batch_stats, loss))
-    return time.perf_counter() - start, (params, batch_stats)
+def threaded(step, state) -> Callable[[], Any]:
+    """A zero-argument call of ``step(*state)`` that feeds the step's first outputs (the new
+    state) into the next call; it returns every output, so timing blocks on all of them."""
+    state = list(state)
+
+    def call():
+        outputs = step(*state)
+        state[:] = outputs[:len(state)]
+        return outputs
+    return call
 
 
 def median_times(calls: dict, repeats: int, warmup: int) -> dict[str, float]:
@@ -168,19 +174,11 @@ def bench_norms(args) -> int:
     print(f'{args.model}, batch {args.batch_size}, {args.image_size}x{args.image_size}x3, '
           f'device {jax.devices()[0].device_kind} x{jax.device_count()}; '
           f'{args.warmup} warm-up + median of {args.repeats}', flush=True)
-    steps, states = {}, {}
+    steps = {}
     for key, (_, spec) in variants.items():
         model = get_model(args.model, norm=spec, num_classes=10)
-        steps[key], states[key] = make_train_step(model, args.batch_size, args.image_size)
-        for _ in range(args.warmup):  # the first call compiles
-            _, states[key] = time_once(steps[key], states[key])
-    # Round-robin so that load from other processes affects every variant alike.
-    times = {key: [] for key in variants}
-    for _ in range(args.repeats):
-        for key in variants:
-            elapsed, states[key] = time_once(steps[key], states[key])
-            times[key].append(elapsed)
-    median_ms = {key: 1e3 * statistics.median(t) for key, t in times.items()}
+        steps[key] = threaded(*make_train_step(model, args.batch_size, args.image_size))
+    median_ms = median_times(steps, args.repeats, args.warmup)
 
     header = (f'{"norm":<12}{"jaxnorm ms":>12}{"flax ms":>10}{"ratio":>8}'
               f'{"flax fast ms":>14}{"ratio":>8}{"vs bn":>8}')
@@ -300,12 +298,7 @@ def bench_optim(args) -> int:
             grads = jax.grad(loss)(params)
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state
-        jitted, state = jax.jit(step), [variables['params'], tx.init(variables['params'])]
-
-        def call(jitted=jitted, state=state):
-            state[:] = jitted(*state)
-            return state
-        steps[name] = call
+        steps[name] = threaded(jax.jit(step), (variables['params'], tx.init(variables['params'])))
     ms = median_times(steps, args.repeats, args.warmup)
     print(f'{args.model} (BN) train step, batch {args.batch_size}, '
           f'{args.image_size}x{args.image_size}x3, device {jax.devices()[0].device_kind}; '
