@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import prune
-from jaxnorm import config as config_lib, data, models, parallel, train
+from jaxnorm import config as config_lib, data, models, optimizers, parallel, train
 from jaxnorm.models import channels
 
 DENSE = 'dense'  # the unpruned baseline, trained on the same schedule
@@ -88,7 +88,7 @@ def _optimizer(settings: PruneSettings, lr: float, schedule: str, epochs: int,
     cfg = config_lib.apply_overrides(config_lib.default_config(), {
         'optimizer': 'sgd', 'lr': lr, 'momentum': settings.momentum, 'schedule': schedule,
         'epochs': max(epochs, 1), 'weight_decay': settings.weight_decay})
-    return prune.masked_optimizer(train.make_optimizer(cfg, steps_per_epoch))
+    return prune.masked_optimizer(optimizers.make_optimizer(cfg, steps_per_epoch))
 
 
 class PruneRunner:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import optim
-from jaxnorm import config as config_lib, homogeneous, models, train
+from jaxnorm import config as config_lib, homogeneous, models, optimizers, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,7 +96,7 @@ def test_config_rejects_lawn_options_without_lawn_and_negative_free_epochs():
 def test_make_optimizer_free_steps_are_epochs_times_steps_per_epoch():
     cfg = config_lib.apply_overrides(config_lib.default_config(), {
         'lawn_free_epochs': 2.0, 'lawn_mask': 'w', 'weight_decay': 0.0, 'optimizer': 'adam'})
-    tx = train.make_optimizer(cfg, steps_per_epoch=3)
+    tx = optimizers.make_optimizer(cfg, steps_per_epoch=3)
     params = {'w': jnp.ones((2, 2))}
     state, step = tx.init(params), jax.jit(tx.update)
     for t in range(8):

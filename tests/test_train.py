@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnorm import checkpoints, config as config_lib, models, parallel, train
+from jaxnorm import checkpoints, config as config_lib, models, optimizers, parallel, train
 
 
 def small_config(tmp_path, **overrides):
@@ -33,7 +33,7 @@ def shared_data_dir(tmp_path_factory):
 
 def test_cosine_schedule_with_warmup_matches_closed_form():
     lr, total, warm = 0.4, 100, 10
-    schedule = train.make_schedule('cosine', lr, total, warm)
+    schedule = optimizers.make_schedule('cosine', lr, total, warm)
     for t in [0, 5, 10, 30, 99]:
         if t < warm:
             expected = lr * t / warm
@@ -43,7 +43,7 @@ def test_cosine_schedule_with_warmup_matches_closed_form():
 
 
 def test_step_schedule_drops_tenfold_at_half_and_three_quarters():
-    schedule = train.make_schedule('step', 1.0, 100)
+    schedule = optimizers.make_schedule('step', 1.0, 100)
     values = [float(schedule(t)) for t in (0, 49, 51, 74, 76, 99)]
     np.testing.assert_allclose(values, [1, 1, 0.1, 0.1, 0.01, 0.01], rtol=1e-6)
 
@@ -53,7 +53,7 @@ def test_sgd_with_coupled_weight_decay_matches_manual_update(tmp_path, no_decay_
     cfg = small_config(tmp_path, optimizer='sgd', momentum=0.9, weight_decay=0.1,
                        schedule='constant', lr=0.5,
                        no_decay_norm_and_bias=no_decay_norm_and_bias)
-    tx = train.make_optimizer(cfg, steps_per_epoch=10)
+    tx = optimizers.make_optimizer(cfg, steps_per_epoch=10)
     params = {'kernel': jnp.array([[1.0, -2.0]]), 'bias': jnp.array([3.0])}
     grads = {'kernel': jnp.array([[0.5, 0.5]]), 'bias': jnp.array([1.0])}
     state = tx.init(params)

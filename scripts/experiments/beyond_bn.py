@@ -72,7 +72,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from jaxnorm import config as config_lib, data, models, theory, train  # noqa: E402
+from jaxnorm import config as config_lib, data, models, optimizers, theory, train  # noqa: E402
 from jaxnorm.cli import OneLineErrorParser  # noqa: E402
 from jaxnorm.layers import BEYOND_BN_REPO_OPTIONS  # noqa: E402
 
@@ -275,7 +275,7 @@ def run_training(s: dict, seeds: list[int], data_dir: str | None) -> dict:
     cfg = config_lib.apply_overrides(config_lib.default_config(), {
         'optimizer': 'sgd', 'lr': t['lr'], 'momentum': t['momentum'], 'schedule': 'constant',
         'warmup_epochs': 0.0, 'weight_decay': t['weight_decay'], 'epochs': t['epochs']})
-    tx = train.make_optimizer(cfg, steps_per_epoch)
+    tx = optimizers.make_optimizer(cfg, steps_per_epoch)
 
     records = []
     total = len(t['group_sizes']) * len(seeds) * t['epochs'] * steps_per_epoch

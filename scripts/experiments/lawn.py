@@ -10,7 +10,7 @@ MLP without normalization (every kernel) and a reduced ResNet-20 with BatchNorm 
 default masks of :func:`jaxnorm.homogeneous.final_homogeneous_mask`. No weight decay anywhere:
 LAWN's premise is training without tuned decay. A small batch (32) and the full batch (1,437),
 warmup + cosine schedule, all seeds in one compiled program (``jax.lax.map``). Optimizers are
-built by ``jaxnorm.train.make_optimizer``, the code path of ``scripts/train.py``. Plus a
+built by ``jaxnorm.optimizers.make_optimizer``, the code path of ``scripts/train.py``. Plus a
 free-phase sweep (Adam, MLP-LN, full batch).
 
 Verdict rules (computed in :func:`verdicts`, means over seeds, ``SE`` the standard error of
@@ -50,7 +50,7 @@ import optax  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import optim  # noqa: E402
-from jaxnorm import config as config_lib, data, homogeneous, models, train  # noqa: E402
+from jaxnorm import config as config_lib, data, homogeneous, models, optimizers, train  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lawn_report import (SWEEP_CELL, accuracy_table, mean, plot,  # noqa: E402
@@ -205,7 +205,7 @@ def make_optimizer(optimizer: str, epochs: int, steps_per_epoch: int,
         'epochs': epochs,
         'lawn_free_epochs': None if free_fraction is None else free_fraction * epochs,
         'lawn_mask': mask_regex})
-    return train.make_optimizer(cfg, steps_per_epoch, lawn_mask=mask)
+    return optimizers.make_optimizer(cfg, steps_per_epoch, lawn_mask=mask)
 
 
 def plan(s: dict) -> list[dict]:
@@ -282,7 +282,7 @@ def main(argv=None) -> int:
         fraction = run['free_fraction']
         tx = make_optimizer(run['optimizer'], epochs, steps_per_epoch, fraction, runner.mask,
                             run['mask'])
-        # The rounding of jaxnorm.train.with_lawn.
+        # The rounding of jaxnorm.optimizers.with_lawn.
         run['free_steps'] = None if fraction is None else round(fraction * epochs
                                                                  * steps_per_epoch)
         result = runner.run(tx, batch_size=batch_size, total_steps=epochs * steps_per_epoch,
