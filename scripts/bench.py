@@ -4,31 +4,37 @@
 Subcommands:
   norms   forward+backward time of a jitted ResNet-20 train step with every registered
           normalizer, and for bn/ln/gn/in the flax built-in equivalents in the same model.
-  prune   inference time of a filter-pruned model compacted to fewer channels vs dense.
+  torch   the same ResNet-20 step for each of the 11 normalizers against an equivalent
+          PyTorch model (scripts/bench_torch.py; needs the optional torch), at 32x32 and 8x8.
   hvp     Hessian-vector product (jvp of grad) vs gradient time on ResNet-56 (goal <= 2.5x).
-  optim   train-step time with LAWN, EMR, a quadratic regularizer (EWC) and ADMM around SGD
-          vs the bare SGD step, in the same model (goals: LAWN/EMR <= 3 %, ADMM <= 5 %).
+  optim   train-step time with each optax transform of the library around SGD vs the bare
+          SGD step, in the same model.
   prune   inference time of a 50 %-filter-pruned ResNet-20 and VGG-13: the dense model with
           masked weights against the compacted (physically narrower) model, same outputs.
+  peak    ResNet-20 train-step FLOP/s as a fraction of the measured fp32 matmul peak, beside
+          single convs and the step without normalization (scripts/bench_peak.py).
+
+Every subcommand prints a markdown table headed by the machine description; ``--json PATH``
+also writes the raw numbers. Variants are timed round-robin (scripts/bench_timing.py), so
+background load slows them alike and the ratios hold.
 
 Examples:
-  python scripts/bench.py norms
   python scripts/bench.py norms --quick
   python scripts/bench.py norms --norms bn gn --repeats 50
+  python scripts/bench.py torch --norms bn gn --image-sizes 32
   python scripts/bench.py hvp --quick
-  python scripts/bench.py optim --quick
-  python scripts/bench.py prune
+  python scripts/bench.py optim --json optim.json
   python scripts/bench.py prune --models resnet20 --fraction 0.75 --batch-size 256
+  python scripts/bench.py peak --xla-flags
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
+import json
 import os
-import statistics
 import sys
-import time
-from typing import Any, Callable
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # Runnable from a checkout without installing the package.
@@ -45,6 +51,7 @@ import prune  # noqa: E402
 from jaxnorm import layers  # noqa: E402
 from jaxnorm.cli import OneLineErrorParser  # noqa: E402
 from jaxnorm.models import channels, get_model  # noqa: E402
+from bench_timing import Result, machine, make_train_step, median_times, threaded  # noqa: E402
 
 BN_MOMENTUM, EPSILON = 0.9, 1e-5
 # The default GroupNorm grouping, min(32, C), has no single flax equivalent on ResNet-20's
@@ -112,58 +119,12 @@ def flax_spec(name: str, use_fast_variance: bool) -> layers.NormSpec:
     return dataclasses.replace(layers.get_norm(name), name=f'flax_{name}', norm=factory)
 
 
-# ------------------------------------------------------------------------------ timing
+def setup_line(args, what: str) -> str:
+    return (f'{what}, batch {args.batch_size}, {args.image_size}x{args.image_size}x3; '
+            f'{args.warmup} warm-up + median of {args.repeats}, round-robin')
 
 
-def make_train_step(model: nn.Module, batch_size: int, image_size: int):
-    """A jitted SGD step (loss, gradients, parameter and batch_stats update) and its inputs."""
-    x = jax.random.normal(jax.random.key(0), (batch_size, image_size, image_size, 3))
-    labels = jax.random.randint(jax.random.key(1), (batch_size,), 0, 10)
-    variables = model.init(jax.random.key(2), x)
-    params, batch_stats = variables['params'], variables.get('batch_stats', {})
-
-    def loss_fn(params, batch_stats):
-        logits, updates = model.apply({'params': params, 'batch_stats': batch_stats}, x,
-                                      train=True, mutable=['batch_stats'])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return loss, updates.get('batch_stats', {})
-
-    @jax.jit
-    def step(params, batch_stats):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch_stats)
-        params = jax.tree.map(lambda p, g: p - 0.01 * g, params, grads)
-        return params, batch_stats, loss
-
-    return step, (params, batch_stats)
-
-
-def threaded(step, state) -> Callable[[], Any]:
-    """A zero-argument call of ``step(*state)`` that feeds the step's first outputs (the new
-    state) into the next call; it returns every output, so timing blocks on all of them."""
-    state = list(state)
-
-    def call():
-        outputs = step(*state)
-        state[:] = outputs[:len(state)]
-        return outputs
-    return call
-
-
-def median_times(calls: dict, repeats: int, warmup: int) -> dict[str, float]:
-    """Median wall time (ms) of each zero-argument call, timed round-robin after warm-up."""
-    for _ in range(warmup):  # the first call compiles
-        jax.block_until_ready([call() for call in calls.values()])
-    times = {key: [] for key in calls}
-    for _ in range(repeats):  # round-robin: background load hits every variant alike
-        for key, call in calls.items():
-            start = time.perf_counter()
-            jax.block_until_ready(call())
-            times[key].append(time.perf_counter() - start)
-    return {key: 1e3 * statistics.median(t) for key, t in times.items()}
-
-
-def bench_norms(args) -> int:
+def bench_norms(args) -> Result:
     variants: dict[str, tuple[str, object]] = {}
     for name in args.norms:
         variants[name] = (name, layers.get_norm(name, **OUR_OPTIONS.get(name, {})))
@@ -171,33 +132,31 @@ def bench_norms(args) -> int:
             variants[f'{name}:flax'] = (name, flax_spec(name, use_fast_variance=False))
             variants[f'{name}:flax_fast'] = (name, flax_spec(name, use_fast_variance=True))
 
-    print(f'{args.model}, batch {args.batch_size}, {args.image_size}x{args.image_size}x3, '
-          f'device {jax.devices()[0].device_kind} x{jax.device_count()}; '
-          f'{args.warmup} warm-up + median of {args.repeats}', flush=True)
     steps = {}
     for key, (_, spec) in variants.items():
         model = get_model(args.model, norm=spec, num_classes=10)
         steps[key] = threaded(*make_train_step(model, args.batch_size, args.image_size))
     median_ms = median_times(steps, args.repeats, args.warmup)
 
-    header = (f'{"norm":<12}{"jaxnorm ms":>12}{"flax ms":>10}{"ratio":>8}'
-              f'{"flax fast ms":>14}{"ratio":>8}{"vs bn":>8}')
-    print(header)
-    print('-' * len(header))
+    rows = []
     bn_ms = median_ms.get('bn')
     for name in args.norms:
         ours = median_ms[name]
-        row = f'{name:<12}{ours:>12.1f}'
+        row = [name, f'{ours:.1f}']
         if name in FLAX_BUILTINS:
             two_pass, fast = median_ms[f'{name}:flax'], median_ms[f'{name}:flax_fast']
-            row += f'{two_pass:>10.1f}{ours / two_pass:>7.3f}x{fast:>14.1f}{ours / fast:>7.3f}x'
+            row += [f'{two_pass:.1f}', f'{ours / two_pass:.3f}x', f'{fast:.1f}',
+                    f'{ours / fast:.3f}x']
         else:
-            row += f'{"-":>10}{"-":>8}{"-":>14}{"-":>8}'
-        row += f'{ours / bn_ms:>7.2f}x' if bn_ms else f'{"-":>8}'
-        print(row)
-    print("flax = built-in with use_fast_variance=False (jaxnorm's two-pass numerics); "
-          'flax fast = its default one-pass variance. ratio = jaxnorm / flax.')
-    return 0
+            row += ['-'] * 4
+        rows.append(row + [f'{ours / bn_ms:.2f}x' if bn_ms else '-'])
+    return Result(
+        'norms: train-step time per normalizer vs the flax built-ins',
+        setup_line(args, f'{args.model} SGD step'),
+        ['norm', 'jaxnorm ms', 'flax ms', 'ratio', 'flax fast ms', 'ratio', 'vs bn'], rows,
+        ["flax = built-in with use_fast_variance=False (jaxnorm's two-pass numerics); flax "
+         'fast = its default one-pass variance. ratio = jaxnorm / flax (goal <= 1.05x).'],
+        median_ms)
 
 
 def pruned_pair(name: str, fraction: float, batch_size: int, image_size: int):
@@ -224,29 +183,28 @@ def pruned_pair(name: str, fraction: float, batch_size: int, image_size: int):
             report['total'])
 
 
-def bench_prune(args) -> int:
-    print(f'inference, batch {args.batch_size}, {args.image_size}x{args.image_size}x3, BN eval '
-          f'mode, {100 * args.fraction:.0f} % of the filters of every prunable layer removed '
-          f'(ResNets: block-internal conv1 only); device {jax.devices()[0].device_kind} '
-          f'x{jax.device_count()}; {args.warmup} warm-up + median of {args.repeats}', flush=True)
-    header = (f'{"model":<10}{"dense ms":>10}{"compact ms":>12}{"speed-up":>10}'
-              f'{"FLOP ratio":>12}{"params kept":>13}{"max |diff|":>12}')
-    rows = []
+def bench_prune(args) -> Result:
+    rows, data = [], {}
     for name in args.models:
         calls, totals = pruned_pair(name, args.fraction, args.batch_size, args.image_size)
         outputs = {key: jax.block_until_ready(call()) for key, call in calls.items()}
         ms = median_times(calls, args.repeats, args.warmup - 1)
         dense_ms, compact_ms = ms['dense'], ms['compact']
         diff = float(np.max(np.abs(np.asarray(outputs['dense']) - np.asarray(outputs['compact']))))
-        rows.append(f'{name:<10}{dense_ms:>10.1f}{compact_ms:>12.1f}{dense_ms / compact_ms:>9.2f}x'
-                    f'{totals["speedup"]:>11.2f}x{totals["kept"] / totals["params"]:>12.1%}'
-                    f'{diff:>12.1e}')
-    print(header)
-    print('-' * len(header))
-    print('\n'.join(rows))
-    print('speed-up = dense / compact wall time; FLOP ratio = dense / remaining multiply-adds '
-          '(ShrinkBench); the dense model runs the masked weights.')
-    return 0
+        rows.append([name, f'{dense_ms:.1f}', f'{compact_ms:.1f}', f'{dense_ms / compact_ms:.2f}x',
+                     f'{totals["speedup"]:.2f}x', f'{totals["kept"] / totals["params"]:.1%}',
+                     f'{diff:.1e}'])
+        data[name] = {'dense_ms': dense_ms, 'compact_ms': compact_ms,
+                      'flop_ratio': totals['speedup'], 'max_abs_diff': diff}
+    return Result(
+        f'prune: compacted vs dense inference, {100 * args.fraction:.0f} % of filters removed',
+        setup_line(args, 'inference, BN eval mode, every prunable layer (ResNets: '
+                   'block-internal conv1 only)'),
+        ['model', 'dense ms', 'compact ms', 'speed-up', 'FLOP ratio', 'params kept',
+         'max abs diff'], rows,
+        ['speed-up = dense / compact wall time (goal >= 2x at 50 %); FLOP ratio = dense / '
+         'remaining multiply-adds (ShrinkBench); the dense model runs the masked weights.'],
+        data)
 
 
 def classifier_setup(model_name: str, batch_size: int, image_size: int):
@@ -263,7 +221,7 @@ def classifier_setup(model_name: str, batch_size: int, image_size: int):
     return model, variables, loss
 
 
-def bench_hvp(args) -> int:
+def bench_hvp(args) -> Result:
     _, variables, loss = classifier_setup(args.model, args.batch_size, args.image_size)
     params = variables['params']
     vector = jax.tree.map(jnp.ones_like, params)
@@ -271,12 +229,11 @@ def bench_hvp(args) -> int:
     hvp = jax.jit(lambda p, v: jax.jvp(jax.grad(loss), (p,), (v,))[1])
     ms = median_times({'grad': lambda: grad(params), 'hvp': lambda: hvp(params, vector)},
                       args.repeats, args.warmup)
-    print(f'{args.model} (BN train mode), batch {args.batch_size}, '
-          f'{args.image_size}x{args.image_size}x3, device {jax.devices()[0].device_kind}; '
-          f'median of {args.repeats}')
-    print(f'gradient {ms["grad"]:.1f} ms, Hessian-vector product {ms["hvp"]:.1f} ms: '
-          f'{ms["hvp"] / ms["grad"]:.2f}x (goal <= 2.5x)')
-    return 0
+    return Result('hvp: Hessian-vector product vs gradient',
+                  setup_line(args, f'{args.model}, BN in train mode'),
+                  ['gradient ms', 'HVP ms', 'ratio'],
+                  [[f'{ms["grad"]:.1f}', f'{ms["hvp"]:.1f}', f'{ms["hvp"] / ms["grad"]:.2f}x']],
+                  ['HVP = jax.jvp of jax.grad (forward-over-reverse); goal <= 2.5x.'], ms)
 
 
 def optimizer_variants() -> dict[str, optax.GradientTransformation]:
@@ -290,7 +247,7 @@ def optimizer_variants() -> dict[str, optax.GradientTransformation]:
             'admm': prune.admm(sgd, spec, rho=1e-3, update_every=10)}
 
 
-def bench_optim(args) -> int:
+def bench_optim(args) -> Result:
     _, variables, loss = classifier_setup(args.model, args.batch_size, args.image_size)
     steps = {}
     for name, tx in optimizer_variants().items():
@@ -300,16 +257,80 @@ def bench_optim(args) -> int:
             return optax.apply_updates(params, updates), opt_state
         steps[name] = threaded(jax.jit(step), (variables['params'], tx.init(variables['params'])))
     ms = median_times(steps, args.repeats, args.warmup)
-    print(f'{args.model} (BN) train step, batch {args.batch_size}, '
-          f'{args.image_size}x{args.image_size}x3, device {jax.devices()[0].device_kind}; '
-          f'median of {args.repeats}, round-robin')
-    print(f'{"optimizer":<10}{"step ms":>10}{"overhead":>10}')
-    for name, value in ms.items():
-        print(f'{name:<10}{value:>10.1f}{100 * (value / ms["sgd"] - 1):>9.1f}%')
-    return 0
+    rows = [[name, f'{value:.1f}', f'{100 * (value / ms["sgd"] - 1):+.1f} %']
+            for name, value in ms.items()]
+    return Result('optim: step overhead of the optax transforms vs bare SGD',
+                  setup_line(args, f'{args.model} (BN) train step'),
+                  ['optimizer', 'step ms', 'overhead'], rows,
+                  ['Goals: LAWN and EMR <= 3 %, ADMM <= 5 %.'], ms)
 
 
-def main(argv=None) -> int:
+def bench_torch(args) -> Result:
+    try:
+        import bench_torch as twins
+    except ImportError as error:
+        raise ValueError(f'the torch benchmark needs PyTorch ({error}); it is optional and not '
+                         'in requirements.txt: pip install torch==2.13.0 (CPU build)') from None
+    data = twins.compare(args.norms, args.image_sizes, args.batch_size, args.repeats,
+                         args.warmup)
+    rows = [[r['norm'], f"{r['image_size']}x{r['image_size']}", f"{r['jaxnorm_ms']:.1f}",
+             f"{r['torch_ms']:.1f}", f"{r['speed_vs_torch']:.2f}x",
+             'yes' if r['same_parameter_count'] else 'NO'] for r in data]
+    return Result('torch: ResNet-20 train step, jaxnorm vs an equivalent PyTorch model',
+                  f'resnet20 SGD step, batch {args.batch_size}, inputs '
+                  f"{', '.join(f'{n}x{n}x3' for n in args.image_sizes)}; {args.warmup} warm-up "
+                  f'+ median of {args.repeats}, round-robin',
+                  ['norm', 'input', 'jaxnorm ms', 'torch ms', 'speed vs torch', 'same params'],
+                  rows, ['speed vs torch = torch ms / jaxnorm ms (goal >= 1.2x); both on every '
+                         'core of this machine, NCHW in torch, NHWC in XLA.'], data)
+
+
+def bench_peak(args) -> Result:
+    import bench_peak as peak
+    data = peak.measure(args.batch_size, args.image_size, args.matmul_size, args.repeats,
+                        args.warmup)
+    rows = [[name, f"{r['ms']:.1f}", f"{r['gflop']:.2f}", f"{r['gflops_per_s']:.1f}",
+             f"{100 * r['fraction_of_peak']:.0f} %"] for name, r in data['rows'].items()]
+    notes = [f"ResNet-20 BN step at {100 * data['step_fraction_of_peak']:.0f} % of the matmul "
+             f"peak by XLA's FLOP count ({100 * data['step_fraction_of_peak_nominal_flops']:.0f}"
+             ' % by the nominal 245 MFLOP/image); goal >= 60 %.']
+    if args.xla_flags:
+        data['xla_flags'] = peak.sweep_flags(args)
+        notes += ['', 'Fresh process per XLA_FLAGS value (sequential, not round-robin):', '',
+                  '| XLA_FLAGS | bn step ms | fraction of peak | matmul GFLOP/s |', '|---|---|---|---|']
+        for r in data['xla_flags']:
+            if 'error' in r:
+                notes.append(f"| `{r['flags']}` | failed: {r['error'][-80:]} | | |")
+            else:
+                step = r['rows']['resnet20 bn step']
+                notes.append(f"| `{r['flags']}` | {step['ms']:.1f} | "
+                             f"{100 * r['step_fraction_of_peak']:.0f} % | "
+                             f"{r['peak_gflops_per_s']:.0f} |")
+    return Result('peak: ResNet-20 train step FLOP/s as a fraction of the fp32 matmul peak',
+                  setup_line(args, 'programs'),
+                  ['program', 'ms', 'GFLOP (XLA)', 'GFLOP/s', 'of matmul peak'], rows, notes,
+                  data)
+
+
+BENCHES = {'norms': bench_norms, 'torch': bench_torch, 'hvp': bench_hvp, 'optim': bench_optim,
+           'prune': bench_prune, 'peak': bench_peak}
+
+
+def timing_flags(command, *, batch_size: int, image_size: int = 32, repeats: int = 10,
+                 quick_batch: int | None = 32) -> None:
+    command.add_argument('--batch-size', type=int, default=batch_size)
+    command.add_argument('--image-size', type=int, default=image_size)
+    command.add_argument('--repeats', type=int, default=repeats, help='timed calls per variant')
+    command.add_argument('--warmup', type=int, default=2, help='untimed calls (first compiles)')
+    command.add_argument('--quick', action='store_true',
+                         help='3 repeats, 1 warm-up' + (f', batch {quick_batch}'
+                                                        if quick_batch else ''))
+    command.set_defaults(quick_batch=quick_batch)
+    command.add_argument('--json', metavar='PATH',
+                         help='also write the machine, the arguments and the raw numbers here')
+
+
+def build_parser() -> OneLineErrorParser:
     parser = OneLineErrorParser(description=__doc__.split('\n')[0])
     commands = parser.add_subparsers(dest='command', required=True, parser_class=OneLineErrorParser)
     norms = commands.add_parser('norms', help='train-step time of every normalizer vs flax')
@@ -317,45 +338,61 @@ def main(argv=None) -> int:
     norms.add_argument('--norms', nargs='+', default=list(layers.norm_names()),
                        choices=layers.norm_names(), metavar='NORM',
                        help=f'subset of: {" ".join(layers.norm_names())}')
-    norms.add_argument('--batch-size', type=int, default=128)
-    norms.add_argument('--image-size', type=int, default=32)
-    norms.add_argument('--repeats', type=int, default=20, help='timed steps per norm')
-    norms.add_argument('--warmup', type=int, default=2, help='untimed steps (first compiles)')
-    norms.add_argument('--quick', action='store_true', help='3 repeats, 1 warm-up')
+    timing_flags(norms, batch_size=128, repeats=20, quick_batch=None)
+    torch = commands.add_parser('torch', help='ResNet-20 train step vs an equivalent PyTorch '
+                                'model, every normalizer (needs torch)')
+    torch.add_argument('--norms', nargs='+', metavar='NORM',
+                       default=['bn', 'ln', 'in', 'gn', 'frn', 'vn', 'evonorm_b0', 'evonorm_s0',
+                                'wn', 'sws', 'none'])
+    torch.add_argument('--image-sizes', nargs='+', type=int, default=[32, 8])
+    timing_flags(torch, batch_size=128, repeats=5)
     pruned = commands.add_parser('prune', help='compacted vs dense inference time after '
                                  'filter pruning')
     pruned.add_argument('--models', nargs='+', default=['resnet20', 'vgg13'],
                         help='VGG / ResNet models (default resnet20 vgg13)')
     pruned.add_argument('--fraction', type=float, default=0.5,
                         help='fraction of the filters of every prunable layer removed')
-    pruned.add_argument('--batch-size', type=int, default=128)
-    pruned.add_argument('--image-size', type=int, default=32)
-    pruned.add_argument('--repeats', type=int, default=10, help='timed calls per model')
-    pruned.add_argument('--warmup', type=int, default=2, help='untimed calls (first compiles)')
-    pruned.add_argument('--quick', action='store_true', help='3 repeats, 1 warm-up, batch 32')
+    timing_flags(pruned, batch_size=128)
     for name, model, batch_size, helptext in (
             ('hvp', 'resnet56', 128, 'Hessian-vector product vs gradient time'),
             ('optim', 'resnet20', 128, 'step overhead of the optax transforms vs bare SGD')):
         command = commands.add_parser(name, help=helptext)
         command.add_argument('--model', default=model, help=f'model name (default {model})')
-        command.add_argument('--batch-size', type=int, default=batch_size)
-        command.add_argument('--image-size', type=int, default=32)
-        command.add_argument('--repeats', type=int, default=10, help='timed calls per variant')
-        command.add_argument('--warmup', type=int, default=2, help='untimed calls (first compiles)')
-        command.add_argument('--quick', action='store_true', help='3 repeats, 1 warm-up, batch 32')
+        timing_flags(command, batch_size=batch_size)
+    peak = commands.add_parser('peak', help='ResNet-20 step FLOP/s vs the fp32 matmul peak')
+    peak.add_argument('--matmul-size', type=int, default=2048, help='side of the square matmul')
+    peak.add_argument('--xla-flags', action='store_true',
+                      help='also measure the step under candidate XLA_FLAGS (one process each)')
+    peak.add_argument('--json-stdout', action='store_true', help=argparse.SUPPRESS)
+    timing_flags(peak, batch_size=128)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 3, 1
-        if args.command != 'norms':
-            args.batch_size = 32
+        args.batch_size = args.quick_batch or args.batch_size
     if min(args.batch_size, args.image_size, args.repeats) < 1 or args.warmup < 1:
         parser.error('--batch-size, --image-size, --repeats and --warmup must be >= 1')
     try:
-        return {'norms': bench_norms, 'prune': bench_prune, 'hvp': bench_hvp,
-                'optim': bench_optim}[args.command](args)
+        result = BENCHES[args.command](args)
     except (ValueError, TypeError) as error:
         print(f'bench.py: error: {error}', file=sys.stderr)
         return 1
+    if getattr(args, 'json_stdout', False):  # bench_peak's per-XLA_FLAGS subprocesses
+        print(json.dumps(result.data))
+        return 0
+    host = machine()
+    print(f"_{host['cpu']}, {host['cores']} cores, {host['device']}, jax {host['jax']}_\n")
+    print(result.markdown())
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'machine': host, 'command': args.command,
+                       'arguments': {k: v for k, v in vars(args).items() if k != 'json'},
+                       'result': dataclasses.asdict(result)}, f, indent=1)
+    return 0
 
 
 if __name__ == '__main__':
