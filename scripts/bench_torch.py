@@ -12,10 +12,15 @@ parameters. The numerics follow :mod:`jaxnorm.functional`; only speed is compare
 from __future__ import annotations
 
 import math
+import os
 
+import jax
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from bench_timing import make_train_step, median_times, threaded
+from jaxnorm.models import get_model
 
 EPSILON = 1e-5
 RELU_GAIN = math.sqrt(2 * math.pi / (math.pi - 1))
@@ -241,13 +246,6 @@ def compare(norms, image_sizes, batch_size: int, repeats: int, warmup: int) -> l
     Both sides run on the same threads (torch's intra-op pool is set to the CPU count, which
     XLA's CPU backend also uses), timed round-robin in one process.
     """
-    import os
-
-    import jax
-
-    from bench_timing import make_train_step, median_times, threaded
-    from jaxnorm.models import get_model
-
     torch.set_num_threads(os.cpu_count())
     rows = []
     for size in image_sizes:
