@@ -39,6 +39,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.momentum = 0.9
     c.schedule = 'cosine'
     c.warmup_epochs = 0.0
+    # schedule='step': epochs at which the rate drops tenfold; None: at 50 % and 75 %.
+    c.lr_decay_epochs = ml_collections.FieldReference(None, field_type=tuple)
     c.weight_decay = 5e-4
     # Most papers reproduced here decay every parameter (coupled L2); True skips 1-D leaves
     # (norm scales/offsets and biases), the usual choice for large-batch training.
@@ -104,6 +106,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise ValueError(f'{key} must be positive, got {value}')
+    if config.lr_decay_epochs is not None and (
+            config.schedule != 'step' or list(config.lr_decay_epochs) != sorted(config.lr_decay_epochs)
+            or not all(0 < e < config.epochs for e in config.lr_decay_epochs)):
+        raise ValueError(f'lr_decay_epochs {tuple(config.lr_decay_epochs)} needs schedule '
+                         f"'step' and increasing epochs inside (0, {config.epochs})")
     if config.weight_decay < 0 or config.warmup_epochs < 0:
         raise ValueError('weight_decay and warmup_epochs must be non-negative')
     if not 0.0 <= config.label_smoothing < 1.0:

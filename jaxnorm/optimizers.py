@@ -6,7 +6,7 @@ config switches on (LAWN's norm constraint, ``optim.lawn``).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -15,19 +15,23 @@ import optax
 import optim
 
 
-def make_schedule(name: str, lr: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
+def make_schedule(name: str, lr: float, total_steps: int, warmup_steps: int = 0,
+                  decay_at: Sequence[int] | None = None) -> optax.Schedule:
     """Learning-rate schedule ``constant | cosine | step | linear`` with optional linear warmup.
 
-    ``step`` multiplies the rate by 0.1 at 50 % and again at 75 % of the steps.
+    ``step`` multiplies the rate by 0.1 at each step of ``decay_at`` (counted from the start of
+    training, warmup included), by default at 50 % and at 75 % of the steps after warmup.
     """
     decay_steps = max(total_steps - warmup_steps, 1)
+    if decay_at is None:
+        decay_at = [warmup_steps + int(decay_steps * 0.5), warmup_steps + int(decay_steps * 0.75)]
     if name == 'constant':
         main = optax.constant_schedule(lr)
     elif name == 'cosine':
         main = optax.cosine_decay_schedule(lr, decay_steps)
     elif name == 'step':
         main = optax.piecewise_constant_schedule(
-            lr, {int(decay_steps * 0.5): 0.1, int(decay_steps * 0.75): 0.1})
+            lr, {max(step - warmup_steps, 0): 0.1 for step in decay_at})
     elif name == 'linear':
         main = optax.linear_schedule(lr, 0.0, decay_steps)
     else:
@@ -54,8 +58,10 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
     constraining ``lawn_mask`` (a bool tree or ``params -> bool tree``), or the leaves whose
     path matches the regex ``config.lawn_mask`` when that is set.
     """
+    decay_at = (None if config.lr_decay_epochs is None else
+                [round(epoch * steps_per_epoch) for epoch in config.lr_decay_epochs])
     schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
-                             round(config.warmup_epochs * steps_per_epoch))
+                             round(config.warmup_epochs * steps_per_epoch), decay_at)
     mask = weight_decay_mask if config.no_decay_norm_and_bias else None
     if config.optimizer in ('sgd', 'adam'):
         base = (optax.sgd(schedule, momentum=config.momentum or None)

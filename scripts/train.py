@@ -31,6 +31,7 @@ FLAG_TO_KEY = {
     'image_size': 'image_size', 'augment': 'augment', 'epochs': 'epochs',
     'batch_size': 'batch_size', 'eval_batch_size': 'eval_batch_size', 'optimizer': 'optimizer',
     'lr': 'lr', 'momentum': 'momentum', 'schedule': 'schedule', 'warmup_epochs': 'warmup_epochs',
+    'lr_decay_epochs': 'lr_decay_epochs',
     'weight_decay': 'weight_decay', 'label_smoothing': 'label_smoothing', 'seed': 'seed',
     'workdir': 'workdir', 'keep_checkpoints': 'keep_checkpoints',
     'lawn_free_epochs': 'lawn_free_epochs', 'lawn_mask': 'lawn_mask',
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument('--momentum', type=float, help='SGD momentum (0 for plain SGD)')
     opt.add_argument('--schedule', choices=('constant', 'cosine', 'step', 'linear'))
     opt.add_argument('--warmup-epochs', type=float)
+    opt.add_argument('--lr-decay-epochs', type=float, nargs='+', metavar='EPOCH',
+                     help="with --schedule step: epochs where the rate drops tenfold "
+                          '(default: 50 %% and 75 %% of training)')
     opt.add_argument('--weight-decay', type=float)
     opt.add_argument('--no-decay-norm-and-bias', action='store_true', default=None,
                      help='decay only kernels, not norm parameters and biases')

@@ -48,6 +48,29 @@ def test_step_schedule_drops_tenfold_at_half_and_three_quarters():
     np.testing.assert_allclose(values, [1, 1, 0.1, 0.1, 0.01, 0.01], rtol=1e-6)
 
 
+def test_step_schedule_with_warmup_drops_at_the_configured_epochs(tmp_path):
+    # 10 steps/epoch, 1 warmup epoch, drops at epochs 3 and 7.5 (counted from the start).
+    cfg = small_config(tmp_path, schedule='step', lr=0.2, epochs=10, warmup_epochs=1.0,
+                       lr_decay_epochs=(3, 7.5), optimizer='sgd', momentum=0.0, weight_decay=0.0)
+    schedule = optimizers.make_schedule(
+        'step', cfg.lr, 100, 10, [round(e * 10) for e in cfg.lr_decay_epochs])
+    for t, expected in ((5, 0.1), (10, 0.2), (29, 0.2), (30, 0.02), (74, 0.02), (75, 0.002)):
+        np.testing.assert_allclose(float(schedule(t)), expected, rtol=1e-6)
+    tx = optimizers.make_optimizer(cfg, steps_per_epoch=10)
+    params = {'w': jnp.zeros(())}
+    state = tx.init(params)
+    for t in range(31):  # SGD without momentum: the update is -lr(t) * grad
+        updates, state = tx.update({'w': jnp.ones(())}, state, params)
+    np.testing.assert_allclose(float(updates['w']), -0.02, rtol=1e-6)
+
+
+@pytest.mark.parametrize('bad', [{'lr_decay_epochs': (5, 3)}, {'lr_decay_epochs': (3, 12)},
+                                 {'lr_decay_epochs': (3,), 'schedule': 'cosine'}])
+def test_bad_lr_decay_epochs_are_rejected(bad):
+    with pytest.raises(ValueError, match='lr_decay_epochs'):
+        config_lib.apply_overrides(config_lib.default_config(), {'epochs': 10, **bad})
+
+
 @pytest.mark.parametrize('no_decay_norm_and_bias', [False, True])
 def test_sgd_with_coupled_weight_decay_matches_manual_update(tmp_path, no_decay_norm_and_bias):
     cfg = small_config(tmp_path, optimizer='sgd', momentum=0.9, weight_decay=0.1,
