@@ -63,8 +63,8 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-    """Load ``get_config()`` from a Python file and merge it over :func:`default_config`."""
+def read_config_file(path: str) -> dict:
+    """``get_config()`` of a Python config file, as a plain dict (any script's config)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'config file {path!r} does not exist')
     spec = importlib.util.spec_from_file_location('_jaxnorm_user_config', path)
@@ -72,7 +72,12 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, 'get_config'):
         raise ValueError(f'config file {path!r} defines no get_config() function')
-    return apply_overrides(default_config(), dict(module.get_config()), source=path)
+    return dict(module.get_config())
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """Load ``get_config()`` from a Python file and merge it over :func:`default_config`."""
+    return apply_overrides(default_config(), read_config_file(path), source=path)
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any], *,

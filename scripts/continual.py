@@ -13,6 +13,7 @@ Examples:
   python scripts/continual.py --benchmark permuted_digits --method emr --importance mas
   python scripts/continual.py --benchmark cifar100_superclass --model cnn --epochs 1 \\
       --data-dir ~/tensorflow_datasets                          # GPU/TPU; prepare cifar100
+  python scripts/continual.py --config scripts/configs/emr.py   # the paper's grid (GPU/TPU)
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxnorm.cli import OneLineErrorParser  # noqa: E402
+from jaxnorm.cli import OneLineErrorParser, config_file_defaults  # noqa: E402
 
 
 def build_parser() -> OneLineErrorParser:
@@ -45,11 +46,15 @@ def build_parser() -> OneLineErrorParser:
                         help='default: mlp for digits, cnn for cifar100_superclass')
     parser.add_argument('--data-dir', help='TFDS data dir')
     parser.add_argument('--out', help='write the matrices and metrics to this JSON file')
+    parser.add_argument('--config', help='Python file whose get_config() sets flag defaults '
+                        '(underscores for dashes), e.g. scripts/configs/emr.py')
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    config_file_defaults(parser, argv)
+    args = parser.parse_args(argv)
     if args.seeds < 1:
         print('error: --seeds must be >= 1', file=sys.stderr)
         return 2

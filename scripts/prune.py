@@ -16,6 +16,7 @@ Examples:
   python scripts/prune.py --measures magnitude grasp grad_norm_preservation --seeds 3
   python scripts/prune.py --model resnet20 --target 0.5 --rounds 1 --finetune-epochs 20
   python scripts/prune.py --model vgg13 --dataset cifar10 --model-option width=1 --rounds 25
+  python scripts/prune.py --config scripts/configs/flow_pruning.py   # the paper's scale (GPU)
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxnorm import pruning, pruning_report  # noqa: E402
-from jaxnorm.cli import OneLineErrorParser, parse_option  # noqa: E402
+from jaxnorm.cli import OneLineErrorParser, config_file_defaults, parse_option  # noqa: E402
 from jaxnorm.pruning import PruneSettings  # noqa: E402
 
 MEASURE_CHOICES = ('magnitude', 'loss_preservation', 'biased_loss_preservation', 'grasp',
@@ -66,14 +67,19 @@ def build_parser() -> OneLineErrorParser:
     p.add_argument('--protect', choices=('highest_index', 'highest_score'), default=None,
                    help="which filters satisfy a layer's minimum (default highest_index)")
     p.add_argument('--workdir', help='output folder (default runs/prune-<model>-<time>)')
+    p.add_argument('--config', help='Python file whose get_config() sets defaults: flag names '
+                   '(underscores) and model_kwargs, e.g. scripts/configs/flow_pruning.py')
     return p
 
 
-def settings_from_args(args: argparse.Namespace) -> PruneSettings:
+def settings_from_args(args: argparse.Namespace, file_values: dict | None = None
+                       ) -> PruneSettings:
+    file_values = file_values or {}
     values = {name: getattr(args, name) for name in SETTING_FLAGS
               if getattr(args, name) is not None}
-    if args.model_option or (args.model and args.model != PruneSettings.model):
-        values['model_kwargs'] = dict(args.model_option)
+    if ('model_kwargs' in file_values or args.model_option
+            or (args.model and args.model != PruneSettings.model)):
+        values['model_kwargs'] = {**file_values.get('model_kwargs', {}), **dict(args.model_option)}
     if args.score_bn_train:
         values['score_bn_train'] = True
     if args.protect:
@@ -83,11 +89,12 @@ def settings_from_args(args: argparse.Namespace) -> PruneSettings:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    file_values = config_file_defaults(parser, argv, extra_keys=('model_kwargs',))
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error('--seeds must be >= 1')
     try:
-        settings = settings_from_args(args)
+        settings = settings_from_args(args, file_values)
         settings.check()
         started = time.perf_counter()
         runner, records = pruning.run_all(settings, args.measures, list(range(args.seeds)))

@@ -5,6 +5,8 @@
     python scripts/train.py --config scripts/configs/cifar10_resnet20.py --norm gn \
         --norm-option num_groups=8 --workdir runs/c10_gn
 """
+SCRIPT = 'scripts/train.py'
+
 
 
 def get_config():

@@ -2,6 +2,8 @@
 
     python scripts/train.py --config scripts/configs/digits_resnet20.py
 """
+SCRIPT = 'scripts/train.py'
+
 
 
 def get_config():

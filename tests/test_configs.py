@@ -1,0 +1,89 @@
+"""The paper-scale configs in scripts/configs/ and the ``--config`` handling of the scripts."""
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from jaxnorm import config as config_lib
+from jaxnorm import models
+from jaxnorm.cli import config_file_defaults
+from jaxnorm.layers import norm_names
+from jaxnorm.pruning import PruneSettings
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, 'scripts', 'configs', '*.py')))
+
+
+def load_script(name):
+    path = os.path.join(REPO, 'scripts', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'_script_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def script_of(path):
+    spec = importlib.util.spec_from_file_location('_config', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SCRIPT
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
+def test_every_config_is_accepted_by_its_script(path):
+    script = script_of(path)
+    values = config_lib.read_config_file(path)
+    if script == 'scripts/train.py':
+        cfg = config_lib.load_config_file(path)  # validates every value
+        assert cfg.model in models.model_names()
+        assert cfg.norm in norm_names()
+        assert all(cfg[k] == v for k, v in values.items() if not k.endswith('_kwargs'))
+    elif script == 'scripts/prune.py':
+        module = load_script('prune')
+        parser = module.build_parser()
+        argv = ['--config', path]
+        file_values = config_file_defaults(parser, argv, extra_keys=('model_kwargs',))
+        settings = module.settings_from_args(parser.parse_args(argv), file_values)
+        settings.check()
+        assert settings == PruneSettings(**values)
+    elif script == 'scripts/continual.py':
+        module = load_script('continual')
+        parser = module.build_parser()
+        config_file_defaults(parser, ['--config', path])
+        args = parser.parse_args(['--config', path])
+        assert all(getattr(args, k) == v for k, v in values.items())
+    else:
+        pytest.fail(f'{path}: SCRIPT {script!r} is not a script with --config')
+    assert os.path.isfile(os.path.join(REPO, script))
+
+
+def test_prune_flags_override_the_config_file(tmp_path):
+    path = tmp_path / 'c.py'
+    path.write_text("def get_config():\n    return {'model': 'vgg13', 'model_kwargs': "
+                    "{'width': 0.5}, 'rounds': 7, 'target': 0.5}\n")
+    module = load_script('prune')
+    parser = module.build_parser()
+    argv = ['--config', str(path), '--rounds', '3', '--model-option', 'channels=None']
+    file_values = config_file_defaults(parser, argv, extra_keys=('model_kwargs',))
+    settings = module.settings_from_args(parser.parse_args(argv), file_values)
+    assert (settings.model, settings.rounds, settings.target) == ('vgg13', 3, 0.5)
+    assert settings.model_kwargs == {'width': 0.5, 'channels': None}
+
+
+def test_unknown_config_key_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / 'c.py'
+    path.write_text("def get_config():\n    return {'learning_rate': 0.1}\n")
+    module = load_script('continual')
+    with pytest.raises(SystemExit) as exit_info:
+        config_file_defaults(module.build_parser(), ['--config', str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'unknown setting(s) learning_rate' in err and 'lr' in err
+
+
+def test_missing_config_file_is_reported(tmp_path, capsys):
+    module = load_script('continual')
+    with pytest.raises(SystemExit):
+        config_file_defaults(module.build_parser(), ['--config', str(tmp_path / 'no.py')])
+    assert 'does not exist' in capsys.readouterr().err
