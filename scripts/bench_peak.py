@@ -1,8 +1,9 @@
 """How close a ResNet-20 train step gets to the machine's fp32 matmul peak, and where it loses.
 
 ``bench.py peak`` measures, round-robin in one process: a square fp32 matmul (the peak), one
-3x3 conv forward+backward at ResNet-20's first- and last-stage shapes (what XLA's convolution
-reaches alone), and ResNet-20 train steps (BN, and without any normalizer, plus the forward
+3x3 conv at ResNet-20's first-stage shape split into its forward, input-gradient and
+kernel-gradient convolutions, the last-stage conv forward+backward (what XLA's convolutions
+reach alone), and ResNet-20 train steps (BN, and without any normalizer, plus the forward
 pass alone). FLOPs come from XLA's cost analysis of each compiled program, so the achieved
 GFLOP/s of the step count what XLA actually executes; the nominal ResNet-20 figure (40.8 M
 multiply-adds forward per 32x32 image, so about 245 MFLOP for forward+backward) is printed
@@ -46,18 +47,23 @@ def matmul_call(n: int):
     return (lambda: fn(a, b)), 2.0 * n ** 3
 
 
-def conv_call(batch: int, size: int, channels: int):
-    """One 3x3 SAME conv, forward and backward (input and kernel gradients)."""
+def conv_call(batch: int, size: int, channels: int, part: str):
+    """One 3x3 SAME conv: ``forward``, ``input_grad``, ``kernel_grad`` or ``fwd+bwd`` (all)."""
     x = jax.random.normal(jax.random.key(0), (batch, size, size, channels))
     w = jax.random.normal(jax.random.key(1), (3, 3, channels, channels))
+    g = jax.random.normal(jax.random.key(2), (batch, size, size, channels))
 
-    def loss(x, w):
-        y = jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
-                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-        return jnp.sum(y * y)
-    grad = jax.grad(loss, argnums=(0, 1))
-    fn = jax.jit(grad)
-    return (lambda: fn(x, w)), compiled_flops(grad, x, w)
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                            dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    programs = {
+        'forward': lambda x, w, g: conv(x, w),
+        'input_grad': lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0],
+        'kernel_grad': lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0],
+        'fwd+bwd': lambda x, w, g: jax.vjp(conv, x, w)[1](g),
+    }
+    fn = jax.jit(programs[part])
+    return (lambda: fn(x, w, g)), compiled_flops(programs[part], x, w, g)
 
 
 def step_call(norm: str, batch: int, size: int):
@@ -82,9 +88,10 @@ def measure(batch: int, size: int, matmul_n: int, repeats: int, warmup: int) -> 
     """Median ms, XLA FLOPs and GFLOP/s of every program, and the step's fraction of peak."""
     programs = {
         f'matmul {matmul_n}^2': matmul_call(matmul_n),
-        f'conv3x3 16ch {size}x{size} fwd+bwd': conv_call(batch, size, 16),
+        **{f'conv3x3 16ch {size}x{size} {part}': conv_call(batch, size, 16, part)
+           for part in ('forward', 'input_grad', 'kernel_grad')},
         f'conv3x3 64ch {max(size // 4, 1)}x{max(size // 4, 1)} fwd+bwd':
-            conv_call(batch, max(size // 4, 1), 64),
+            conv_call(batch, max(size // 4, 1), 64, 'fwd+bwd'),
         'resnet20 bn forward': forward_call(batch, size),
         'resnet20 none step': step_call('none', batch, size),
         'resnet20 bn step': step_call('bn', batch, size),
