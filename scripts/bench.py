@@ -244,7 +244,9 @@ def optimizer_variants() -> dict[str, optax.GradientTransformation]:
             'lawn': optim.lawn(sgd, free_steps=0, mask=optim.regex_mask('head/kernel')),
             'emr': optim.emr(sgd, 'ewc', mask=optim.regex_mask('^(?!head)')),
             'ewc': optim.ewc(sgd, strength=1.0, mask=optim.regex_mask('^(?!head)')),
-            'admm': prune.admm(sgd, spec, rho=1e-3, update_every=10)}
+            'admm': prune.admm(sgd, spec, rho=1e-3, update_every=10),
+            'orthoreg': optax.chain(optim.orthoreg(1e-2, mask=optim.regex_mask('^(?!head)')),
+                                    sgd)}
 
 
 def bench_optim(args) -> Result:
@@ -262,7 +264,7 @@ def bench_optim(args) -> Result:
     return Result('optim: step overhead of the optax transforms vs bare SGD',
                   setup_line(args, f'{args.model} (BN) train step'),
                   ['optimizer', 'step ms', 'overhead'], rows,
-                  ['Goals: LAWN and EMR <= 3 %, ADMM <= 5 %.'], ms)
+                  ['Goals: LAWN and EMR <= 3 %, ADMM <= 5 %, OrthoReg <= 10 %.'], ms)
 
 
 def bench_torch(args) -> Result:

@@ -2,6 +2,7 @@
 import glob
 import importlib.util
 import os
+import sys
 
 import pytest
 
@@ -17,8 +18,9 @@ CONFIGS = sorted(glob.glob(os.path.join(REPO, 'scripts', 'configs', '*.py')))
 
 def load_script(name):
     path = os.path.join(REPO, 'scripts', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'_script_{name}', path)
+    spec = importlib.util.spec_from_file_location(f'_script_{name.replace("/", "_")}', path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -53,6 +55,14 @@ def test_every_config_is_accepted_by_its_script(path):
         config_file_defaults(parser, ['--config', path])
         args = parser.parse_args(['--config', path])
         assert all(getattr(args, k) == v for k, v in values.items())
+    elif script.startswith('scripts/experiments/'):
+        name = os.path.splitext(os.path.basename(script))[0]
+        sys.path.insert(0, os.path.join(REPO, 'scripts', 'experiments'))
+        try:
+            module = load_script(f'experiments/{name}')
+        finally:
+            sys.path.pop(0)
+        assert set(values) <= set(module.SETTINGS['full'])
     else:
         pytest.fail(f'{path}: SCRIPT {script!r} is not a script with --config')
     assert os.path.isfile(os.path.join(REPO, script))
@@ -87,3 +97,12 @@ def test_missing_config_file_is_reported(tmp_path, capsys):
     with pytest.raises(SystemExit):
         config_file_defaults(module.build_parser(), ['--config', str(tmp_path / 'no.py')])
     assert 'does not exist' in capsys.readouterr().err
+
+
+def test_an_empty_afan_layer_turns_off_the_config_files_afan():
+    from jaxnorm import afan
+    path = os.path.join(REPO, 'scripts', 'configs', 'afan.py')
+    cfg = config_lib.load_config_file(path)
+    assert afan.from_run_config(cfg, models.get_model(cfg.model, num_classes=10),
+                                (32, 32, 3)).layer == 'stage1_block9'
+    assert afan.from_run_config(config_lib.apply_overrides(cfg, {'afan_layer': ''})) is None

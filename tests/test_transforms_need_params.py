@@ -13,6 +13,7 @@ TRANSFORMS = {
     'optim.lawn': lambda inner: optim.lawn(inner, free_steps=1, mask=optim.regex_mask('head')),
     'optim.quadratic': lambda inner: optim.ewc(inner, strength=1.0),
     'optim.emr': lambda inner: optim.emr(inner, 'ewc'),
+    'optim.orthoreg': lambda inner: optax.chain(optim.orthoreg(0.1), inner),
     'prune.masked_optimizer': prune.masked_optimizer,
     'prune.admm': lambda inner: prune.admm(inner, SPEC, rho=0.1),
     'prune.tied_optimizer': lambda inner: prune.tied_optimizer(inner, SPEC),

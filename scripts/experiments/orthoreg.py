@@ -1,0 +1,372 @@
+#!/usr/bin/env python
+"""OrthoReg (Lubana et al., arXiv:2009.05014): orthonormal filters make group importance
+additive and filter pruning early in training better.
+
+Setup: digits (1,437 train / 360 test, 8x8), a 3-conv CNN (16/32/64 filters, conv -> BN ->
+ReLU, strides 1/2/2, global pool, Dense), batch 64, SGD momentum 0.9. Early-Bird setting, as
+the reference's ``--ebt`` mode: a short dense phase (lr 0.05, the last epoch at 0.005), then
+one-shot pruning, then fine-tuning (cosine from 0.05, weight decay 1e-4, no regularizer).
+Two dense phases per seed, sharing initialization and data order:
+  * baseline: weight decay 1e-4;
+  * OrthoReg: ``optim.orthoreg(1e-2)`` on the conv kernels, no weight decay (the reference's
+    kappa for VGG/ResNet).
+Importance: Fisher I_k = (sum over channel k's parameters of theta * g)^2, g the mean
+gradient over 1,024 training images (512 with --quick), BN in eval mode; a channel's
+parameters are its conv slice and bias, its BN scale and bias and the next layer's input
+slice (the exact first-order loss change of masking it). Pruning: one global ranking,
+per-layer minimum floor(0.05 w) + 1 (the reference's selection), 25 / 50 / 75 % of the
+filters, for OrthoReg (Fisher on the OrthoReg model), Fisher (baseline model) and BN-scale
+|gamma| (baseline model).
+
+Measurements: (1) for random groups of 25 % of one layer's filters (pooled over layers), the
+Spearman correlation between the summed individual Fisher scores and the true training-loss
+increase when the group is masked; (2) test accuracy after fine-tuning each pruned net; (3)
+the epoch at which an Early-Bird ticket appears (|gamma| masks at 50 %, FIFO of 5, all
+distances <= 0.1; You et al., arXiv:1909.11957) in each dense phase.
+
+Checks (fixed before running; S seeds, paired per seed):
+  * orthonormality: the mean over conv layers of ||diag G||_1 / ||G||_1 at the end of the dense
+    phase is >= the baseline's + 0.1 in every seed;
+  * additivity: d = rho_OrthoReg - rho_baseline has mean > 2 SE (SE = sd(d) / sqrt(S));
+  * pruned accuracy: OrthoReg's mean test accuracy beats both Fisher's and BN-scale's at >= 2
+    of the 3 pruning levels;
+  * early-bird: a ticket appears within the dense phase in every run of both variants.
+
+    python scripts/experiments/orthoreg.py --quick --out results   # ~50-75 s, 2 CPU cores
+    python scripts/experiments/orthoreg.py --seeds 5 --out results
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import common  # noqa: E402
+import optim  # noqa: E402
+import prune  # noqa: E402
+from jaxnorm import data  # noqa: E402
+
+NAME = 'orthoreg'
+PAPER = 'OrthoReg: Robust Network Pruning Using Orthonormality Regularization (arXiv:2009.05014)'
+CLAIM = ('Regularizing filters toward orthonormality makes the sum of individual filter '
+         'importances a reliable estimate of a group\'s importance and gives more accurate '
+         'nets after pruning early in training (Early-Bird setting) than Fisher or BN-scale '
+         'pruning of a normally trained net.')
+WIDTHS = (16, 32, 64)
+LEVELS = (0.25, 0.5, 0.75)
+METHODS = ('orthoreg', 'fisher', 'bn_scale')
+KAPPA, WEIGHT_DECAY, LR, BATCH = 1e-2, 1e-4, 0.05, 64
+CONV_MASK = optim.regex_mask(r'^conv\d+/kernel$')
+# Fisher and BN-scale prune the baseline model: they share its colour family.
+COLORS = {'baseline': 'C0', 'fisher': 'C0', 'bn_scale': 'C2', 'orthoreg': 'C1'}
+
+
+class PatchConv(nn.Module):
+    """3x3 'SAME' conv with a flax HWIO kernel, computed as patches @ kernel: identical to
+    ``nn.Conv`` up to rounding, but vmapping it over weights gives batched matmuls instead
+    of grouped convolutions, which are slow on CPU."""
+
+    features: int
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                            (3, 3, x.shape[-1], self.features))
+        bias = self.param('bias', nn.initializers.zeros, (self.features,))
+        patches = jax.lax.conv_general_dilated_patches(
+            x, (3, 3), (self.strides, self.strides), 'SAME',
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        # Patch features are ordered (in, h, w); the kernel's rows are (h, w, in).
+        return patches @ kernel.transpose(2, 0, 1, 3).reshape(-1, self.features) + bias
+
+
+class SmallCNN(nn.Module):
+    """conv -> BN -> ReLU per width (first stride 1, then 2), global average pool, Dense."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        for i, width in enumerate(WIDTHS, start=1):
+            x = PatchConv(width, 1 if i == 1 else 2, name=f'conv{i}')(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f'norm{i}')(x)
+            x = nn.relu(x)
+        return nn.Dense(self.num_classes, name='head')(x.mean((1, 2)))
+
+
+def channel_groups() -> tuple[prune.ChannelGroup, ...]:
+    consumers = [f'conv{i}/kernel' for i in range(2, len(WIDTHS) + 1)] + ['head/kernel']
+    groups = []
+    for i, (width, consumer) in enumerate(zip(WIDTHS, consumers), start=1):
+        kernel = prune.Slot(f'conv{i}/kernel', -1)
+        slots = (kernel, prune.Slot(f'conv{i}/bias', 0), prune.Slot(f'norm{i}/scale', 0),
+                 prune.Slot(f'norm{i}/bias', 0), prune.Slot(consumer, -2))
+        groups.append(prune.ChannelGroup(f'conv{i}', width, kernel, slots))
+    return tuple(groups)
+
+
+MODEL, GROUPS = SmallCNN(), channel_groups()
+
+
+def ce(params, stats, x, y, train: bool):
+    variables = {'params': params, 'batch_stats': stats}
+    if train:
+        logits, new = MODEL.apply(variables, x, train=True, mutable=['batch_stats'])
+        stats = new['batch_stats']
+    else:
+        logits = MODEL.apply(variables, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (stats, logits)
+
+
+def train_phase(tx, images, labels, record: bool):
+    """``run(params, stats, order, masks)`` -> final (params, stats) and, with ``record``,
+    per-epoch |gamma| vectors and orthonormality; ``order`` is (epochs, steps, batch) indices."""
+    def run(params, stats, order, masks):
+        def step(carry, rows):
+            params, stats, opt = carry
+            grads, (stats, _) = jax.grad(ce, has_aux=True)(params, stats, images[rows],
+                                                           labels[rows], True)
+            updates, opt = tx.update(grads, opt, params)
+            params = jax.tree.map(lambda p, m: p * m, optax.apply_updates(params, updates),
+                                  masks)
+            return (params, stats, opt), None
+
+        def epoch(carry, rows):
+            carry, _ = jax.lax.scan(step, carry, rows)
+            if not record:
+                return carry, None
+            params = carry[0]
+            gammas = [params[f'norm{i}']['scale'] for i in range(1, len(WIDTHS) + 1)]
+            ortho = jnp.stack(list(optim.orthonormality(params, CONV_MASK).values())).mean()
+            return carry, (jnp.concatenate(gammas), ortho)
+
+        (params, stats, _), trace = jax.lax.scan(epoch, (params, stats, tx.init(params)), order)
+        return params, stats, trace
+    return jax.jit(jax.vmap(run))
+
+
+def zero_channels(params, group: prune.ChannelGroup, keep):
+    """``params`` with the channels of ``group`` where ``keep`` is 0 masked (every slot)."""
+    flat = dict(zip(*prune.named_leaves(params)[:2]))
+    for path, axis in group.params:
+        shape = [1] * flat[path].ndim
+        shape[axis] = -1
+        flat[path] = flat[path] * keep.reshape(shape)
+    paths, _, treedef = prune.named_leaves(params)
+    return jax.tree_util.tree_unflatten(treedef, [flat[p] for p in paths])
+
+
+def spearman(a, b) -> float:
+    rank = lambda v: np.argsort(np.argsort(v)).astype(np.float64)  # noqa: E731
+    return float(np.corrcoef(rank(a), rank(b))[0, 1])
+
+
+@jax.jit
+def fisher_and_group_losses(params, stats, x, y, keeps):
+    """Fisher scores, the loss, and the loss with each group of ``keeps[layer]`` masked."""
+    loss = lambda p: ce(p, stats, x, y, False)[0]  # noqa: E731
+    base, grads = jax.value_and_grad(loss)(params)
+    scores = prune.fisher_scores(params, grads, GROUPS, scope='group')
+    masked = {g.name: jax.vmap(lambda k, g=g: loss(zero_channels(params, g, k)))(keeps[g.name])
+              for g in GROUPS}
+    return scores, base, masked
+
+
+def additivity(scores, base, masked, members) -> tuple[float, np.ndarray, np.ndarray]:
+    """Pooled Spearman of sum-of-Fisher vs true loss increase over random groups."""
+    estimate = np.concatenate([prune.group_estimate(scores[g.name], members[g.name])
+                               for g in GROUPS])
+    truth = np.concatenate([np.asarray(masked[g.name]) - float(base) for g in GROUPS])
+    return spearman(estimate, truth), estimate, truth
+
+
+def main(argv=None) -> int:
+    args = common.parse_args(__doc__, argv)
+    started = time.perf_counter()
+    out_dir = common.output_dir(args, NAME)
+    dense_epochs, tune_epochs, n_groups, n_sample = ((10, 8, 30, 512) if args.quick else
+                                                    (20, 30, 100, 1024))
+    train_ds = data.load('digits', 'train', data_dir=args.data_dir)
+    test_ds = data.load('digits', 'test', data_dir=args.data_dir)
+    mean, std = train_ds.channel_stats()
+    images = jnp.asarray((train_ds.images - mean) / std, jnp.float32)
+    labels = jnp.asarray(train_ds.labels)
+    test_x = jnp.asarray((test_ds.images - mean) / std, jnp.float32)
+    test_y = jnp.asarray(test_ds.labels)
+    steps = len(labels) // BATCH
+    seeds = list(range(args.seeds))
+
+    def order(seed, epochs):
+        rng = np.random.default_rng([seed, 11])
+        return np.stack([rng.permutation(len(labels))[:steps * BATCH].reshape(steps, BATCH)
+                         for _ in range(epochs)])
+
+    def stacked(trees):
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+    inits = jax.jit(jax.vmap(lambda k: MODEL.init(k, images[:1])))(
+        jax.vmap(jax.random.key)(jnp.asarray(seeds)))
+    params0, stats0 = inits['params'], inits['batch_stats']
+    prune.check_groups(jax.tree.map(lambda x: x[0], params0), GROUPS)
+    ones = jax.tree.map(jnp.ones_like, params0)
+    dense_order = jnp.asarray(np.stack([order(s, dense_epochs) for s in seeds]))
+    lr = optax.piecewise_constant_schedule(LR, {(dense_epochs - 1) * steps: 0.1})
+    variants = {
+        'baseline': optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
+                                optax.sgd(lr, momentum=0.9)),
+        'orthoreg': optax.chain(optim.orthoreg(KAPPA, mask=CONV_MASK),
+                                optax.sgd(lr, momentum=0.9)),
+    }
+    print(f'setup {time.perf_counter() - started:.1f} s', flush=True)
+    dense = {name: train_phase(tx, images, labels, True)(params0, stats0, dense_order,
+                                                                ones)
+             for name, tx in variants.items()}
+
+    jax.block_until_ready(dense)
+    print(f'dense {time.perf_counter() - started:.1f} s', flush=True)
+    # (3) Early-Bird tickets from the per-epoch |gamma| masks.
+    tickets = {name: [] for name in variants}
+    for name, (_, _, (gammas, _)) in dense.items():
+        for s in seeds:
+            masks = [prune.global_channel_mask({'all': np.abs(g)}, 0.5)
+                     for g in np.asarray(gammas[s])]
+            tickets[name].append(prune.find_ticket(masks, window=5, threshold=0.1))
+    ortho_final = {name: np.asarray(trace[1][:, -1]) for name, (_, _, trace) in dense.items()}
+
+    # (1) Additivity of group importance; (2) the pruning masks.
+    rng = np.random.default_rng(2009)
+    sample = rng.permutation(len(labels))[:n_sample]
+    sx, sy = images[sample], labels[sample]
+    rho = {name: [] for name in variants}
+    scatter = {}
+    tune_params, tune_stats, tune_masks, configs = [], [], [], []
+    for s in seeds:
+        members = {g.name: prune.random_groups(g.width, 0.25, n_groups, rng) for g in GROUPS}
+        scores = {}
+        for name, (params, stats, _) in dense.items():
+            p, st = jax.tree.map(lambda x: x[s], params), jax.tree.map(lambda x: x[s], stats)
+            keeps = {n: 1.0 - jnp.asarray(m, jnp.float32) for n, m in members.items()}
+            fisher, base, masked = fisher_and_group_losses(p, st, sx, sy, keeps)
+            value, estimate, truth = additivity(fisher, base, masked, members)
+            rho[name].append(value)
+            scatter.setdefault(name, (estimate, truth))
+            scores[name] = (p, st, fisher)
+        base_p, base_st, _ = scores['baseline']
+        method_scores = {'orthoreg': scores['orthoreg'],
+                         'fisher': scores['baseline'],
+                         'bn_scale': (base_p, base_st, prune.bn_scale_scores(base_p, GROUPS))}
+        for method, (p, st, sc) in method_scores.items():
+            for level in LEVELS:
+                alive = prune.select_survivors(
+                    jax.device_get(sc), {g.name: np.ones(g.width, bool) for g in GROUPS},
+                    level)
+                masks = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32),
+                                     prune.structured_masks(p, GROUPS, alive))
+                tune_params.append(jax.tree.map(jnp.multiply, p, masks))
+                tune_stats.append(st)
+                tune_masks.append(masks)
+                configs.append((s, method, level))
+        tune_params.append(base_p)
+        tune_stats.append(base_st)
+        tune_masks.append(jax.tree.map(jnp.ones_like, base_p))
+        configs.append((s, 'dense', 0.0))
+
+    print(f'scores {time.perf_counter() - started:.1f} s', flush=True)
+    tune_tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(
+        optax.cosine_decay_schedule(LR, tune_epochs * steps), momentum=0.9))
+    tune_order = jnp.asarray(np.stack([order(1000 + s, tune_epochs) for s, _, _ in configs]))
+    tuned_p, tuned_st, _ = train_phase(tune_tx, images, labels, False)(
+        stacked(tune_params), stacked(tune_stats), tune_order, stacked(tune_masks))
+    logits = jax.jit(jax.vmap(lambda p, st: ce(p, st, test_x, test_y, False)[1][1]))(
+        tuned_p, tuned_st)
+    accuracy = np.asarray((jnp.argmax(logits, -1) == test_y).mean(-1))
+    acc = {}
+    for (s, method, level), a in zip(configs, accuracy):
+        acc.setdefault((method, level), []).append(float(a))
+
+    # Table and checks.
+    table = ['| quantity | baseline | OrthoReg |', '|---|---|---|',
+             f'| orthonormality ‖diag G‖₁/‖G‖₁ (conv mean) | '
+             f'{common.mean_std(ortho_final["baseline"], digits=3)} | '
+             f'{common.mean_std(ortho_final["orthoreg"], digits=3)} |',
+             f'| Spearman(sum of Fisher, true ΔL), 25 % groups | '
+             f'{common.mean_std(rho["baseline"], digits=3)} | '
+             f'{common.mean_std(rho["orthoreg"], digits=3)} |',
+             f'| Early-Bird ticket epoch (of {dense_epochs}) | '
+             f'{tickets["baseline"]} | {tickets["orthoreg"]} |',
+             '', '| method | 25 % pruned | 50 % pruned | 75 % pruned |', '|---|---|---|---|']
+    for method in METHODS:
+        cells = [common.mean_std(acc[(method, lv)], 100, 1) for lv in LEVELS]
+        table.append(f'| {method} | ' + ' | '.join(cells) + ' |')
+    table.append(f'| dense (unpruned, same fine-tuning) | '
+                 f'{common.mean_std(acc[("dense", 0.0)], 100, 1)} | | |')
+    d_rho = np.asarray(rho['orthoreg']) - np.asarray(rho['baseline'])
+    se = d_rho.std(ddof=1) / np.sqrt(len(seeds))
+    wins = sum(np.mean(acc[('orthoreg', lv)]) > max(np.mean(acc[('fisher', lv)]),
+                                                     np.mean(acc[('bn_scale', lv)]))
+               for lv in LEVELS)
+    checks = [
+        common.check('orthonormality', 'conv-mean diag share with OrthoReg >= baseline + 0.1 '
+                     'in every seed', np.all(ortho_final['orthoreg'] >=
+                                            ortho_final['baseline'] + 0.1)),
+        common.check('additivity', 'paired d = rho_OrthoReg - rho_baseline: mean d > 2 SE '
+                     f'(mean {d_rho.mean():.3f}, SE {se:.3f})', d_rho.mean() > 2 * se),
+        common.check('pruned accuracy', 'OrthoReg mean accuracy > both Fisher and BN-scale at '
+                     f'>= 2 of 3 levels (won {wins})', wins >= 2),
+        common.check('early-bird', 'a ticket (window 5, distance <= 0.1) appears in every run',
+                     all(t is not None for ts in tickets.values() for t in ts)),
+    ]
+    png = plot(out_dir, dense, acc, scatter)
+    ran = (f'{len(seeds)} seeds; 3-conv CNN {WIDTHS} on digits; dense phase {dense_epochs} '
+           f'epochs (baseline wd {WEIGHT_DECAY} / OrthoReg kappa {KAPPA}), one-shot pruning '
+           f'{LEVELS} by {METHODS}, {tune_epochs} fine-tuning epochs; {n_groups} random groups '
+           'per layer for the correlation')
+    common.write_results(out_dir, paper=PAPER, claim=CLAIM, ran=ran, table=table,
+                         checks=checks, figures=[png], started=started,
+                         spearman=rho, tickets=tickets, orthonormality=ortho_final,
+                         accuracy={f'{m}@{lv}': v for (m, lv), v in acc.items()})
+    return 0
+
+
+def plot(out_dir, dense, acc, scatter) -> str:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for name, (_, _, (_, ortho)) in dense.items():
+        ortho = np.asarray(ortho)
+        axes[0].plot(np.arange(1, ortho.shape[1] + 1), ortho.mean(0), label=name,
+                     color=COLORS[name])
+    axes[0].set(xlabel='epoch', ylabel='‖diag G‖₁ / ‖G‖₁', title='orthonormality')
+    axes[0].legend()
+    for method in METHODS:
+        axes[1].errorbar([100 * lv for lv in LEVELS],
+                         [100 * np.mean(acc[(method, lv)]) for lv in LEVELS],
+                         [100 * np.std(acc[(method, lv)]) for lv in LEVELS], label=method,
+                         marker='o', capsize=3, color=COLORS[method])
+    axes[1].set(xlabel='% filters pruned', ylabel='test accuracy (%)', title='after fine-tuning')
+    axes[1].legend()
+    for name, (estimate, truth) in scatter.items():
+        axes[2].scatter(estimate, truth, s=6, label=name, color=COLORS[name], alpha=0.6)
+    axes[2].set(xscale='log', xlabel='sum of Fisher scores', ylabel='true loss increase',
+                title='25 % groups (seed 0)')
+    axes[2].legend()
+    fig.tight_layout()
+    path = os.path.join(out_dir, 'orthoreg.png')
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+if __name__ == '__main__':
+    sys.exit(main())
