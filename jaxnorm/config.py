@@ -55,6 +55,25 @@ def default_config() -> ml_collections.ConfigDict:
     c.lawn_projection = 'gradient'
     c.lawn_target_norm = ml_collections.FieldReference(None, field_type=float)
     c.lawn_reset_inner_state = False
+    # A-FAN (jaxnorm.afan, arXiv:2103.12171): None trains without it; else the module path
+    # whose output is attacked (e.g. 'stage1_block3', the repo's stage-1 output). PGD of
+    # afan_steps sign steps of afan_step_size, clipped to afan_epsilon if set; the loss
+    # averages the clean loss and the losses at the afan_strengths interpolation points
+    # (afan_loss_weights: clean first, then one per strength; None: uniform), optionally on
+    # the adversarially normalized features, statistics 'positional' (repo) or 'batch'.
+    c.afan_layer = ml_collections.FieldReference(None, field_type=str)
+    c.afan_steps = 5
+    c.afan_step_size = 0.5 / 255
+    c.afan_epsilon = ml_collections.FieldReference(None, field_type=float)
+    c.afan_random_start = False
+    c.afan_strengths = (1.0,)
+    c.afan_normalize = False
+    c.afan_statistics = 'positional'
+    c.afan_loss_weights = ml_collections.FieldReference(None, field_type=tuple)
+    c.afan_keep_attack_stats = False
+    # EMAN (jaxnorm.eman, arXiv:2101.08482): None trains without a teacher; else the EMA
+    # momentum m of a teacher (params and BN statistics, eval mode) evaluated every epoch.
+    c.eman_momentum = ml_collections.FieldReference(None, field_type=float)
     c.seed = 0
     # None: a new folder runs/<model>-<norm>-<dataset>-<time> for every run (see train.fit).
     c.workdir = ml_collections.FieldReference(None, field_type=str)
@@ -129,3 +148,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f'{LAWN_PROJECTIONS}')
     if config.lawn_target_norm is not None and not config.lawn_target_norm > 0:
         raise ValueError(f'lawn_target_norm must be positive, got {config.lawn_target_norm}')
+    if config.eman_momentum is not None and not 0.0 <= config.eman_momentum <= 1.0:
+        raise ValueError(f'eman_momentum must be in [0, 1] (e.g. 0.999), '
+                         f'got {config.eman_momentum}')
+    if config.afan_layer:
+        from jaxnorm import afan  # jax/flax only when A-FAN is on
+        afan.from_run_config(config)

@@ -35,6 +35,7 @@ name            norm slot           act slot          conv             bias   de
 ``sws``         Identity            ReLU              ScaledWSConv     yes    Identity (3)
 ``wc``          Identity            ReLU              CenteredConv     yes    Identity (3)
 ``none``        Identity            ReLU              nn.Conv          yes    Identity
+``mimic``       Identity            ReLU              nn.Conv (4)      yes    Identity
 ==============  ==================  ================  ===============  =====  ==================
 
 ``wc`` (weight centering alone) is not one of the Beyond-BatchNorm paper's nine; it is the
@@ -45,7 +46,11 @@ undefined on dense features. (2) The EvoNorm in the act slot also normalizes den
 S0 over groups of features, B0 with instance variance 0. (3) The reparameterization applies to
 convs only; Dense layers stay plain. Options passed to :func:`get_norm` go to the module in
 the norm slot, the act slot (EvoNorms) or the conv (``wn``, ``sws``) and are checked against
-its fields. :data:`BEYOND_BN_REPO_OPTIONS` holds the options that reproduce the
+its fields. (4) MimicNorm (:mod:`jaxnorm.mimicnorm`) changes the architecture through the
+spec's other fields: centred N(0, 2/fan_in) conv init (2.8/fan_in in plain CNNs), residual
+gains 1.2**2/k and a BN without affine on the logits; its options are ``min_fan_in`` and the
+logit BN's fields. Training must chain :func:`jaxnorm.mimicnorm.weight_mean_projection`
+(``make_optimizer`` does). :data:`BEYOND_BN_REPO_OPTIONS` holds the options that reproduce the
 Beyond-BatchNorm repo's variants.
 """
 from __future__ import annotations
@@ -59,6 +64,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnorm import functional as F
+from jaxnorm import mimicnorm
 from jaxnorm._convs import CenteredConv, ScaledWSConv, WeightNormConv
 from jaxnorm._norm_layers import (BatchNorm, EvoNormB0, EvoNormS0, FilterResponseNorm,
                                   GroupNorm, InstanceNorm, LayerNorm, VarianceNorm)
@@ -125,6 +131,13 @@ class NormSpec:
       conv: conv module class (``nn.Conv`` or a weight-reparameterized conv).
       conv_bias: whether convs carry a bias (true for weight-only normalizers).
       dense_norm: module factory used after hidden Dense layers of an MLP.
+      conv_init: kernel initializer of every conv (residual networks and default).
+      plain_conv_init: kernel initializer of the convs of non-residual CNNs (VGG); None: the
+        same as ``conv_init``.
+      residual_scale: ``k -> s`` gives each residual block (k counted from 1 over the whole
+        network) a learnable branch gain ``skip_gain`` starting at ``s``; None: no gain.
+      logit_norm: module factory applied to the classifier's logits (named ``logit_norm``);
+        None: the logits are the head's output.
     """
 
     name: str
@@ -133,6 +146,10 @@ class NormSpec:
     conv: Callable[..., nn.Module] = nn.Conv
     conv_bias: bool = False
     dense_norm: Callable[..., nn.Module] | None = None
+    conv_init: Initializer = conv_kernel_init
+    plain_conv_init: Initializer | None = None
+    residual_scale: Callable[[int], float] | None = None
+    logit_norm: Callable[..., nn.Module] | None = None
 
 
 def _configured(module: type[nn.Module], norm_name: str, options: dict[str, Any]):
@@ -171,6 +188,18 @@ def _none(**options) -> NormSpec:
     return NormSpec('none', Identity, ReLU, conv_bias=True, dense_norm=Identity)
 
 
+def _mimic(*, min_fan_in: int = mimicnorm.MIN_FAN_IN, **options) -> NormSpec:
+    """MimicNorm (arXiv:2010.09278): centred convs with biases, no body norm, residual
+    scales 1.2**2 / k, N(0, 2 / fan_in) convs (2.8 in plain CNNs) and the last BN on the
+    logits (``options``: :class:`jaxnorm.mimicnorm.LogitBatchNorm` fields)."""
+    return NormSpec(
+        'mimic', Identity, ReLU, conv_bias=True, dense_norm=Identity,
+        conv_init=mimicnorm.centered_kernel_init(mimicnorm.RESIDUAL_GAIN, min_fan_in),
+        plain_conv_init=mimicnorm.centered_kernel_init(mimicnorm.PLAIN_GAIN, min_fan_in),
+        residual_scale=mimicnorm.residual_scale_init,
+        logit_norm=_configured(mimicnorm.LogitBatchNorm, 'mimic', options))
+
+
 _REGISTRY: dict[str, Callable[..., NormSpec]] = {
     'bn': _plain_conv_family('bn', BatchNorm),
     'ln': _plain_conv_family('ln', LayerNorm),
@@ -184,6 +213,7 @@ _REGISTRY: dict[str, Callable[..., NormSpec]] = {
     'sws': _conv_family('sws', ScaledWSConv),
     'wc': _conv_family('wc', CenteredConv),
     'none': _none,
+    'mimic': _mimic,
 }
 
 # Options reproducing the Beyond-BatchNorm repo (arXiv:2106.05956, EkdeepSLubana/BeyondBatchNorm)

@@ -2,7 +2,8 @@
 
 :func:`make_optimizer` turns a run config into one ``optax.GradientTransformation``: the named
 base optimizer with its learning-rate schedule and weight decay, wrapped in the transforms the
-config switches on (LAWN's norm constraint, ``optim.lawn``).
+config switches on (LAWN's norm constraint, ``optim.lawn``), and, for ``norm='mimic'``,
+MimicNorm's weight-mean projection after the step (:mod:`jaxnorm.mimicnorm`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import ml_collections
 import optax
 
 import optim
+from jaxnorm import mimicnorm
 
 
 def make_schedule(name: str, lr: float, total_steps: int, warmup_steps: int = 0,
@@ -56,8 +58,20 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
     ``config.no_decay_norm_and_bias`` only kernels are decayed. With
     ``config.lawn_free_epochs`` set, the optimizer is wrapped in :func:`optim.lawn`
     constraining ``lawn_mask`` (a bool tree or ``params -> bool tree``), or the leaves whose
-    path matches the regex ``config.lawn_mask`` when that is set.
+    path matches the regex ``config.lawn_mask`` when that is set. With ``config.norm ==
+    'mimic'`` the result is chained with :func:`jaxnorm.mimicnorm.weight_mean_projection`, so
+    every step lands on centred conv kernels (selected with the norm's ``min_fan_in``).
     """
+    tx = _base_optimizer(config, steps_per_epoch, lawn_mask)
+    if config.norm != 'mimic':
+        return tx
+    min_fan_in = dict(config.norm_kwargs).get('min_fan_in', mimicnorm.MIN_FAN_IN)
+    return optax.chain(tx, mimicnorm.weight_mean_projection(
+        lambda params: mimicnorm.weight_mean_mask(params, min_fan_in)))
+
+
+def _base_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                    lawn_mask: Any = None) -> optax.GradientTransformation:
     decay_at = (None if config.lr_decay_epochs is None else
                 [round(epoch * steps_per_epoch) for epoch in config.lr_decay_epochs])
     schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,

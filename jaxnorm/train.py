@@ -32,7 +32,7 @@ import optax
 from tqdm.auto import tqdm
 
 import optim
-from jaxnorm import checkpoints, data, homogeneous, metrics, models, optimizers, parallel
+from jaxnorm import afan, checkpoints, data, eman, homogeneous, metrics, models, optimizers, parallel
 from jaxnorm import config as config_lib
 
 
@@ -51,6 +51,8 @@ class TrainState(flax.struct.PyTreeNode):
       rng: raw key data of the run's root key (``jax.random.wrap_key_data`` to use it).
       apply_fn: the model's ``apply`` (static).
       tx: the optimizer (static).
+      teacher: the EMAN teacher (:mod:`jaxnorm.eman`) as a dict of
+        :class:`~jaxnorm.eman.TeacherState`'s fields, or None when EMAN is off.
     """
 
     step: jax.Array
@@ -60,11 +62,13 @@ class TrainState(flax.struct.PyTreeNode):
     rng: jax.Array
     apply_fn: Callable = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    teacher: dict | None = None
 
     def arrays(self) -> dict:
         """The state's arrays as a plain dict (what a checkpoint holds)."""
-        return {'step': self.step, 'params': self.params, 'batch_stats': self.batch_stats,
-                'opt_state': self.opt_state, 'rng': self.rng}
+        arrays = {'step': self.step, 'params': self.params, 'batch_stats': self.batch_stats,
+                  'opt_state': self.opt_state, 'rng': self.rng}
+        return arrays if self.teacher is None else {**arrays, 'teacher': self.teacher}
 
     def variables(self) -> dict:
         """Model variables for ``apply_fn``."""
@@ -88,12 +92,21 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
-def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0
-               ) -> tuple[TrainState, dict]:
-    """One optimizer step on ``batch`` (``image``, ``label``); returns the new state and metrics."""
+def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
+               afan_config: afan.AFANConfig | None = None) -> tuple[TrainState, dict]:
+    """One optimizer step on ``batch`` (``image``, ``label``); returns the new state and metrics.
+
+    With ``afan_config`` the loss is A-FAN's (:func:`jaxnorm.afan.afan_loss`, arXiv:2103.12171).
+    """
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
+        if afan_config is not None:
+            loss, aux = afan.afan_loss(
+                state.apply_fn, {'params': params, 'batch_stats': state.batch_stats}, batch,
+                step_key, afan_config,
+                loss_fn=lambda z, y: cross_entropy(z, y, label_smoothing).mean())
+            return loss, (aux.logits, {'batch_stats': aux.batch_stats})
         logits, updates = state.apply_fn(
             {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
             mutable=['batch_stats'], rngs={'dropout': step_key})
@@ -120,8 +133,10 @@ def eval_step(state: TrainState, batch: dict) -> dict:
 
 
 def create_train_state(model, tx: optax.GradientTransformation, image_shape: tuple[int, ...],
-                       *, seed: int, mesh) -> TrainState:
+                       *, seed: int, mesh, teacher: bool = False) -> TrainState:
     """Initialise parameters, statistics and optimizer state, replicated over ``mesh``.
+
+    With ``teacher`` the state also holds an EMAN teacher equal to the student (eman.init).
 
     The initialisation is jitted with replicated outputs and no inputs, so every process of a
     multi-process run builds the identical state without any host-to-device transfer.
@@ -131,19 +146,30 @@ def create_train_state(model, tx: optax.GradientTransformation, image_shape: tup
         init_key, run_key = jax.random.split(key)
         variables = model.init({'params': init_key}, jnp.zeros((1, *image_shape)), train=False)
         params = variables['params']
-        return {'step': jnp.zeros((), jnp.int32), 'params': params,
+        state = {'step': jnp.zeros((), jnp.int32), 'params': params,
                 'batch_stats': variables.get('batch_stats', {}), 'opt_state': tx.init(params),
                 'rng': jax.random.key_data(run_key)}
+        if teacher:
+            init_teacher = eman.init(params, state['batch_stats'])._asdict()
+            return {**state, 'teacher': init_teacher}
+        return state
 
     arrays = jax.jit(init, out_shardings=parallel.replicated(mesh))()
     return TrainState(apply_fn=model.apply, tx=tx, **arrays)
 
 
-def compile_steps(mesh, label_smoothing: float) -> tuple[Callable, Callable]:
-    """Jitted train and eval steps: replicated state, batch sharded over ``mesh``."""
+def compile_steps(mesh, label_smoothing: float, afan_config: afan.AFANConfig | None = None,
+                  eman_momentum: float | None = None) -> tuple[Callable, Callable]:
+    """Jitted train and eval steps: replicated state, batch sharded over ``mesh``.
+
+    With ``eman_momentum`` each step also moves the state's teacher (:func:`eman.update`).
+    """
     repl, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    train = jax.jit(functools.partial(train_step, label_smoothing=label_smoothing),
-                    in_shardings=(repl, sharded), out_shardings=(repl, repl))
+    step_fn = functools.partial(train_step, label_smoothing=label_smoothing,
+                                afan_config=afan_config)
+    if eman_momentum is not None:
+        step_fn = eman.with_teacher_update(step_fn, eman_momentum)
+    train = jax.jit(step_fn, in_shardings=(repl, sharded), out_shardings=(repl, repl))
     evaluate = jax.jit(eval_step, in_shardings=(repl, sharded), out_shardings=repl)
     return train, evaluate
 
@@ -194,7 +220,9 @@ def run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict:
             'num_classes': num_classes, 'optimizer': config.optimizer,
             # LAWN changes the optimizer state's structure.
             'lawn_free_epochs': config.lawn_free_epochs, 'lawn_mask': config.lawn_mask,
-            'lawn_per_unit': config.lawn_per_unit}
+            'lawn_per_unit': config.lawn_per_unit,
+            # EMAN adds a teacher to the checkpoint.
+            'eman_momentum': config.eman_momentum}
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> str:
@@ -253,8 +281,11 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
         lawn_mask = optimizers.lawn_constrained_mask(config) or homogeneous.final_homogeneous_mask(
             model, jnp.zeros((1, *train_ds.images.shape[1:])))
     tx = optimizers.make_optimizer(config, steps_per_epoch, lawn_mask)
-    state = create_train_state(model, tx, train_ds.images.shape[1:], seed=config.seed, mesh=mesh)
-    train_fn, eval_fn = compile_steps(mesh, config.label_smoothing)
+    state = create_train_state(model, tx, train_ds.images.shape[1:], seed=config.seed, mesh=mesh,
+                               teacher=config.eman_momentum is not None)
+    afan_config = afan.from_run_config(config, model, train_ds.images.shape[1:])
+    train_fn, eval_fn = compile_steps(mesh, config.label_smoothing, afan_config,
+                                      config.eman_momentum)
 
     # --- Checkpoints.
     identity = run_identity(config, train_ds.num_classes)
@@ -300,6 +331,11 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
                       'mean_logit_norm': float(sums['logit_norm']) / steps_per_epoch,
                       'test_loss': test['loss'], 'test_accuracy': test['accuracy'],
                       'seconds': time.perf_counter() - started}
+            if state.teacher is not None:
+                teacher = evaluate_dataset(eval_fn, eman.teacher_view(state), test_images,
+                                           test_ds.labels, batch_size=eval_batch, mesh=mesh)
+                record.update(teacher_test_loss=teacher['loss'],
+                              teacher_test_accuracy=teacher['accuracy'])
             if lawn_mask is not None:
                 record.update(lawn_diagnostics(state.params, lawn_mask))
             history.append(record)

@@ -65,6 +65,16 @@ SECTIONS = (
             'of Interpolation (EMR, arXiv:2102.02805)'),
     Section('unification', 'Efficient Micro-Structured Weight Unification and Pruning for '
             'Neural Network Compression (arXiv:2106.08301)'),
+    Section('lottery', 'Lottery Ticket Preserves Weight Correlation: Is It Desirable or Not? '
+            '(arXiv:2102.11068)'),
+    Section('afan', 'A-FAN: Adversarial Feature Augmentation and Normalization for Visual '
+            'Recognition (arXiv:2103.12171)'),
+    Section('orthoreg', 'OrthoReg: Robust Network Pruning Using Orthonormality Regularization '
+            '(arXiv:2009.05014)'),
+    Section('eman', 'Exponential Moving Average Normalization for Self-supervised and '
+            'Semi-supervised Learning (arXiv:2101.08482)'),
+    Section('mimicnorm', 'MimicNorm: Weight Mean and Last BN Layer Mimic the Dynamic of Batch '
+            'Normalization (arXiv:2010.09278)'),
 )
 
 

@@ -10,6 +10,7 @@ Examples:
   python scripts/train.py --model vgg_cfg10 --norm gn --norm-option num_groups=8 --epochs 10
   python scripts/train.py --config scripts/configs/digits_resnet20.py --workdir runs/a --resume
   python scripts/train.py --model mlp --optimizer adam --lr 1e-3 --lawn-free-epochs 3
+  python scripts/train.py --afan stage1_block3 --afan-steps 5 --afan-step-size 0.002
   # multi-process (one command per process or per host):
   python scripts/train.py --coordinator-address HOST:1234 --num-processes 2 --process-id 0
 """
@@ -35,6 +36,10 @@ FLAG_TO_KEY = {
     'weight_decay': 'weight_decay', 'label_smoothing': 'label_smoothing', 'seed': 'seed',
     'workdir': 'workdir', 'keep_checkpoints': 'keep_checkpoints',
     'lawn_free_epochs': 'lawn_free_epochs', 'lawn_mask': 'lawn_mask',
+    'afan': 'afan_layer', 'afan_steps': 'afan_steps', 'afan_step_size': 'afan_step_size',
+    'afan_epsilon': 'afan_epsilon', 'afan_strengths': 'afan_strengths',
+    'afan_statistics': 'afan_statistics',
+    'eman': 'eman_momentum',
 }
 
 
@@ -77,6 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
                           'the kernels after the last normalization layer)')
     opt.add_argument('--lawn-per-unit', action='store_true', default=None,
                      help='LAWN: one norm per output unit instead of one per layer')
+    opt.add_argument('--afan', metavar='LAYER',
+                     help='A-FAN (arXiv:2103.12171): attack the output of this module path, '
+                          "e.g. 'stage1_block3' (an unknown name lists the valid ones; '' "
+                          "turns off a config file's A-FAN)")
+    opt.add_argument('--afan-steps', type=int, help='A-FAN: PGD sign steps (default 5)')
+    opt.add_argument('--afan-step-size', type=float, help='A-FAN: PGD step (default 0.5/255)')
+    opt.add_argument('--afan-epsilon', type=float, help='A-FAN: l_inf clip (default none)')
+    opt.add_argument('--afan-strengths', type=float, nargs='+', metavar='S',
+                     help='A-FAN: interpolation points in [0, 1] (default 1)')
+    opt.add_argument('--afan-normalize', action='store_true', default=None,
+                     help='A-FAN: train on the adversarially normalized clean features')
+    opt.add_argument('--afan-statistics', choices=('positional', 'batch'),
+                     help="A-FAN normalization statistics (default 'positional', the repo's)")
+    opt.add_argument('--eman', type=float, metavar='MOMENTUM',
+                     help='EMAN (arXiv:2101.08482): keep an EMA teacher (params and BN '
+                          'statistics, eval mode) with this momentum, e.g. 0.999, and '
+                          'evaluate it every epoch')
     out = p.add_argument_group('run')
     out.add_argument('--workdir', help='folder for checkpoints, metrics.jsonl and plots')
     out.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
@@ -101,6 +123,8 @@ def config_from_args(args):
         overrides['no_decay_norm_and_bias'] = True
     if args.lawn_per_unit:
         overrides['lawn_per_unit'] = True
+    if args.afan_normalize:
+        overrides['afan_normalize'] = True
     if args.no_progress:
         overrides['progress'] = False
     if args.norm_option:

@@ -75,6 +75,7 @@ REGISTRY = {
     'sws': (L.Identity, L.ReLU, L.ScaledWSConv, True, L.Identity),
     'wc': (L.Identity, L.ReLU, L.CenteredConv, True, L.Identity),
     'none': (L.Identity, L.ReLU, nn.Conv, True, L.Identity),
+    'mimic': (L.Identity, L.ReLU, nn.Conv, True, L.Identity),
 }
 
 

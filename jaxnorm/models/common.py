@@ -7,12 +7,13 @@ Convs follow the PyTorch geometry of the reference CIFAR models: symmetric paddi
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxnorm.layers import NormSpec, conv_kernel_init, get_norm
+from jaxnorm.layers import NormSpec, get_norm
 
 # PyTorch's nn.Linear default for the classifier: uniform(+-1/sqrt(fan_in)). The papers'
 # code keeps that default while re-initializing every conv.
@@ -22,6 +23,13 @@ head_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'unifor
 def resolve_norm(norm: str | NormSpec, norm_kwargs: Mapping[str, Any] | None) -> NormSpec:
     """Turn a model's ``norm`` / ``norm_kwargs`` attributes into a :class:`NormSpec`."""
     return get_norm(norm, **dict(norm_kwargs or {}))
+
+
+def plain_network_spec(spec: NormSpec) -> NormSpec:
+    """``spec`` with the conv init of non-residual CNNs (``spec.plain_conv_init``) if it has one."""
+    if spec.plain_conv_init is None:
+        return spec
+    return dataclasses.replace(spec, conv_init=spec.plain_conv_init)
 
 
 def scale_width(base: int, width: float) -> int:
@@ -57,13 +65,14 @@ def make_conv(spec: NormSpec, features: int, kernel_size: int, strides: int = 1,
       name: submodule name.
 
     Returns:
-      An unbound conv module: Kaiming-normal fan_in kernel, zero bias when it has one.
+      An unbound conv module: ``spec.conv_init`` kernel (Kaiming-normal fan_in unless the
+      family says otherwise), zero bias when it has one.
     """
     pad = kernel_size // 2
     return spec.conv(
         features, (kernel_size, kernel_size), strides=(strides, strides),
         padding=((pad, pad), (pad, pad)), feature_group_count=groups,
-        use_bias=spec.conv_bias, kernel_init=conv_kernel_init,
+        use_bias=spec.conv_bias, kernel_init=spec.conv_init,
         bias_init=nn.initializers.zeros, name=name)
 
 
@@ -123,3 +132,14 @@ def classifier(num_classes: int) -> nn.Module:
     """The Dense classifier named ``head``, with PyTorch's default kernel init and zero bias."""
     return nn.Dense(num_classes, kernel_init=head_kernel_init,
                     bias_init=nn.initializers.zeros, name='head')
+
+
+def classify(spec: NormSpec, num_classes: int, features, train: bool):
+    """Logits: the ``head`` classifier, then the family's ``logit_norm`` if it has one.
+
+    Call inside a compact module, which then owns ``head`` (and ``logit_norm``).
+    """
+    logits = classifier(num_classes)(features)
+    if spec.logit_norm is None:
+        return logits
+    return spec.logit_norm(name='logit_norm')(logits, train=train)

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 
 from jaxnorm.layers import NormSpec, conv_kernel_init
-from jaxnorm.models.common import classifier, resolve_norm, scale_width
+from jaxnorm.models.common import classify, resolve_norm, scale_width
 
 CONFIGS: dict[str, dict[str, Any]] = {'mlp': {}}
 
@@ -52,4 +52,4 @@ class MLP(nn.Module):
                          name=f'dense{index}')(x)
             x = spec.dense_norm(name=f'norm{index}')(x, train=train)
             x = spec.act(name=f'act{index}')(x, train=train)
-        return classifier(self.num_classes)(x)
+        return classify(spec, self.num_classes, x, train)

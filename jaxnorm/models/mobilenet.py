@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import flax.linen as nn
 
 from jaxnorm.layers import NormSpec
-from jaxnorm.models.common import (MIN_IMAGE_SIZE, ConvNormAct, check_image_input, classifier,
+from jaxnorm.models.common import (MIN_IMAGE_SIZE, ConvNormAct, check_image_input, classify,
                                    global_avg_pool, resolve_norm, scale_width)
 
 # Output channels of each block's pointwise conv; (C, 2) blocks downsample in the depthwise conv.
@@ -52,4 +52,4 @@ class MobileNetV1(nn.Module):
                             name=f'block{index}_depthwise')(x, train=train)
             x = ConvNormAct(spec, scale_width(base_width, self.width), kernel_size=1,
                             name=f'block{index}_pointwise')(x, train=train)
-        return classifier(self.num_classes)(global_avg_pool(x))
+        return classify(spec, self.num_classes, global_avg_pool(x), train)

@@ -15,6 +15,8 @@ Block options:
 
 * ``skipinit``: the residual branch is multiplied by a learnable scalar ``skip_gain`` starting
   at 0, ``out = act(s * F(x) + shortcut(x))``, so every block starts as ``act(shortcut(x))``.
+  A normalizer family with ``residual_scale`` (MimicNorm) gives every block that gain with its
+  own start value instead (``1.2**2 / k`` for the k-th block); the two cannot be combined.
 * ``preact``: pre-activation blocks, ``out = s * conv2(act2(norm2(conv1(act1(norm1(x)))))) +
   shortcut(x)`` with no activation after the sum. Following the Beyond-BatchNorm repo, a
   projection shortcut is ``conv(norm(x))`` (its own norm, no activation) and the stem and head
@@ -30,7 +32,7 @@ import jax.numpy as jnp
 
 from jaxnorm.layers import NormSpec
 from jaxnorm.models.common import (MIN_IMAGE_SIZE, ConvNormAct, check_channels,
-                                   check_image_input, classifier, global_avg_pool, make_conv,
+                                   check_image_input, classify, global_avg_pool, make_conv,
                                    resolve_norm, scale_width)
 
 SHORTCUTS = ('zero_pad', 'conv1x1', 'conv3x3')
@@ -87,6 +89,8 @@ class BasicBlock(nn.Module):
       skipinit: learnable residual-branch gain starting at 0.
       inner_features: output channels of ``conv1`` (input channels of ``conv2``); None means
         ``features``. The block's output width, fixed by the shortcut, is unaffected.
+      skip_gain_init: start value of a learnable residual-branch gain ``skip_gain`` (None: no
+        gain unless ``skipinit``, which starts it at 0).
     """
 
     spec: NormSpec
@@ -96,13 +100,20 @@ class BasicBlock(nn.Module):
     preact: bool = False
     skipinit: bool = False
     inner_features: int | None = None
+    skip_gain_init: float | None = None
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         spec = self.spec
         if self.shortcut not in SHORTCUTS:
             raise ValueError(f'unknown shortcut {self.shortcut!r}; valid: {", ".join(SHORTCUTS)}')
-        gain = self.param('skip_gain', nn.initializers.zeros, ()) if self.skipinit else 1.0
+        if self.skipinit and self.skip_gain_init is not None:
+            raise ValueError('skipinit starts the residual gain at 0 and cannot be combined '
+                             f'with skip_gain_init={self.skip_gain_init} (norm={spec.name!r})')
+        gain = 1.0
+        if self.skipinit or self.skip_gain_init is not None:
+            gain = self.param('skip_gain', nn.initializers.constant(self.skip_gain_init or 0.0),
+                              ())
         inner = self.features if self.inner_features is None else self.inner_features
         if self.preact:
             branch = spec.norm(name='norm1')(x, train=train)
@@ -176,12 +187,15 @@ class ResNet(nn.Module):
         inner = iter([None] * sum(self.stage_sizes) if self.inner_channels is None else
                      check_channels(self.inner_channels, sum(self.stage_sizes), 'blocks',
                                     self.model_name))
+        index = 0  # global 1-based block number, for the family's residual_scale
         for stage, (num_blocks, base_width) in enumerate(zip(self.stage_sizes,
                                                              self.stage_widths)):
             features = scale_width(base_width, self.width)
             for block in range(num_blocks):
                 strides = 2 if stage > 0 and block == 0 else 1
+                index += 1
+                gain = None if spec.residual_scale is None else spec.residual_scale(index)
                 x = BasicBlock(spec, features, strides, self.shortcut, self.preact,
-                               self.skipinit, next(inner),
+                               self.skipinit, next(inner), gain,
                                name=f'stage{stage + 1}_block{block + 1}')(x, train=train)
-        return classifier(self.num_classes)(global_avg_pool(x))
+        return classify(spec, self.num_classes, global_avg_pool(x), train)

@@ -17,8 +17,8 @@ import flax.linen as nn
 
 from jaxnorm.layers import NormSpec
 from jaxnorm.models.common import (MIN_IMAGE_SIZE, ConvNormAct, check_channels,
-                                   check_image_input, classifier, global_avg_pool, resolve_norm,
-                                   scale_width)
+                                   check_image_input, classify, global_avg_pool,
+                                   plain_network_spec, resolve_norm, scale_width)
 
 POOL = 'M'
 
@@ -66,7 +66,7 @@ class VGG(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         check_image_input(x, min_input_size(self.layers), self.model_name)
-        spec = resolve_norm(self.norm, self.norm_kwargs)
+        spec = plain_network_spec(resolve_norm(self.norm, self.norm_kwargs))
         convs = [entry if isinstance(entry, tuple) else (entry, 1)
                  for entry in self.layers if entry != POOL]
         widths = [scale_width(base_width, self.width) for base_width, _ in convs]
@@ -81,4 +81,4 @@ class VGG(nn.Module):
             x = ConvNormAct(spec, widths[conv_index], strides=strides,
                             name=f'layer{conv_index + 1}')(x, train=train)
             conv_index += 1
-        return classifier(self.num_classes)(global_avg_pool(x))
+        return classify(spec, self.num_classes, global_avg_pool(x), train)

@@ -1,0 +1,254 @@
+"""MimicNorm: the weight-mean projection and the last BatchNorm (Fei et al., arXiv:2010.09278).
+
+MimicNorm removes every BatchNorm of a CNN and keeps two light operations that reproduce what
+BN does to a network:
+
+* **Weight mean.** Every selected conv kernel has its output filters centred,
+  :math:`W_o \\leftarrow W_o - \\frac{1}{k_h k_w c_{in}} \\sum_{h,w,i} W_{h,w,i,o}`. With
+  zero-mean filters the constant part of the input (the mean of the previous ReLU) cancels,
+  which is BN's mean subtraction in weight space: the correlation between samples no longer
+  drifts to 1 with depth. It is a hard projection of the *stored* weights, applied at
+  initialization (:func:`centered_kernel_init`) and after every optimizer step
+  (:func:`weight_mean_projection`); the forward pass uses the weights as stored.
+* **Last BN.** One BatchNorm without affine parameters on the logits (:class:`LogitBatchNorm`),
+  the paper's "autotuned learning rate".
+
+``get_model(name, norm='mimic', ...)`` builds the whole architecture (no BN in the body, conv
+biases, the learnable residual scale, the init gain, the last BN); see
+:mod:`jaxnorm.layers`. ``jaxnorm.optimizers.make_optimizer`` chains the projection when
+``config.norm == 'mimic'``.
+
+Layer selection (:func:`weight_mean_mask`), the authors' rule [code: ``meanweigh`` in
+``Cifar100/main.py``]: a leaf is centred when it is a conv kernel (named ``kernel``, rank >= 3,
+flax layout ``(*spatial, in / groups, out)``) whose fan-in ``prod(shape[:-1]) = kh * kw *
+c_in / groups`` exceeds ``min_fan_in`` (50: the RGB stem, 27, and 3x3 depthwise convs, 9,
+stay free) and that is not depthwise, i.e. has more than one input channel per group (the
+ImageNet code's ``groups == 1`` rule; a kernel shape cannot tell a depthwise conv from a conv
+on a one-channel input, so both are left free). Dense kernels are never centred (the
+authors' code for them is commented out).
+
+References:
+  Fei, Gao, Jiang, Zhang and Hua, `MimicNorm: Weight Mean and Last BN Layer Mimic the Dynamic
+  of Batch Normalization <https://arxiv.org/abs/2010.09278>`_, 2020.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnorm import functional as F
+from jaxnorm._norm_layers import BatchNorm
+from optim._params import require_params
+
+MIN_FAN_IN = 50
+# Conv init variances c / fan_in of the authors' models: ResNets 2, plain VGGs 2.8, close to
+# 2 / (1 - 1/pi) = 2.93, the gain that keeps the variance of centred-filter ReLU layers.
+RESIDUAL_GAIN, PLAIN_GAIN = 2.0, 2.8
+# Residual-branch scale of block k (1-based, counted over the whole network): 1.2**2 / k for
+# BasicBlocks (1.2**3 / k for Bottlenecks, which this library does not have).
+RESIDUAL_SCALE = 1.2 ** 2
+
+MaskOrFn = Any | Callable[[Any], Any]
+
+
+def is_centered_kernel(shape: Sequence[int], min_fan_in: int = MIN_FAN_IN) -> bool:
+    """Whether a conv kernel of this flax shape is selected for the weight mean.
+
+    Args:
+      shape: ``(*spatial, in_per_group, out)``; rank < 3 (Dense, bias, scalar) is never selected.
+      min_fan_in: selected only when ``prod(shape[:-1]) > min_fan_in``.
+
+    Returns:
+      True for a non-depthwise conv kernel (``in_per_group > 1``) with fan-in above the bar.
+    """
+    return len(shape) >= 3 and shape[-2] > 1 and math.prod(shape[:-1]) > min_fan_in
+
+
+def weight_mean_mask(params: Any, min_fan_in: int = MIN_FAN_IN) -> Any:
+    """The bool tree of the leaves MimicNorm centres (see the module docstring).
+
+    Args:
+      params: a parameter tree (flax ``params`` collection or any pytree of arrays).
+      min_fan_in: the fan-in bar of :func:`is_centered_kernel`.
+
+    Returns:
+      A tree of Python bools with the structure of ``params``: True for ``.../kernel`` leaves
+      that pass :func:`is_centered_kernel`.
+
+    Example:
+      >>> weight_mean_mask({'conv': {'kernel': jnp.ones((3, 3, 16, 8)), 'bias': jnp.ones(8)},
+      ...                   'head': {'kernel': jnp.ones((8, 10))}})
+      {'conv': {'bias': False, 'kernel': True}, 'head': {'kernel': False}}
+    """
+    def selected(path, leaf):
+        last = path[-1] if path else None
+        name = getattr(last, 'key', getattr(last, 'name', None))
+        return name == 'kernel' and is_centered_kernel(np.shape(leaf), min_fan_in)
+
+    return jax.tree_util.tree_map_with_path(selected, params)
+
+
+def _mask_flags(mask: MaskOrFn, params: Any) -> list[bool]:
+    """One Python bool per leaf of ``params``, from a bool tree or a ``params -> tree`` fn."""
+    mask = mask(params) if callable(mask) else mask
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    flags, mask_def = jax.tree_util.tree_flatten(mask)
+    if mask_def.num_leaves != treedef.num_leaves or [
+            p for p, _ in jax.tree_util.tree_flatten_with_path(mask)[0]] != [
+            p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]:
+        raise ValueError(f'weight-mean mask does not match the params: its structure is '
+                         f'{mask_def}, the params have {treedef}; pass a bool per parameter '
+                         'or a function params -> bool tree')
+    for flag in flags:
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f'weight-mean mask entries must be Python bools (the selection '
+                            f'is static), got {type(flag).__name__}')
+    for flag, leaf, (path, _) in zip(flags, leaves,
+                                     jax.tree_util.tree_flatten_with_path(params)[0]):
+        if flag and (np.ndim(leaf) < 2 or not jnp.issubdtype(jnp.result_type(leaf),
+                                                             jnp.floating)):
+            raise ValueError(f'weight-mean mask selects {jax.tree_util.keystr(path)} of shape '
+                             f'{np.shape(leaf)}; only floating kernels with the output filters '
+                             'on the last axis (rank >= 2) can be centred')
+    return [bool(flag) for flag in flags]
+
+
+def center_kernels(params: Any, mask: MaskOrFn = weight_mean_mask) -> Any:
+    """The weight-mean projection P: every selected kernel with its output filters centred.
+
+    .. math:: P(W)_{\\ldots, o} = W_{\\ldots, o} - \\operatorname{mean}_{h, w, i} W_{h, w, i, o}
+
+    (:func:`jaxnorm.functional.weight_center`, the mean over every axis but the last, in
+    float32); unselected leaves are returned as they are.
+
+    Args:
+      params: parameter tree.
+      mask: bool tree matching ``params`` or ``params -> bool tree`` (default: the authors'
+        rule, :func:`weight_mean_mask`).
+
+    Returns:
+      The projected tree, same structure and dtypes.
+
+    Raises:
+      ValueError: the mask does not match ``params`` or selects a leaf of rank < 2.
+      TypeError: a mask entry is not a Python bool.
+    """
+    flags = _mask_flags(mask, params)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return jax.tree_util.tree_unflatten(
+        treedef, [F.weight_center(leaf) if flag else leaf for leaf, flag in zip(leaves, flags)])
+
+
+class WeightMeanProjectionState(NamedTuple):
+    """State of :func:`weight_mean_projection`: none (the projection is memoryless)."""
+
+
+def weight_mean_projection(mask: MaskOrFn = weight_mean_mask) -> optax.GradientTransformation:
+    """An optax transform that lands every step on centred kernels (MimicNorm's weight mean).
+
+    Chain it *after* the optimizer. Given the inner update u and the params theta it returns
+
+    .. math:: u' = P(\\theta + u) - \\theta
+
+    on the selected leaves (u elsewhere), so ``optax.apply_updates`` gives the projected
+    weights P(theta + u), as the authors' ``net.apply(meanweigh)`` after ``optimizer.step()``.
+    The gradient and the inner optimizer's state (momentum, decay) see the unprojected
+    update, as in the reference code.
+
+    Args:
+      mask: bool tree matching the params or ``params -> bool tree``; default the authors'
+        rule (:func:`weight_mean_mask`, fan-in > 50, no depthwise, no Dense).
+
+    Returns:
+      ``optax.GradientTransformation`` with an empty :class:`WeightMeanProjectionState`.
+
+    Raises:
+      ValueError: ``update`` called without params, or a mask that does not fit them.
+
+    Example:
+      >>> tx = optax.chain(optax.sgd(0.1, momentum=0.9), weight_mean_projection())
+      >>> updates, opt_state = tx.update(grads, opt_state, params)
+      >>> params = optax.apply_updates(params, updates)   # selected kernels centred
+
+    References:
+      arXiv:2010.09278.
+    """
+    def init_fn(params):
+        del params
+        return WeightMeanProjectionState()
+
+    def update_fn(updates, state, params=None):
+        require_params(params, 'weight_mean_projection')
+        flags = _mask_flags(mask, params)
+        param_leaves, treedef = jax.tree_util.tree_flatten(params)
+        update_leaves = treedef.flatten_up_to(updates)
+
+        def project(u, p):
+            target = F.weight_center(p.astype(jnp.float32) + u.astype(jnp.float32))
+            return (target - p.astype(jnp.float32)).astype(u.dtype)
+
+        new = [project(u, p) if flag else u
+               for u, p, flag in zip(update_leaves, param_leaves, flags)]
+        return jax.tree_util.tree_unflatten(treedef, new), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def centered_kernel_init(gain: float = RESIDUAL_GAIN,
+                         min_fan_in: int = MIN_FAN_IN) -> Callable[..., jax.Array]:
+    """Kernel initializer N(0, gain / fan_in), centred when :func:`is_centered_kernel` says so.
+
+    The initial weight mean as part of the init: ``init(key, shape) ==
+    weight_center(variance_scaling(gain, 'fan_in', 'normal')(key, shape))`` for a selected
+    shape, the plain draw otherwise (``'normal'`` is untruncated in jax, as the authors'
+    ``normal_(0, sqrt(c / fan_in))``).
+
+    Args:
+      gain: variance c of ``N(0, c / fan_in)``: 2 for ResNets, 2.8 for plain VGG nets.
+      min_fan_in: the selection bar (must equal the projection's, see :func:`weight_mean_mask`).
+
+    Returns:
+      A flax initializer ``(key, shape, dtype) -> array``.
+    """
+    draw = nn.initializers.variance_scaling(gain, 'fan_in', 'normal')
+
+    def init(key, shape, dtype=jnp.float32):
+        kernel = draw(key, shape, dtype)
+        return F.weight_center(kernel) if is_centered_kernel(shape, min_fan_in) else kernel
+
+    return init
+
+
+def residual_scale_init(block: int, base: float = RESIDUAL_SCALE) -> float:
+    """Initial learnable residual-branch scale ``base / k`` of block ``k`` (1-based, global).
+
+    ``out = relu(s_k * F(x) + shortcut(x))`` with ``s_k = 1.2**2 / k`` for BasicBlocks
+    [code: ``models/resnet_nobn.py``]: the branches shrink as 1/k with depth.
+    """
+    if block < 1:
+        raise ValueError(f'blocks are counted from 1, got {block}')
+    return base / block
+
+
+class LogitBatchNorm(BatchNorm):
+    """MimicNorm's last BN: BatchNorm over the logits with no scale and no bias.
+
+    Train: ``y = (z - mean_B z) / sqrt(var_B z + eps)`` per class over the batch (biased
+    variance); eval: the running statistics (``momentum`` 0.9 in flax's convention is torch's
+    default 0.1; ``epsilon`` 1e-5). The cross-entropy is taken on ``y``.
+    """
+
+    use_scale: bool = False
+    use_bias: bool = False
+
+
+__all__ = ['LogitBatchNorm', 'MIN_FAN_IN', 'PLAIN_GAIN', 'RESIDUAL_GAIN', 'RESIDUAL_SCALE',
+           'WeightMeanProjectionState', 'center_kernels', 'centered_kernel_init',
+           'is_centered_kernel', 'residual_scale_init', 'weight_mean_mask',
+           'weight_mean_projection']

@@ -1,0 +1,266 @@
+#!/usr/bin/env python
+"""MimicNorm vs BN vs no normalization (Liu et al., arXiv:2010.09278).
+
+Claim: centring the conv kernels (weight mean) plus a single BN on the logits trains as well
+as BN everywhere, while the train step needs less memory (about 20 % in the paper) and runs
+faster; at initialization the weight mean keeps deep features from collapsing onto one
+direction, as BN does.
+
+Setup (CPU scale): digits (8x8x1), ResNet-20 (width 0.5) and vgg_cfg10 (width 0.25), norms
+bn / mimic / none (none: ResNet with ``skipinit=True``, VGG plain); SGD momentum 0.9, LR 0.05
+with cosine decay, batch 64, 4 epochs (--quick: 2); the MimicNorm run chains
+``mimicnorm.weight_mean_projection`` after SGD. Seeds are vmapped, an epoch is one
+``lax.scan``. Memory: XLA's ``memory_analysis()`` of the compiled train step (forward,
+backward, SGD-momentum update) at batch 128, 32x32x3, full width; compiled, not run. Time
+(without --quick only; a full-width vgg_cfg10 step takes ~17 s on 2 CPU cores): median of
+round-robin step calls at that size.
+Init check (norm.md 2.8): mean pairwise cosine of the 20th conv layer's output of
+``theory.uniform_cnn(depth=20, width=64)``, B = 32 random 8x8x3 inputs, 3 seeds.
+
+Checks (fixed before running):
+  * accuracy: MimicNorm's mean test accuracy within 1.5 points of BN's, on each model;
+  * memory: MimicNorm's temp + argument + output bytes below BN's, on each model;
+  * init cosine at layer 20: none > mimic and |mimic - bn| < |none - bn|.
+
+    python scripts/experiments/mimicnorm.py --quick --out results
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import matplotlib  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+
+import bench_timing  # noqa: E402
+import common  # noqa: E402
+from jaxnorm import data, mimicnorm, theory  # noqa: E402
+from jaxnorm.models import get_model  # noqa: E402
+
+NAME = 'mimicnorm'
+PAPER = ('MimicNorm: Weight Mean and Last BN Layer Mimic the Dynamic of Batch Normalization '
+         '(arXiv:2010.09278)')
+CLAIM = ('Centred conv kernels plus one BN on the logits train as accurately as BN in every '
+         'layer, with a smaller train-step memory footprint, and keep deep features from '
+         'collapsing at initialization as BN does.')
+NORMS = ('bn', 'mimic', 'none')
+MODELS = {'resnet20': 0.5, 'vgg_cfg10': 0.25}  # name -> training width
+LR, BATCH, MEMORY_BATCH, MEMORY_SIZE = 0.05, 64, 128, 32
+
+
+def build(name: str, norm: str, width: float, num_classes: int = 10):
+    options = {'width': width}
+    if norm == 'none' and name.startswith('resnet'):
+        options['skipinit'] = True  # a plain deep ResNet without any norm diverges at LR 0.05
+    return get_model(name, norm=norm, num_classes=num_classes, **options)
+
+
+def make_tx(norm: str, total_steps: int) -> optax.GradientTransformation:
+    tx = optax.sgd(optax.cosine_decay_schedule(LR, total_steps), momentum=0.9)
+    return optax.chain(tx, mimicnorm.weight_mean_projection()) if norm == 'mimic' else tx
+
+
+def make_step(model, tx):
+    """``(params, batch_stats, opt_state, images, labels) -> (same state..., loss)``."""
+    def step(params, batch_stats, opt_state, images, labels):
+        def loss_fn(params):
+            logits, updates = model.apply({'params': params, 'batch_stats': batch_stats},
+                                          images, train=True, mutable=['batch_stats'])
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return loss, updates.get('batch_stats', {})
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+    return step
+
+
+def train(name: str, norm: str, splits: dict, seeds: list[int], epochs: int):
+    """Test accuracy and per-step losses (per seed) of ``name`` with ``norm`` on digits."""
+    (x, y), (x_test, y_test) = splits['train'], splits['test']
+    model = build(name, norm, MODELS[name], int(y.max()) + 1)
+    steps = len(y) // BATCH
+    tx = make_tx(norm, epochs * steps)
+    step = make_step(model, tx)
+
+    def init(key):
+        variables = model.init(key, x[:2])
+        params = variables['params']
+        return params, variables.get('batch_stats', {}), tx.init(params)
+
+    def epoch(state, key):
+        order = jax.random.permutation(key, len(y))[:steps * BATCH].reshape(steps, BATCH)
+
+        def body(state, idx):
+            *state, loss = step(*state, x[idx], y[idx])
+            return tuple(state), loss
+        return jax.lax.scan(body, state, order)
+
+    def run(seed_key):
+        init_key, data_key = jax.random.split(seed_key)
+        state = init(init_key)
+        state, losses = jax.lax.scan(epoch, state, jax.random.split(data_key, epochs))
+        params, batch_stats, _ = state
+        logits = model.apply({'params': params, 'batch_stats': batch_stats}, x_test,
+                             train=False)
+        return jnp.mean(jnp.argmax(logits, -1) == y_test), losses
+
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    acc, losses = jax.jit(jax.vmap(run))(keys)
+    return np.asarray(acc), np.asarray(losses)
+
+
+def memory_and_time(quick: bool, repeats: int) -> dict:
+    """Per (model, norm): compiled train-step bytes at B=128, 32x32x3, full width, and (not
+    under ``quick``: a full-width vgg_cfg10 step is ~17 s on 2 CPU cores) the median step time
+    (ms) at that size, measured round-robin. ``scripts/bench.py`` times steps on its own."""
+    out, calls = {}, {}
+    for name in MODELS:
+        for norm in NORMS:
+            model = build(name, norm, 1.0)
+            shapes = jax.eval_shape(lambda: _step_inputs(model, norm, MEMORY_BATCH, MEMORY_SIZE))
+            compiled = jax.jit(make_step(model, make_tx(norm, 1))).lower(*shapes).compile()
+            mem = compiled.memory_analysis()
+            out[name, norm] = {'temp': mem.temp_size_in_bytes,
+                               'argument': mem.argument_size_in_bytes,
+                               'output': mem.output_size_in_bytes}
+            if quick:
+                continue
+            args = _step_inputs(model, norm, MEMORY_BATCH, MEMORY_SIZE)
+            state, batch = args[:3], args[3:]
+            calls[name, norm] = bench_timing.threaded(
+                lambda *s, c=compiled, b=batch: c(*s, *b), state)
+    if calls:
+        for key, ms in bench_timing.median_times(calls, repeats=repeats, warmup=1).items():
+            out[key]['ms'] = ms
+    return out
+
+
+def _step_inputs(model, norm, batch, size):
+    """``(params, batch_stats, opt_state, images, labels)`` of a train step; the params come
+    from a jitted init on two images (an eager full-batch init costs seconds)."""
+    images = jax.random.normal(jax.random.key(0), (batch, size, size, 3))
+    labels = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
+    variables = jax.jit(model.init)(jax.random.key(2), images[:2])
+    params = variables['params']
+    return (params, variables.get('batch_stats', {}), make_tx(norm, 1).init(params),
+            images, labels)
+
+
+def init_cosine(seeds: list[int], depth: int = 20, width: int = 64) -> dict[str, np.ndarray]:
+    """Mean pairwise cosine of the last conv layer's output at init, per norm and seed."""
+    out = {}
+    for norm in NORMS:
+        model = theory.uniform_cnn(norm, depth=depth, width=width)
+        images = jax.random.normal(jax.random.key(0), (32, 8, 8, 3))
+        variables = model.init(jax.random.key(0), images)
+        names, _ = theory.probe_layers(model, variables, images, layers='blocks')
+        layer = names.index(f'layer{depth}')  # mimic's logit BN is probed too: skip it
+        probe = jax.jit(lambda v, x: theory.probe_arrays(model, v, x)['cosine'][layer])
+        values = []
+        for seed in seeds:
+            k_init, k_x = jax.random.split(jax.random.key(seed))
+            x = jax.random.normal(k_x, images.shape)
+            values.append(float(probe(model.init(k_init, x), x)))
+        out[norm] = np.asarray(values)
+    return out
+
+
+def plot(acc: dict, memory: dict, path: str) -> None:
+    fig, (ax_acc, ax_mem) = plt.subplots(1, 2, figsize=(10, 3.8))
+    offsets = np.arange(len(MODELS))
+    for i, norm in enumerate(NORMS):
+        means = [100 * acc[m, norm].mean() for m in MODELS]
+        stds = [100 * acc[m, norm].std(ddof=1) for m in MODELS]
+        ax_acc.bar(offsets + 0.27 * (i - 1), means, 0.27, yerr=stds, label=norm, capsize=3)
+        total = [sum(memory[m, norm][k] for k in ('temp', 'argument', 'output')) / 2 ** 20
+                 for m in MODELS]
+        ax_mem.bar(offsets + 0.27 * (i - 1), total, 0.27, label=norm)
+    for ax, title in ((ax_acc, 'digits test accuracy (%)'),
+                      (ax_mem, f'train-step memory, MiB (B={MEMORY_BATCH}, 32x32, full width)')):
+        ax.set_xticks(offsets, list(MODELS))
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    started = time.perf_counter()
+    args = common.parse_args(__doc__, argv)
+    out_dir = common.output_dir(args, NAME)
+    seeds = list(range(args.seeds))
+    epochs = 2 if args.quick else 4
+    datasets = {split: data.load('digits', split, data_dir=args.data_dir)
+                for split in ('train', 'test')}
+    mean, std = datasets['train'].channel_stats()
+    splits = {split: (jnp.asarray((ds.images - mean) / std), jnp.asarray(ds.labels))
+              for split, ds in datasets.items()}
+    acc, losses = {}, {}
+    for name in MODELS:
+        for norm in NORMS:
+            acc[name, norm], losses[name, norm] = train(name, norm, splits, seeds, epochs)
+    memory = memory_and_time(args.quick, repeats=3 if args.quick else 5)
+    cosine = init_cosine(seeds)
+
+    mib = 2 ** 20
+    timing = 'not timed under --quick' if args.quick else f'B={MEMORY_BATCH}, full width'
+    rows = [f'| model | norm | test acc % | step temp MiB | temp+arg+out MiB (peak) '
+            f'| step ms ({timing}) |', '|---|---|---|---|---|---|']
+    for name in MODELS:
+        for norm in NORMS:
+            m = memory[name, norm]
+            total = m['temp'] + m['argument'] + m['output']
+            ms = f"{m['ms']:.1f}" if 'ms' in m else '—'
+            rows.append(f"| {name} | {norm} | {common.mean_std(acc[name, norm], 100)} | "
+                        f"{m['temp'] / mib:.1f} | {total / mib:.1f} | {ms} |")
+    rows += ['', '| init cosine at layer 20 (uniform CNN, width 64) | bn | mimic | none |',
+             '|---|---|---|---|',
+             '| mean ± std over seeds | ' + ' | '.join(common.mean_std(cosine[n], 1, 3)
+                                                       for n in NORMS) + ' |']
+
+    def total(name, norm):
+        return sum(memory[name, norm][k] for k in ('temp', 'argument', 'output'))
+    cos = {n: cosine[n].mean() for n in NORMS}
+    checks = [common.check(f'accuracy {name}',
+                           'MimicNorm mean test accuracy within 1.5 points of BN',
+                           abs(acc[name, 'mimic'].mean() - acc[name, 'bn'].mean()) <= 0.015)
+              for name in MODELS]
+    checks += [common.check(f'memory {name}',
+                            'MimicNorm train-step temp+argument+output bytes below BN',
+                            total(name, 'mimic') < total(name, 'bn')) for name in MODELS]
+    closer = abs(cos['mimic'] - cos['bn']) < abs(cos['none'] - cos['bn'])
+    checks.append(common.check(
+        'init cosine', 'at layer 20: cos(none) > cos(mimic) and |mimic - bn| < |none - bn|',
+        cos['none'] > cos['mimic'] and closer))
+    png = os.path.join(out_dir, 'mimicnorm.png')
+    plot(acc, memory, png)
+    ran = (f'digits, {args.seeds} seeds, {epochs} epochs, SGD m=0.9 LR {LR} cosine, batch '
+           f'{BATCH}; resnet20 width {MODELS["resnet20"]} (none: skipinit), vgg_cfg10 width '
+           f'{MODELS["vgg_cfg10"]}; memory from XLA memory_analysis at B={MEMORY_BATCH}, '
+           f'32x32x3, full width; step time {timing}; init cosine: uniform_cnn depth 20 width '
+           f'64, B=32 8x8x3 Gaussian inputs. Peak = temp + argument + output (XLA reports no '
+           f'peak; buffers may alias, so it is an upper bound).')
+    common.write_results(
+        out_dir, paper=PAPER, claim=CLAIM, ran=ran, table=rows, checks=checks, figures=[png],
+        started=started,
+        runs={'accuracy': {f'{m}/{n}': v for (m, n), v in acc.items()},
+              'final_loss': {f'{m}/{n}': v[:, -1, -1] for (m, n), v in losses.items()},
+              'memory_bytes': {f'{m}/{n}': v for (m, n), v in memory.items()},
+              'init_cosine': cosine})
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,171 @@
+"""A-FAN (arXiv:2103.12171): feature PGD, adversarial feature normalization, the combined
+loss, BatchNorm bookkeeping and the training integration."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxnorm import afan, models
+from jaxnorm import config as config_lib, train
+
+LAYER = 'stage1_block3'  # the repo's perturbation point: the output of stage 1
+
+
+@pytest.fixture(scope='module')
+def resnet():
+    model = models.get_model('resnet20', norm='bn', num_classes=10, width=0.5)
+    images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
+    labels = jnp.arange(16) % 10
+    variables = model.init(jax.random.key(1), images[:1], train=False)
+    # Non-trivial running statistics, so "kept" and "discarded" updates are told apart.
+    variables = {'params': variables['params'], 'batch_stats': jax.tree.map(
+        lambda s: s + 0.3, variables['batch_stats'])}
+    return model, variables, {'image': images, 'label': labels}
+
+
+def _linear_tail(weights, labels):
+    """A linear softmax tail: its input gradient W^T (p - y) is non-zero almost surely."""
+    def tail(features, stats):
+        logits = features.reshape(features.shape[0], -1) @ weights
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), stats
+    return tail
+
+
+def _reference_pgd(tail, h, steps, step_size, epsilon=None):
+    """Brute-force PGD: a Python loop of sign steps on jax.grad of the tail loss."""
+    delta = np.zeros(h.shape, np.float32)
+    for _ in range(steps):
+        grad = np.asarray(jax.grad(lambda d: tail(h + d, {})[0])(jnp.asarray(delta)))
+        delta = delta + np.float32(step_size) * np.sign(grad)
+        if epsilon is not None:
+            delta = np.clip(delta, -epsilon, epsilon)
+    return delta
+
+
+@pytest.mark.parametrize('epsilon', [None, 0.025])
+def test_pgd_sign_steps_reach_t_gamma_or_the_clip(epsilon):
+    h = jax.random.normal(jax.random.key(2), (6, 2, 2, 3))
+    tail = _linear_tail(jax.random.normal(jax.random.key(3), (12, 5)), jnp.arange(6) % 5)
+    steps, gamma = 4, 0.01  # small steps: no gradient sign flips on this linear tail
+    config = afan.AFANConfig(layer='x', steps=steps, step_size=gamma, epsilon=epsilon)
+    delta, _, _ = jax.jit(lambda h: afan.feature_pgd(tail, h, {}, jax.random.key(0),
+                                                     config))(h)
+    np.testing.assert_allclose(delta, _reference_pgd(tail, h, steps, gamma, epsilon), atol=1e-6)
+    bound = steps * gamma if epsilon is None else epsilon
+    assert float(jnp.max(jnp.abs(delta))) == pytest.approx(bound, rel=1e-6)
+    assert float(jnp.max(jnp.abs(delta))) <= bound * (1 + 1e-6)
+    if epsilon is None:  # every coordinate moved T*gamma: its gradient sign never flipped
+        np.testing.assert_allclose(np.abs(delta), steps * gamma, rtol=1e-6)
+
+
+def test_random_start_stays_in_the_ball():
+    h = jnp.zeros((4, 3))
+    tail = _linear_tail(jax.random.normal(jax.random.key(3), (3, 2)), jnp.arange(4) % 2)
+    config = afan.AFANConfig(layer='x', steps=0, epsilon=0.1, random_start=True)
+    delta, _, _ = afan.feature_pgd(tail, h, {}, jax.random.key(4), config)
+    assert 0 < float(jnp.max(jnp.abs(delta))) <= 0.1
+
+
+def test_tail_loss_rises_over_pgd_steps_on_a_resnet(resnet):
+    model, variables, batch = resnet
+    config = afan.AFANConfig(layer=LAYER, steps=5, step_size=0.05)
+    tail = afan.tail_loss_fn(model.apply, variables, batch, LAYER)
+    _, _, features = afan._split_forward(model.apply, variables, batch['image'], LAYER, None, {})
+    delta, _, losses = jax.jit(lambda h: afan.feature_pgd(
+        tail, h, variables['batch_stats'], jax.random.key(0), config))(features)
+    losses = np.asarray(losses)
+    assert losses[-1] > losses[0] + 1e-3
+    assert np.all(np.diff(losses) > 0), losses
+    assert float(jnp.max(jnp.abs(delta))) == pytest.approx(5 * 0.05, rel=1e-6)
+
+
+@pytest.mark.parametrize('axes', [afan.POSITIONAL, afan.BATCH])
+def test_normalized_features_carry_the_adversarial_statistics(axes):
+    clean = np.asarray(jax.random.normal(jax.random.key(5), (4, 3, 3, 6))) * 2 + 1
+    adversarial = clean * 1.5 + np.asarray(jax.random.normal(jax.random.key(6), clean.shape))
+    axes_np = tuple(a % 4 for a in axes)
+    out = np.asarray(afan.adversarial_normalize(jnp.asarray(clean), jnp.asarray(adversarial),
+                                                axes, eps=0.0))
+    np.testing.assert_allclose(out.mean(axes_np), adversarial.mean(axes_np), atol=1e-5)
+    np.testing.assert_allclose(out.std(axes_np, ddof=1), adversarial.std(axes_np, ddof=1),
+                               rtol=1e-4)
+    # With the repo's eps = 1e-5 inside the square root of the unbiased variance.
+    def sigma(x):
+        return np.sqrt(x.var(axes_np, ddof=1, keepdims=True) + 1e-5)
+    expected = (sigma(adversarial) * (clean - clean.mean(axes_np, keepdims=True)) / sigma(clean)
+                + adversarial.mean(axes_np, keepdims=True))
+    np.testing.assert_allclose(afan.adversarial_normalize(clean, adversarial, axes), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def _clean_loss_and_stats(model, variables, batch):
+    logits, updates = model.apply(variables, batch['image'], train=True, mutable=['batch_stats'])
+    return afan.mean_cross_entropy(logits, batch['label']), updates['batch_stats']
+
+
+def test_attack_statistics_are_discarded_by_default(resnet):
+    model, variables, batch = resnet
+    clean_loss, clean_stats = _clean_loss_and_stats(model, variables, batch)
+    config = afan.AFANConfig(layer=LAYER, steps=3, step_size=0.05, strengths=(0.5, 1.0),
+                             normalize=(False, True))
+    loss, aux = jax.jit(lambda v: afan.afan_loss(model.apply, v, batch, jax.random.key(0),
+                                                 config))(variables)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 aux.batch_stats, clean_stats)
+    np.testing.assert_allclose(aux.clean_loss, clean_loss, rtol=1e-5)
+    # Combined loss: uniform weights 1/3 over clean and the two points.
+    np.testing.assert_allclose(loss, (clean_loss + aux.point_losses.sum()) / 3, rtol=1e-5)
+    kept = afan.afan_loss(model.apply, variables, batch, jax.random.key(0),
+                          afan.AFANConfig(layer=LAYER, steps=3, step_size=0.05,
+                                          keep_attack_stats=True))[1].batch_stats
+    # Kept: the stage-3 running mean differs from the clean step's.
+    assert not np.allclose(kept['stage3_block3']['norm2']['mean'],
+                           clean_stats['stage3_block3']['norm2']['mean'], atol=1e-6)
+
+
+def test_strength_zero_is_the_clean_loss_and_gradient(resnet):
+    model, variables, batch = resnet
+    config = afan.AFANConfig(layer=LAYER, strengths=(0.0,))
+
+    def afan_value(params):
+        return afan.afan_loss(model.apply, {**variables, 'params': params}, batch,
+                              jax.random.key(0), config)[0]
+
+    def clean_value(params):
+        return _clean_loss_and_stats(model, {**variables, 'params': params}, batch)[0]
+
+    value, grads = jax.jit(jax.value_and_grad(afan_value))(variables['params'])
+    ref_value, ref_grads = jax.jit(jax.value_and_grad(clean_value))(variables['params'])
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 grads, ref_grads)
+
+
+def test_config_errors_name_the_problem(resnet):
+    model = resnet[0]
+    cfg = config_lib.default_config()
+    with pytest.raises(ValueError, match='valid: stem, .*stage1_block3'):
+        afan.from_run_config(config_lib.apply_overrides(cfg, {'afan_layer': 'stage9'}), model,
+                             (8, 8, 1))
+    with pytest.raises(ValueError, match='strengths'):
+        config_lib.apply_overrides(cfg, {'afan_layer': LAYER, 'afan_strengths': (1.5,)})
+    with pytest.raises(ValueError, match='random_start'):
+        config_lib.apply_overrides(cfg, {'afan_layer': LAYER, 'afan_random_start': True})
+
+
+def test_fit_uses_the_afan_loss_and_strength_zero_is_the_clean_run(tmp_path):
+    def run(name, **afan_keys):
+        cfg = config_lib.apply_overrides(config_lib.default_config(), {
+            'model': 'mlp', 'epochs': 1, 'batch_size': 128,
+            'workdir': str(tmp_path / name), 'data_dir': str(tmp_path / 'tfds'),
+            'progress': False, **afan_keys})
+        return train.fit(cfg).history[0]
+
+    clean = run('clean')
+    # The MLP with BatchNorm (dense1 -> norm1 -> act1 -> dense2 -> ...) keeps this test cheap.
+    zero = run('zero', afan_layer='act1', afan_strengths=(0.0,))
+    attacked = run('afan', afan_layer='act1', afan_steps=2, afan_step_size=0.05)
+    for key in ('train_loss', 'test_loss', 'test_accuracy'):
+        assert zero[key] == pytest.approx(clean[key], rel=1e-5, abs=1e-6), key
+    assert abs(attacked['train_loss'] - clean['train_loss']) > 1e-3

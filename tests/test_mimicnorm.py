@@ -1,0 +1,220 @@
+"""Tests for jaxnorm.mimicnorm and norm='mimic' (arXiv:2010.09278) against numpy references."""
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxnorm import config as config_lib
+from jaxnorm import mimicnorm, theory, train
+from jaxnorm.models import channels, get_model
+
+# name -> (shape, centred under the authors' rule: conv, fan_in > 50, not depthwise)
+LAYOUTS = {
+    'conv3x3': ((3, 3, 16, 8), True),        # fan_in 144
+    'pointwise': ((1, 1, 64, 32), True),     # fan_in 64
+    'small_pointwise': ((1, 1, 32, 32), False),  # fan_in 32
+    'rgb_stem': ((3, 3, 3, 16), False),      # fan_in 27
+    'depthwise3x3': ((3, 3, 1, 32), False),  # fan_in 9
+    'depthwise9x9': ((9, 9, 1, 4), False),   # fan_in 81 but depthwise
+    'grouped': ((3, 3, 8, 16), True),        # groups=2 of 16 inputs: fan_in 72
+    'conv1d': ((5, 12, 6), True),            # fan_in 60
+    'dense': ((128, 10), False),             # Dense kernels are never centred
+}
+
+
+def _params(seed=0):
+    rng = np.random.default_rng(seed)
+    params = {name: {'kernel': rng.normal(0.3, 1.0, shape).astype(np.float32),
+                     'bias': rng.normal(size=shape[-1]).astype(np.float32)}
+              for name, (shape, _) in LAYOUTS.items()}
+    return jax.tree.map(jnp.asarray, params)
+
+
+def _np_center(w):
+    w = np.asarray(w, np.float64)
+    return w - w.mean(axis=tuple(range(w.ndim - 1)), keepdims=True)
+
+
+def _filter_means(kernel):
+    k = np.asarray(kernel, np.float64)
+    return k.mean(axis=tuple(range(k.ndim - 1)))
+
+
+def test_mask_follows_the_authors_rule():
+    mask = mimicnorm.weight_mean_mask(_params())
+    assert mask == {name: {'kernel': centred, 'bias': False}
+                    for name, (_, centred) in LAYOUTS.items()}
+    # The bar is strict (fan_in > min_fan_in) and configurable.
+    assert mimicnorm.weight_mean_mask(_params(), 64)['pointwise']['kernel'] is False
+    assert mimicnorm.weight_mean_mask(_params(), 26)['rgb_stem']['kernel'] is True
+
+
+def test_center_kernels_matches_numpy_on_selected_leaves_only():
+    params = _params()
+    out = jax.jit(mimicnorm.center_kernels)(params)
+    for name, (_, centred) in LAYOUTS.items():
+        expected = _np_center(params[name]['kernel']) if centred else params[name]['kernel']
+        np.testing.assert_allclose(out[name]['kernel'], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(out[name]['bias'], params[name]['bias'])
+
+
+@pytest.mark.parametrize('momentum', [0.0, 0.9])
+def test_projection_lands_on_centred_weights_and_leaves_the_inner_optimizer_alone(momentum):
+    params = _params()
+    grads = jax.tree.map(lambda p: jnp.asarray(
+        np.random.default_rng(p.size).normal(size=p.shape), jnp.float32), params)
+    inner = optax.sgd(0.1, momentum=momentum or None)
+    tx = optax.chain(inner, mimicnorm.weight_mean_projection())
+    state = tx.init(params)
+    inner_state = inner.init(params)
+    step = jax.jit(tx.update)
+    for _ in range(2):
+        updates, state = step(grads, state, params)
+        inner_updates, inner_state = inner.update(grads, inner_state, params)
+        new = optax.apply_updates(params, updates)
+        for name, (_, centred) in LAYOUTS.items():
+            raw = np.asarray(params[name]['kernel'], np.float64) + np.asarray(
+                inner_updates[name]['kernel'], np.float64)
+            np.testing.assert_allclose(new[name]['kernel'], _np_center(raw) if centred else raw,
+                                       rtol=1e-5, atol=1e-5)
+            # Untouched leaves get exactly the inner update.
+            np.testing.assert_allclose(updates[name]['bias'], inner_updates[name]['bias'],
+                                       rtol=1e-6, atol=1e-7)
+        # The inner optimizer (momentum) saw the unprojected gradient, as in the paper's code.
+        for a, b in zip(jax.tree.leaves(state[0]), jax.tree.leaves(inner_state)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        assert isinstance(state[1], mimicnorm.WeightMeanProjectionState)
+        params = new
+
+
+def test_projection_takes_a_bool_tree_or_callable_mask():
+    params = _params()
+    grads = jax.tree.map(jnp.ones_like, params)
+    only_dense = jax.tree.map(lambda _: False, params)
+    only_dense['dense']['kernel'] = True  # a user may centre Dense kernels explicitly
+    for mask in (only_dense, lambda p: only_dense):
+        tx = mimicnorm.weight_mean_projection(mask)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        new = optax.apply_updates(params, updates)
+        np.testing.assert_allclose(new['dense']['kernel'],
+                                   _np_center(params['dense']['kernel'] + 1.0), atol=1e-5)
+        np.testing.assert_array_equal(updates['conv3x3']['kernel'], grads['conv3x3']['kernel'])
+
+
+def test_projection_errors():
+    params = _params()
+    grads = jax.tree.map(jnp.zeros_like, params)
+    tx = mimicnorm.weight_mean_projection()
+    with pytest.raises(ValueError, match='needs the current params'):
+        tx.update(grads, tx.init(params), None)
+    with pytest.raises(ValueError, match='does not match'):
+        mimicnorm.weight_mean_projection({'conv3x3': {'kernel': True}}).update(
+            grads, tx.init(params), params)
+    bias_mask = jax.tree.map(lambda _: False, params)
+    bias_mask['conv3x3']['bias'] = True
+    with pytest.raises(ValueError, match='rank >= 2'):
+        mimicnorm.weight_mean_projection(bias_mask).update(grads, tx.init(params), params)
+    array_mask = jax.tree.map(lambda _: jnp.array(True), params)
+    with pytest.raises(TypeError, match='Python bools'):
+        mimicnorm.center_kernels(params, array_mask)
+
+
+@pytest.mark.parametrize('gain, shape', [(2.0, (3, 3, 64, 256)), (2.8, (1, 1, 512, 128)),
+                                         (2.0, (3, 3, 3, 512))])
+def test_centred_init_equals_centring_a_normal_init(gain, shape):
+    key = jax.random.key(3)
+    kernel = mimicnorm.centered_kernel_init(gain)(key, shape)
+    draw = np.asarray(jax.random.normal(key, shape), np.float64) * math.sqrt(
+        gain / math.prod(shape[:-1]))
+    expected = _np_center(draw) if mimicnorm.is_centered_kernel(shape) else draw
+    np.testing.assert_allclose(kernel, expected, rtol=1e-5, atol=1e-6)
+    assert abs(np.std(draw) / math.sqrt(gain / math.prod(shape[:-1])) - 1) < 0.05
+
+
+def test_logit_batch_norm_matches_numpy_in_train_and_eval():
+    z = np.random.default_rng(0).normal(2.0, 3.0, (16, 5)).astype(np.float32)
+    module = mimicnorm.LogitBatchNorm()
+    variables = module.init(jax.random.key(0), z, train=False)
+    assert 'params' not in variables  # no affine
+    y, state = module.apply(variables, z, train=True, mutable=['batch_stats'])
+    mean, var = z.mean(0), z.var(0)
+    np.testing.assert_allclose(y, (z - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
+    stats = state['batch_stats']
+    np.testing.assert_allclose(stats['mean'], 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(stats['var'], 0.9 + 0.1 * var, rtol=1e-5)
+    y_eval = module.apply({'batch_stats': stats}, z, train=False)
+    np.testing.assert_allclose(y_eval, (z - 0.1 * mean) / np.sqrt(0.9 + 0.1 * var + 1e-5),
+                               rtol=1e-4, atol=1e-5)
+
+
+def _init(model, shape):
+    return model.init(jax.random.key(0), jnp.zeros(shape))
+
+
+def test_mimic_resnet20_architecture():
+    variables = _init(get_model('resnet20', norm='mimic', num_classes=10), (2, 8, 8, 3))
+    params = variables['params']
+    blocks = [f'stage{s}_block{b}' for s in (1, 2, 3) for b in (1, 2, 3)]
+    np.testing.assert_allclose([params[b]['skip_gain'] for b in blocks],
+                               [1.2 ** 2 / k for k in range(1, 10)], rtol=1e-6)
+    # The only state is the last BN's; every conv has a bias; the body has no normalizer.
+    assert set(variables['batch_stats']) == {'logit_norm'}
+    assert all('bias' in params[b][c] for b in blocks for c in ('conv1', 'conv2'))
+    assert not any('norm' in key for b in blocks for key in params[b])
+    assert np.max(np.abs(_filter_means(params['stage1_block1']['conv1']['kernel']))) < 1e-6
+    assert np.max(np.abs(_filter_means(params['stem']['conv']['kernel']))) > 1e-3  # fan_in 27
+    with pytest.raises(ValueError, match='skipinit'):
+        _init(get_model('resnet20', norm='mimic', num_classes=10, skipinit=True), (2, 8, 8, 3))
+
+
+def test_mimic_vgg_gain_centring_and_normalised_logits():
+    model = get_model('vgg_cfg10', norm='mimic', num_classes=10, width=0.5)
+    x = jax.random.normal(jax.random.key(1), (32, 8, 8, 3))
+    variables = _init(model, x.shape)
+    kernel = variables['params']['layer9']['conv']['kernel']  # 3x3, 256 -> 256
+    assert abs(float(jnp.std(kernel)) / math.sqrt(2.8 / (9 * 256)) - 1) < 0.03
+    assert np.max(np.abs(_filter_means(kernel))) < 1e-6
+    assert not any('skip_gain' in layer for layer in variables['params'].values())
+    logits, _ = model.apply(variables, x, train=True, mutable=['batch_stats'])
+    logits = np.asarray(logits, np.float64)
+    np.testing.assert_allclose(logits.mean(0), 0, atol=1e-5)
+
+
+def test_structured_pruning_refuses_mimic_models():
+    model = get_model('vgg_cfg10', norm='mimic', num_classes=10, width=0.25)
+    with pytest.raises(ValueError, match="'mimic'"):
+        channels.channel_groups(model, _init(model, (1, 8, 8, 1)))
+
+
+def test_fit_keeps_selected_kernels_centred_only_with_mimic(tmp_path):
+    means = {}
+    for norm in ('mimic', 'none'):
+        cfg = config_lib.apply_overrides(config_lib.default_config(), {
+            'model': 'vgg_cfg10', 'model_kwargs': {'width': 0.125}, 'norm': norm,
+            'epochs': 1, 'lr': 0.05, 'progress': False, 'workdir': str(tmp_path / norm)})
+        params = train.fit(cfg).state.params
+        mask = mimicnorm.weight_mean_mask(params)
+        kernels = [k for k, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m]
+        assert len(kernels) == 9  # every conv but the 1-channel stem
+        means[norm] = max(np.max(np.abs(_filter_means(k))) / np.std(k) for k in kernels)
+    assert means['mimic'] < 1e-5
+    assert means['none'] > 1e-3
+
+
+def test_weight_mean_keeps_deep_features_apart_like_bn():
+    """norm.md 2.8 at small scale: at init, deep features of a plain CNN collapse together
+    (cosine -> 1) without normalization, but not with weight mean or BN."""
+    x = jax.random.normal(jax.random.key(0), (16, 8, 8, 3))
+    cosine = {}
+    for norm in ('none', 'mimic', 'bn'):
+        model = theory.uniform_cnn(norm, depth=12, width=32)
+        variables = _init(model, x.shape)
+        out = jax.jit(functools.partial(theory.probe_arrays, model, layers=lambda p, m: (
+            p.startswith('layer') and p.count('/') == 0)))(variables, x)
+        cosine[norm] = float(out['cosine'][-1])
+    assert cosine['none'] > cosine['mimic'] + 0.2
+    assert abs(cosine['mimic'] - cosine['bn']) < abs(cosine['none'] - cosine['bn'])
