@@ -43,21 +43,29 @@ class Affine(nn.Module):
         return x * self.weight + self.bias
 
 
-class VarianceNorm(Affine):
-    """``gamma * x / sqrt(sigma_B^2 + eps) + beta`` with a running variance."""
+class RunningVarianceAffine(Affine):
+    """An affine norm keeping a running batch variance (flax momentum 0.9, as jaxnorm)."""
 
     def __init__(self, channels: int):
         super().__init__(channels)
         self.register_buffer('running_var', torch.ones(1, channels, 1, 1))
 
+    def batch_variance(self, x):
+        """The biased per-channel batch variance in training (updating the running one);
+        the running variance in eval mode."""
+        if not self.training:
+            return self.running_var
+        var = x.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
+        with torch.no_grad():
+            self.running_var.mul_(0.9).add_(0.1 * var)
+        return var
+
+
+class VarianceNorm(RunningVarianceAffine):
+    """``gamma * x / sqrt(sigma_B^2 + eps) + beta`` with a running variance."""
+
     def forward(self, x):
-        if self.training:
-            var = x.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
-            with torch.no_grad():
-                self.running_var.mul_(0.9).add_(0.1 * var)
-        else:
-            var = self.running_var
-        return super().forward(x * torch.rsqrt(var + EPSILON))
+        return super().forward(x * torch.rsqrt(self.batch_variance(x) + EPSILON))
 
 
 class FilterResponseNorm(Affine):
@@ -81,21 +89,15 @@ class TLU(nn.Module):
         return torch.maximum(x, self.tau)
 
 
-class EvoNormB0(Affine):
+class EvoNormB0(RunningVarianceAffine):
     """``x / max(sqrt(sigma_B^2 + eps), v x + sqrt(sigma_I^2 + eps)) * gamma + beta``."""
 
     def __init__(self, channels: int):
         super().__init__(channels)
         self.v = nn.Parameter(torch.ones(1, channels, 1, 1))
-        self.register_buffer('running_var', torch.ones(1, channels, 1, 1))
 
     def forward(self, x):
-        if self.training:
-            batch_var = x.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
-            with torch.no_grad():
-                self.running_var.mul_(0.9).add_(0.1 * batch_var)
-        else:
-            batch_var = self.running_var
+        batch_var = self.batch_variance(x)
         instance_var = x.var(dim=(2, 3), keepdim=True, unbiased=False)
         denominator = torch.maximum(torch.sqrt(batch_var + EPSILON),
                                     self.v * x + torch.sqrt(instance_var + EPSILON))
