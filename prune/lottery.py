@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prune.masks import (apply_masks, check_masks, check_ratio, named_leaves, ones_masks,
-                         select_leaves)
+                         select_leaves, unstructured_masks)
 
 Train = Callable[[Any, Any, int, jax.Array], Any]
 ARMS = ('lottery', 'reinit', 'finetune')
@@ -124,11 +124,6 @@ def _selection(params, select):
     return select
 
 
-def _keep_count(n: int, sparsity: float) -> int:
-    """Kept entries of a layer of ``n`` at ``sparsity``: ``max(1, round(n (1 - sparsity)))``."""
-    return max(1, int(round(n * (1.0 - sparsity))))
-
-
 def _ranks(scores: jax.Array) -> jax.Array:
     """0-based rank of each entry by descending score; ties: the lower flat index ranks higher."""
     order = jnp.argsort(-scores, stable=True)
@@ -152,20 +147,14 @@ def magnitude_round(params, masks, sparsity: float, select=None) -> Any:
     Returns:
       The new bool mask tree.
     """
-    sparsity = check_ratio(sparsity, 'sparsity')
     check_masks(params, masks)
     select = _selection(params, select)
-
-    def leaf(p, m, chosen):
-        if not chosen:
-            return jnp.asarray(m) != 0
-        flat_m = jnp.ravel(m) != 0
-        # Pruned entries rank below every survivor, so survivors are re-chosen first.
-        score = jnp.where(flat_m, jnp.abs(jnp.ravel(p)).astype(jnp.float32), -1.0)
-        keep = _ranks(score) < _keep_count(p.size, sparsity)
-        return (keep & flat_m).reshape(jnp.shape(p))
-
-    return jax.tree.map(leaf, params, masks, select)
+    alive = jax.tree.map(lambda m: jnp.asarray(m) != 0, masks)
+    # Pruned entries score below every survivor, so survivors are re-chosen first.
+    scores = jax.tree.map(lambda p, a: jnp.where(a, jnp.abs(p).astype(jnp.float32), -1.0),
+                          params, alive)
+    kept = unstructured_masks(scores, sparsity, select, scope='layer')
+    return jax.tree.map(jnp.logical_and, kept, alive)
 
 
 def rewind(init_params, masks) -> Any:
