@@ -44,7 +44,7 @@ import optax
 
 from jaxnorm import functional as F
 from jaxnorm._norm_layers import BatchNorm
-from optim._params import require_params
+from optim._params import MaskOrFn, mask_flags, path_name, require_params
 
 MIN_FAN_IN = 50
 # Conv init variances c / fan_in of the authors' models: ResNets 2, plain VGGs 2.8, close to
@@ -53,8 +53,6 @@ RESIDUAL_GAIN, PLAIN_GAIN = 2.0, 2.8
 # Residual-branch scale of block k (1-based, counted over the whole network): 1.2**2 / k for
 # BasicBlocks (1.2**3 / k for Bottlenecks, which this library does not have).
 RESIDUAL_SCALE = 1.2 ** 2
-
-MaskOrFn = Any | Callable[[Any], Any]
 
 
 def is_centered_kernel(shape: Sequence[int], min_fan_in: int = MIN_FAN_IN) -> bool:
@@ -95,28 +93,16 @@ def weight_mean_mask(params: Any, min_fan_in: int = MIN_FAN_IN) -> Any:
 
 
 def _mask_flags(mask: MaskOrFn, params: Any) -> list[bool]:
-    """One Python bool per leaf of ``params``, from a bool tree or a ``params -> tree`` fn."""
-    mask = mask(params) if callable(mask) else mask
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    flags, mask_def = jax.tree_util.tree_flatten(mask)
-    if mask_def.num_leaves != treedef.num_leaves or [
-            p for p, _ in jax.tree_util.tree_flatten_with_path(mask)[0]] != [
-            p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]:
-        raise ValueError(f'weight-mean mask does not match the params: its structure is '
-                         f'{mask_def}, the params have {treedef}; pass a bool per parameter '
-                         'or a function params -> bool tree')
-    for flag in flags:
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f'weight-mean mask entries must be Python bools (the selection '
-                            f'is static), got {type(flag).__name__}')
-    for flag, leaf, (path, _) in zip(flags, leaves,
-                                     jax.tree_util.tree_flatten_with_path(params)[0]):
+    """One Python bool per leaf of ``params`` (``optim`` mask rules), each selected leaf checked
+    to be a floating kernel that can be centred."""
+    flags = mask_flags(mask, params)
+    for flag, (path, leaf) in zip(flags, jax.tree_util.tree_flatten_with_path(params)[0]):
         if flag and (np.ndim(leaf) < 2 or not jnp.issubdtype(jnp.result_type(leaf),
                                                              jnp.floating)):
-            raise ValueError(f'weight-mean mask selects {jax.tree_util.keystr(path)} of shape '
+            raise ValueError(f'weight-mean mask selects {path_name(path)!r} of shape '
                              f'{np.shape(leaf)}; only floating kernels with the output filters '
                              'on the last axis (rank >= 2) can be centred')
-    return [bool(flag) for flag in flags]
+    return flags
 
 
 def center_kernels(params: Any, mask: MaskOrFn = weight_mean_mask) -> Any:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import optax
 
 from optim import importance as imp
-from optim.lawn import MaskOrFn
+from optim._params import MaskOrFn
 from optim.quadratic import continual_transform
 
 

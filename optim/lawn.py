@@ -36,12 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optim._params import require_params
+from optim._params import (MaskOrFn, flatten_with_placeholders, is_placeholder, mask_flags,
+                           path_name, require_params)
 
 PROJECTIONS = ('gradient', 'update', 'none')
-
-MaskOrFn = Any | Callable[[Any], Any]
-
 
 class LawnState(NamedTuple):
     """State of :func:`lawn`.
@@ -57,28 +55,6 @@ class LawnState(NamedTuple):
     count: jax.Array
     target_norms: Any
     inner_state: optax.OptState
-
-
-def _is_placeholder(x) -> bool:
-    return x is None or isinstance(x, optax.MaskedNode)
-
-
-def _flatten(tree) -> tuple[list, list, Any]:
-    """Leaves with ``None`` / ``MaskedNode`` kept as leaves, their paths, and the treedef."""
-    with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_placeholder)
-    return [leaf for _, leaf in with_paths], [path for path, _ in with_paths], treedef
-
-
-def _key_name(key) -> str:
-    for attribute in ('key', 'name', 'idx'):
-        if hasattr(key, attribute):
-            return str(getattr(key, attribute))
-    return str(key)
-
-
-def path_name(path) -> str:
-    """``'stage1_block0/conv1/kernel'`` for a ``jax.tree_util`` key path."""
-    return '/'.join(_key_name(key) for key in path)
 
 
 def regex_mask(pattern: str) -> Callable[[Any], Any]:
@@ -107,8 +83,8 @@ def regex_mask(pattern: str) -> Callable[[Any], Any]:
         raise ValueError(f'invalid mask pattern {pattern!r}: {err}') from None
 
     def mask_fn(params):
-        leaves, paths, treedef = _flatten(params)
-        flags = [not _is_placeholder(leaf) and bool(compiled.search(path_name(path)))
+        leaves, paths, treedef = flatten_with_placeholders(params)
+        flags = [not is_placeholder(leaf) and bool(compiled.search(path_name(path)))
                  for leaf, path in zip(leaves, paths)]
         if not any(flags):
             names = ', '.join(path_name(p) for p in paths[:8])
@@ -117,40 +93,6 @@ def regex_mask(pattern: str) -> Callable[[Any], Any]:
         return jax.tree_util.tree_unflatten(treedef, flags)
 
     return mask_fn
-
-
-def _resolve_mask(mask: MaskOrFn, params) -> list[bool]:
-    """One flag per leaf of ``params``; ``mask`` may be a prefix tree of Python bools.
-
-    Paths are compared by their key names, so a dict mask fits FrozenDict params.
-    """
-    mask = mask(params) if callable(mask) else mask
-    leaves, paths, _ = _flatten(params)
-    mask_leaves, mask_paths, _ = _flatten(mask)
-    entries = {}
-    for value, path in zip(mask_leaves, mask_paths):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f'mask entry {path_name(path)!r} must be a Python bool, got '
-                            f'{type(value).__name__}')
-        entries[tuple(_key_name(k) for k in path)] = bool(value)
-    used, flags = set(), []
-    for leaf, path in zip(leaves, paths):
-        names = tuple(_key_name(k) for k in path)
-        prefix = next((names[:n] for n in range(len(names), -1, -1) if names[:n] in entries),
-                      None)
-        # optax.masked replaces a whole excluded subtree by one MaskedNode.
-        below = ([name for name in entries if name[:len(names)] == names]
-                 if _is_placeholder(leaf) else [])
-        if prefix is None and not below:
-            raise ValueError(f'mask does not match params: no mask entry for parameter '
-                             f'{path_name(path)!r}')
-        used.update([prefix] if prefix is not None else below)
-        flags.append(prefix is not None and entries[prefix] and not _is_placeholder(leaf))
-    unused = [name for name in entries if name not in used]
-    if unused:
-        raise ValueError(f"mask does not match params: mask entry {'/'.join(unused[0])!r} "
-                         'names no parameter')
-    return flags
 
 
 def _check_constrained_leaf(leaf, path, per_unit: bool) -> None:
@@ -195,9 +137,9 @@ def constrained_norms(params, mask: MaskOrFn, per_unit: bool = False) -> dict[st
     Returns:
       ``{path: norm}``: a float32 scalar per leaf, or a vector of unit norms.
     """
-    leaves, paths, _ = _flatten(params)
+    leaves, paths, _ = flatten_with_placeholders(params)
     out = {}
-    for leaf, path, flag in zip(leaves, paths, _resolve_mask(mask, params)):
+    for leaf, path, flag in zip(leaves, paths, mask_flags(mask, params)):
         if flag:
             norm = jnp.sqrt(_sq_norm(leaf, per_unit))
             out[path_name(path)] = norm.reshape(-1) if per_unit else norm
@@ -281,15 +223,15 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
     inner = optax.with_extra_args_support(inner)
 
     def constrained(params) -> list[bool]:
-        leaves, paths, _ = _flatten(params)
-        flags = _resolve_mask(mask, params)
+        leaves, paths, _ = flatten_with_placeholders(params)
+        flags = mask_flags(mask, params)
         for leaf, path, flag in zip(leaves, paths, flags):
             if flag:
                 _check_constrained_leaf(leaf, path, per_unit)
         return flags
 
     def init_fn(params):
-        leaves, _, treedef = _flatten(params)
+        leaves, _, treedef = flatten_with_placeholders(params)
         targets = [jnp.zeros_like(_sq_norm(leaf, per_unit)) if flag else None
                    for leaf, flag in zip(leaves, constrained(params))]
         return LawnState(count=jnp.zeros([], jnp.int32),
@@ -299,11 +241,11 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
     def update_fn(updates, state, params=None, **extra_args):
         require_params(params, 'optim.lawn')
         flags = constrained(params)
-        weights, _, treedef = _flatten(params)
-        grads, _, updates_def = _flatten(updates)
+        weights, _, treedef = flatten_with_placeholders(params)
+        grads, _, updates_def = flatten_with_placeholders(updates)
         if updates_def != treedef:
             raise ValueError('updates and params have different tree structures')
-        old_targets, _, _ = _flatten(state.target_norms)
+        old_targets, _, _ = flatten_with_placeholders(state.target_norms)
         at_switch = state.count == free_steps
         targets = []
         for w, flag, old in zip(weights, flags, old_targets):
@@ -321,7 +263,7 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
             on_sphere = [None if target is None else target > 0 for target in targets]
 
             def project(xs):
-                return [x if keep is None or _is_placeholder(x)
+                return [x if keep is None or is_placeholder(x)
                         else jnp.where(keep, _tangent(x, w, per_unit).astype(x.dtype), x)
                         for x, w, keep in zip(xs, weights, on_sphere)]
 
@@ -332,11 +274,11 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
             inner_grads = project(grads) if projection == 'gradient' else grads
             steps, inner_state = inner.update(jax.tree_util.tree_unflatten(treedef, inner_grads),
                                               inner_state, params, **extra_args)
-            steps, _, _ = _flatten(steps)
+            steps, _, _ = flatten_with_placeholders(steps)
             moves = project(steps) if projection == 'update' else steps
             out = []
             for u, move, w, target, keep in zip(steps, moves, weights, targets, on_sphere):
-                if keep is None or _is_placeholder(u):
+                if keep is None or is_placeholder(u):
                     out.append(u)
                     continue
                 moved = w.astype(jnp.float32) + move.astype(jnp.float32)

@@ -44,8 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optim._params import require_params
-from optim.lawn import MaskOrFn, _flatten, _is_placeholder, _resolve_mask, path_name
+from optim._params import (MaskOrFn, flatten_with_placeholders, is_placeholder, mask_flags,
+                           path_name, require_params)
 
 SIZES = ('gram', 'filters')
 
@@ -68,11 +68,11 @@ def gram(kernel: jax.Array) -> jax.Array:
 
 def _selected(params, mask: MaskOrFn | None) -> list[tuple[str, Any]]:
     """``(path, leaf)`` of every regularized kernel, after checking the mask."""
-    leaves, paths, _ = _flatten(params)
+    leaves, paths, _ = flatten_with_placeholders(params)
     if mask is None:
-        flags = [not _is_placeholder(leaf) and jnp.ndim(leaf) >= 2 for leaf in leaves]
+        flags = [not is_placeholder(leaf) and jnp.ndim(leaf) >= 2 for leaf in leaves]
     else:
-        flags = _resolve_mask(mask, params)
+        flags = mask_flags(mask, params)
     chosen = []
     for leaf, path, flag in zip(leaves, paths, flags):
         # Biases and normalizer vectors have no Gram matrix: a mask such as
@@ -197,9 +197,9 @@ def orthoreg(strength, *, mask: MaskOrFn | None = None, size: str = 'gram'
             return updates, state
         penalty_grads = jax.grad(lambda p: orthoreg_penalty(p, mask, size))(params)
         flags = {name for name, _ in _selected(params, mask)}
-        u_leaves, u_paths, treedef = _flatten(updates)
-        g_leaves, _, _ = _flatten(penalty_grads)
-        out = [u if _is_placeholder(u) or path_name(p) not in flags
+        u_leaves, u_paths, treedef = flatten_with_placeholders(updates)
+        g_leaves, _, _ = flatten_with_placeholders(penalty_grads)
+        out = [u if is_placeholder(u) or path_name(p) not in flags
                else (u + strength * g).astype(u.dtype)
                for u, g, p in zip(u_leaves, g_leaves, u_paths)]
         return jax.tree_util.tree_unflatten(treedef, out), state

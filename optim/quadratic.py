@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import optax
 
 from optim import importance as imp
-from optim._params import require_params
-from optim.lawn import _flatten, _is_placeholder, _resolve_mask, MaskOrFn
+from optim._params import (MaskOrFn, flatten_with_placeholders, is_placeholder, mask_flags,
+                           require_params)
 
 ALPHA_EPS = 1e-20
 
@@ -79,10 +79,10 @@ def _copy(tree):
 
 
 def _flags(mask: MaskOrFn | None, params) -> list[bool]:
-    leaves, _, _ = _flatten(params)
+    leaves, _, _ = flatten_with_placeholders(params)
     if mask is None:
-        return [not _is_placeholder(leaf) for leaf in leaves]
-    return _resolve_mask(mask, params)
+        return [not is_placeholder(leaf) for leaf in leaves]
+    return mask_flags(mask, params)
 
 
 def _validate(importance: str, momentum, path: str, damping) -> None:
@@ -117,16 +117,16 @@ def continual_transform(inner: optax.GradientTransformation, *, importance: str,
     def update_fn(updates, state, params=None, *, mas_grads=None, **extra_args):
         require_params(params, f'optim.{mode}')
         flags = _flags(mask, params)
-        thetas, _, treedef = _flatten(params)
-        grads, _, updates_def = _flatten(updates)
+        thetas, _, treedef = flatten_with_placeholders(params)
+        grads, _, updates_def = flatten_with_placeholders(updates)
         if updates_def != treedef:
             raise ValueError('updates and params have different tree structures')
         if importance == 'mas' and mas_grads is None:
             raise ValueError("importance='mas' needs the gradient of the squared output norm "
                              'at every step: pass update(..., mas_grads=grads_of_norm) '
                              '(see optim.importance.squared_output_norm)')
-        anchor = _flatten(state.anchor)[0]
-        omega_prev = _flatten(state.omega_prev)[0]
+        anchor = flatten_with_placeholders(state.anchor)[0]
+        omega_prev = flatten_with_placeholders(state.omega_prev)[0]
 
         if mode == 'quadratic':
             inner_grads = []
@@ -141,10 +141,10 @@ def continual_transform(inner: optax.GradientTransformation, *, importance: str,
             inner_updates = updates
         steps, inner_state = inner.update(inner_updates, state.inner_state, params,
                                           **extra_args)
-        steps = _flatten(steps)[0]
+        steps = flatten_with_placeholders(steps)[0]
 
-        extra = (_flatten(mas_grads)[0] if mas_grads is not None else [None] * len(grads))
-        old = [_flatten(t)[0] for t in (state.start, state.running, state.fisher,
+        extra = (flatten_with_placeholders(mas_grads)[0] if mas_grads is not None else [None] * len(grads))
+        old = [flatten_with_placeholders(t)[0] for t in (state.start, state.running, state.fisher,
                                         state.omega_cur)]
         running, fisher, omega_cur = [], [], []
         for i, flag in enumerate(flags):
@@ -255,11 +255,11 @@ def _align(reference, tree, what: str):
     """``tree`` with ``reference``'s placeholders (optax.masked) put in; clear error if the
     structures differ."""
     try:
-        return jax.tree.map(lambda r, t: r if _is_placeholder(r) else t, reference, tree,
-                            is_leaf=_is_placeholder)
+        return jax.tree.map(lambda r, t: r if is_placeholder(r) else t, reference, tree,
+                            is_leaf=is_placeholder)
     except (ValueError, TypeError) as err:
-        ref = jax.tree_util.tree_structure(reference, is_leaf=_is_placeholder)
-        got = jax.tree_util.tree_structure(tree, is_leaf=_is_placeholder)
+        ref = jax.tree_util.tree_structure(reference, is_leaf=is_placeholder)
+        got = jax.tree_util.tree_structure(tree, is_leaf=is_placeholder)
         raise ValueError(f'new_task: {what} does not match the optimizer state: expected a '
                          f'tree like {ref}, got {got} ({err})') from None
 

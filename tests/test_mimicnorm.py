@@ -119,7 +119,7 @@ def test_projection_errors():
     with pytest.raises(ValueError, match='rank >= 2'):
         mimicnorm.weight_mean_projection(bias_mask).update(grads, tx.init(params), params)
     array_mask = jax.tree.map(lambda _: jnp.array(True), params)
-    with pytest.raises(TypeError, match='Python bools'):
+    with pytest.raises(TypeError, match='must be a Python bool'):
         mimicnorm.center_kernels(params, array_mask)
 
 
