@@ -25,7 +25,7 @@ Examples:
   python scripts/bench.py torch --norms bn gn --image-sizes 32
   python scripts/bench.py hvp --quick
   python scripts/bench.py optim --json optim.json
-  python scripts/bench.py prune --models resnet20 --fraction 0.75 --batch-size 256
+  python scripts/bench.py prune --models resnet20 --fractions 0.75 --batch-size 256
   python scripts/bench.py peak --xla-flags
 """
 from __future__ import annotations
@@ -120,22 +120,25 @@ def pruned_pair(name: str, fraction: float, batch_size: int, image_size: int):
 def bench_prune(args) -> Result:
     rows, data = [], {}
     for name in args.models:
-        calls, totals = pruned_pair(name, args.fraction, args.batch_size, args.image_size)
-        outputs = {key: jax.block_until_ready(call()) for key, call in calls.items()}
-        ms = median_times(calls, args.repeats, args.warmup - 1)
-        dense_ms, compact_ms = ms['dense'], ms['compact']
-        diff = float(np.max(np.abs(np.asarray(outputs['dense']) - np.asarray(outputs['compact']))))
-        rows.append([name, f'{dense_ms:.1f}', f'{compact_ms:.1f}', f'{dense_ms / compact_ms:.2f}x',
-                     f'{totals["speedup"]:.2f}x', f'{totals["kept"] / totals["params"]:.1%}',
-                     f'{diff:.1e}'])
-        data[name] = {'dense_ms': dense_ms, 'compact_ms': compact_ms,
-                      'flop_ratio': totals['speedup'], 'max_abs_diff': diff}
+        for fraction in args.fractions:
+            calls, totals = pruned_pair(name, fraction, args.batch_size, args.image_size)
+            outputs = {key: jax.block_until_ready(call()) for key, call in calls.items()}
+            ms = median_times(calls, args.repeats, args.warmup - 1)
+            dense_ms, compact_ms = ms['dense'], ms['compact']
+            diff = float(np.max(np.abs(np.asarray(outputs['dense'])
+                                       - np.asarray(outputs['compact']))))
+            rows.append([name, f'{fraction:.0%}', f'{dense_ms:.1f}', f'{compact_ms:.1f}',
+                         f'{dense_ms / compact_ms:.2f}x', f'{totals["speedup"]:.2f}x',
+                         f'{totals["kept"] / totals["params"]:.1%}', f'{diff:.1e}'])
+            data[f'{name}@{fraction}'] = {'dense_ms': dense_ms, 'compact_ms': compact_ms,
+                                          'flop_ratio': totals['speedup'],
+                                          'max_abs_diff': diff}
     return Result(
-        f'prune: compacted vs dense inference, {100 * args.fraction:.0f} % of filters removed',
+        'prune: compacted vs dense inference after removing a fraction of the filters',
         setup_line(args, 'inference, BN eval mode, every prunable layer (ResNets: '
                    'block-internal conv1 only)'),
-        ['model', 'dense ms', 'compact ms', 'speed-up', 'FLOP ratio', 'params kept',
-         'max abs diff'], rows,
+        ['model', 'filters removed', 'dense ms', 'compact ms', 'speed-up', 'FLOP ratio',
+         'params kept', 'max abs diff'], rows,
         ['speed-up = dense / compact wall time (goal >= 2x at 50 %); FLOP ratio = dense / '
          'remaining multiply-adds (ShrinkBench); the dense model runs the masked weights.'],
         data)
@@ -333,8 +336,8 @@ def build_parser() -> OneLineErrorParser:
                                  'filter pruning')
     pruned.add_argument('--models', nargs='+', default=['resnet20', 'vgg13'],
                         help='VGG / ResNet models (default resnet20 vgg13)')
-    pruned.add_argument('--fraction', type=float, default=0.5,
-                        help='fraction of the filters of every prunable layer removed')
+    pruned.add_argument('--fractions', nargs='+', type=float, default=[0.25, 0.5, 0.75],
+                        help='fractions of the filters of every prunable layer removed')
     timing_flags(pruned, batch_size=128)
     for name, model, batch_size, helptext in (
             ('hvp', 'resnet56', 128, 'Hessian-vector product vs gradient time'),
