@@ -5,6 +5,13 @@
     python scripts/reproduce.py --quick --only lawn  # one section
     python scripts/reproduce.py                      # the papers' scale: meant for a GPU/TPU
 
+Without ``--quick`` every section runs at the papers' scale: its experiment gets ``--config
+scripts/configs/<section>.py``, the paper's dataset (CIFAR-10/100 through TFDS: prepare them
+once with ``python -m jaxnorm.data prepare cifar10``), model, epochs and hyperparameters, each
+file naming its source. The experiments use every device of the host: their training goes
+through ``jaxnorm.train.fit`` (the batch sharded over a ``data`` mesh) or spreads its vmapped
+seeds over the devices.
+
 Each section runs ``scripts/experiments/<section>.py`` in a subprocess and reads the
 ``results.json`` it writes. That file carries the paper, the claim, what was run (``ran``), a
 markdown ``table`` (mean +- std over seeds), ``figures`` and ``checks``: the sub-claims, each
@@ -40,6 +47,7 @@ from tqdm.auto import tqdm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(REPO, 'scripts', 'experiments')
+CONFIGS = os.path.join(REPO, 'scripts', 'configs')
 VERDICT_RULE = ('A section is **reproduced** when every check holds, **partly** when at least '
                 'one but not every check holds, and **not reproduced** when none holds. Each '
                 "check's rule is applied by the experiment to the numbers of this run.")
@@ -53,6 +61,10 @@ class Section:
 
     def script(self) -> str:
         return os.path.join(EXPERIMENTS, f'{self.name}.py')
+
+    def config(self) -> str:
+        """The papers'-scale config file, ``scripts/configs/<name>.py``."""
+        return os.path.join(CONFIGS, f'{self.name}.py')
 
 
 SECTIONS = (
@@ -138,19 +150,20 @@ def module_file(root: str, name: str) -> str | None:
     return None
 
 
-def source_digest(section: Section) -> str:
-    """Hash of the Python sources the section's experiment runs."""
+def source_digest(section: Section, arguments: list[str]) -> str:
+    """Hash of the Python sources the section's experiment runs, its config file included."""
     digest = hashlib.sha256()
-    for path in local_sources(section.script()):
+    configs = [arguments[i + 1] for i, a in enumerate(arguments) if a == '--config']
+    for path in local_sources(section.script()) + configs:
         digest.update(os.path.relpath(path, REPO).encode())
         with open(path, 'rb') as f:
             digest.update(f.read())
     return digest.hexdigest()
 
 
-def section_arguments(args: argparse.Namespace) -> list[str]:
-    """Command-line arguments passed to every experiment script."""
-    extra = ['--quick'] if args.quick else []
+def section_arguments(args: argparse.Namespace, section: Section) -> list[str]:
+    """Command-line arguments passed to the section's experiment script."""
+    extra = ['--quick'] if args.quick else ['--config', section.config()]
     extra += ['--seeds', str(args.seeds)]
     if args.data_dir:
         extra += ['--data-dir', args.data_dir]
@@ -158,8 +171,9 @@ def section_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def cache_key(section: Section, arguments: list[str]) -> str:
-    config = json.dumps({'section': section.name, 'arguments': arguments,
-                         'source': source_digest(section)}, sort_keys=True)
+    relative = [os.path.relpath(a, REPO) if os.path.isabs(a) else a for a in arguments]
+    config = json.dumps({'section': section.name, 'arguments': relative,
+                         'source': source_digest(section, arguments)}, sort_keys=True)
     return f'{section.name}-{hashlib.sha256(config.encode()).hexdigest()[:16]}'
 
 
@@ -279,16 +293,22 @@ def main(argv=None) -> int:
         sections = select_sections(args.only)
     except ValueError as error:
         parser.error(str(error))
+    missing = [s.config() for s in sections if not args.quick and not os.path.isfile(s.config())]
+    if missing:
+        parser.error(f"the papers' scale needs a config file per section; missing {missing} "
+                     '(or pass --quick)')
     if args.seeds < 3:
         parser.error('--seeds must be >= 3: the statistical claims are judged on mean +- std')
-    arguments, cache_dir = section_arguments(args), os.path.join(args.out, 'cache')
+    cache_dir = os.path.join(args.out, 'cache')
+    arguments = {s.name: section_arguments(args, s) for s in SECTIONS}
     # One hash per section, of the code as it is before anything runs.
-    folders = {s.name: os.path.join(cache_dir, cache_key(s, arguments)) for s in SECTIONS}
+    folders = {s.name: os.path.join(cache_dir, cache_key(s, arguments[s.name])) for s in SECTIONS}
     finished, failures = {}, []
     for section in tqdm(sections, desc='reproduce', unit='section'):
         started = time.perf_counter()
         try:
-            results, folder, cached = run_section(section, arguments, folders[section.name])
+            results, folder, cached = run_section(section, arguments[section.name],
+                                                  folders[section.name])
         except (RuntimeError, ValueError) as error:
             failures.append(str(error))
             continue

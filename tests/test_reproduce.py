@@ -19,9 +19,13 @@ FAKE_EXPERIMENT = textwrap.dedent('''
     parser.add_argument('--seeds', type=int)
     parser.add_argument('--data-dir')
     parser.add_argument('--out')
+    parser.add_argument('--config')
     args = parser.parse_args()
     with open(os.environ['FAKE_RUN_LOG'], 'a') as log:
         log.write(f'{args.seeds}\\n')
+    if args.config:
+        with open(os.environ['FAKE_RUN_LOG'] + '.configs', 'a') as log:
+            log.write(f'{args.config}\\n')
     out = os.path.join(args.out, 'fake')
     os.makedirs(out)
     open(os.path.join(out, 'curve.png'), 'wb').write(b'png')
@@ -83,6 +87,29 @@ def test_a_finished_section_is_cached_and_a_changed_config_reruns(reproduce, tmp
     assert '![curve.png](figures/fake/curve.png)' in report
 
 
+def test_without_quick_each_section_runs_its_config_file(reproduce, tmp_path, monkeypatch):
+    configs, out = tmp_path / 'configs', tmp_path / 'report'
+    configs.mkdir()
+    monkeypatch.setattr(reproduce, 'CONFIGS', str(configs))
+    with pytest.raises(SystemExit):  # no scripts/configs/fake.py: refused before running
+        reproduce.main(['--out', str(out)])
+    assert not (tmp_path / 'runs.txt').exists()
+    config = configs / 'fake.py'
+    config.write_text("def get_config():\n    return {'epochs': 1}\n")
+    assert reproduce.main(['--out', str(out)]) == 0
+    assert reproduce.main(['--out', str(out)]) == 0  # cached
+    config.write_text("def get_config():\n    return {'epochs': 2}\n")
+    assert reproduce.main(['--out', str(out)]) == 0  # the file's content is in the hash
+    logged = (tmp_path / 'runs.txt.configs').read_text().split()
+    assert logged == [str(config)] * 2
+    assert (out / 'REPORT.md').read_text().startswith('# jaxnorm reproduction report\n\nFull scale')
+
+
+def test_every_section_has_a_papers_scale_config():
+    module = load_reproduce_script()
+    assert [s.name for s in module.SECTIONS if not os.path.isfile(s.config())] == []
+
+
 def test_a_failed_section_leaves_no_cache_entry_and_reports_its_log(reproduce, tmp_path,
                                                                     monkeypatch, capsys):
     out = tmp_path / 'report'
@@ -123,7 +150,7 @@ def test_bad_arguments_name_the_choices(reproduce, capsys):
         reproduce.main(['--only', 'nope'])
     assert "unknown section(s) ['nope']; choose from ['fake']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        reproduce.main(['--seeds', '2'])
+        reproduce.main(['--quick', '--seeds', '2'])
     assert '--seeds must be >= 3' in capsys.readouterr().err
 
 

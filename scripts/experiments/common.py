@@ -1,7 +1,8 @@
 """What every paper experiment shares: its command line and the ``results.json`` it writes.
 
 The contract with ``scripts/reproduce.py``: ``--quick --seeds N --out DIR --data-dir D`` on the
-command line; ``DIR/<name>/results.json`` holding ``paper, claim, ran, table`` (markdown lines),
+command line, or ``--config scripts/configs/<name>.py`` instead of ``--quick`` for the papers'
+scale; ``DIR/<name>/results.json`` holding ``paper, claim, ran, table`` (markdown lines),
 ``checks`` (``{name, rule, holds}``), ``figures`` (PNG basenames in the same folder) and
 ``seconds``, plus anything else the experiment wants to keep.
 
@@ -22,8 +23,10 @@ import os
 import time
 from typing import Any, Iterable, Sequence
 
+import jax
 import numpy as np
 
+from jaxnorm import config as config_lib, parallel
 from jaxnorm.cli import OneLineErrorParser
 
 
@@ -36,6 +39,8 @@ def build_parser(description: str, *, default_seeds: int = 3) -> argparse.Argume
                         help='seeds per configuration (>= 2: tables report a std)')
     parser.add_argument('--out', default='results', help='writes OUT/<name>/results.json')
     parser.add_argument('--data-dir', help='TFDS data dir (digits are embedded)')
+    parser.add_argument('--config', help="the papers' scale: a get_config() file from "
+                        'scripts/configs/ (not with --quick)')
     return parser
 
 
@@ -46,7 +51,41 @@ def parse_args(description: str, argv: Sequence[str] | None = None, *,
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error('--seeds must be >= 2 (the table reports a standard deviation)')
+    if getattr(args, 'config', None) and args.quick:
+        parser.error("--config sets the papers' scale; drop --quick")
     return args
+
+
+def override_setting(setting: dict, path: str) -> dict:
+    """``setting`` with the keys of config file ``path`` replaced (a new dict).
+
+    Raises ``ValueError`` naming the valid keys when the file sets one ``setting`` lacks, so a
+    typo in a paper config fails before hours of training.
+    """
+    overrides = config_lib.read_config_file(path)
+    unknown = sorted(set(overrides) - set(setting))
+    if unknown:
+        raise ValueError(f'{path}: unknown setting(s) {unknown}; valid: {sorted(setting)}')
+    return {**setting, **overrides}
+
+
+def spread_runs(tree: Any) -> Any:
+    """Place ``tree``'s leading axis (the vmapped seeds or arms) across all devices.
+
+    A jitted ``vmap`` over that axis then runs each device's share of the runs, with no
+    communication between them. Leaves whose leading axis does not divide by the device count
+    (and every leaf on a single device) are left where they are.
+    """
+    mesh = parallel.data_mesh()
+    if mesh.size == 1:
+        return tree
+
+    def place(leaf):
+        if np.ndim(leaf) == 0 or np.shape(leaf)[0] % mesh.size:
+            return leaf
+        return jax.device_put(leaf, parallel.batch_sharded(mesh))
+
+    return jax.tree.map(place, tree)
 
 
 def output_dir(args: argparse.Namespace, name: str) -> str:

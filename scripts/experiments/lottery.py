@@ -50,7 +50,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import common  # noqa: E402
 import prune  # noqa: E402
-from jaxnorm import config as config_lib, data  # noqa: E402
+from jaxnorm import data  # noqa: E402
 from jaxnorm.models import get_model  # noqa: E402
 
 NAME = 'lottery'
@@ -160,7 +160,8 @@ def run_model(name: str, setting: dict, seeds: int, datasets, num_classes: int) 
 
     def grid_init(offset):  # θ₀ depends on the seed only: the same for every lr
         per_seed = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(offset), seeds))
-        return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(lrs),) + x.shape), per_seed)
+        return common.spread_runs(jax.tree.map(
+            lambda x: jnp.broadcast_to(x, (len(lrs),) + x.shape), per_seed))
 
     theta0, theta0_fresh = grid_init(0), grid_init(1)
     one = jax.tree.map(lambda x: x[0, 0], theta0)
@@ -263,22 +264,25 @@ def plot(runs: dict, out_dir: str, lrs) -> list[str]:
     return paths
 
 
+def paper_setting(path: str) -> dict:
+    """The full-run setting with config file ``path``'s keys in place (ValueError on unknown
+    keys or models)."""
+    setting = common.override_setting(SETTINGS['full'], path)
+    bad = [m for m in setting['models'] if m not in ('mlp', 'cnn')]
+    if bad:
+        raise ValueError(f"{path}: models {bad} are not built here; choose from 'mlp', 'cnn'")
+    return setting
+
+
 def main(argv=None) -> None:
     parser = common.build_parser(__doc__)
-    parser.add_argument('--config', help='a get_config() file overriding the full-run setting '
-                        '(dataset, models, lrs, batch, epochs, rounds, sparsity); not with --quick')
     args = common.parse_args(__doc__, argv, parser=parser)
     started = time.perf_counter()
-    setting = dict(SETTINGS['quick' if args.quick else 'full'])
-    if args.config and args.quick:
-        parser.error('--config sets the full-scale run; drop --quick')
-    if args.config:
-        overrides = config_lib.read_config_file(args.config)
-        unknown = set(overrides) - set(setting)
-        if unknown:
-            parser.error(f'--config sets unknown keys {sorted(unknown)}; known: '
-                         f'{sorted(setting)}')
-        setting.update(overrides)
+    try:
+        setting = (paper_setting(args.config) if args.config
+                   else dict(SETTINGS['quick' if args.quick else 'full']))
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     out_dir = common.output_dir(args, NAME)
     datasets, num_classes = load_data(setting['dataset'], args.data_dir)
     runs = {name: run_model(name, setting, args.seeds, datasets, num_classes)

@@ -1,0 +1,75 @@
+"""scripts/experiments/common.py: the papers'-scale config handling and spreading runs."""
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'scripts', 'experiments'))
+import common  # noqa: E402
+
+
+def write_config(tmp_path, body, name='paper.py'):
+    path = tmp_path / name
+    path.write_text(f'def get_config():\n    return {body}\n')
+    return str(path)
+
+
+def test_override_setting_replaces_only_the_files_keys(tmp_path):
+    setting = {'dataset': 'digits', 'epochs': 2, 'lrs': (0.1,)}
+    merged = common.override_setting(setting, write_config(tmp_path, "{'dataset': 'cifar10'}"))
+    assert merged == {'dataset': 'cifar10', 'epochs': 2, 'lrs': (0.1,)}
+    assert setting['dataset'] == 'digits'  # the defaults are not mutated
+
+
+def test_override_setting_names_the_valid_keys_for_a_typo(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['epoch'\]; valid: "
+                                         r"\['dataset', 'epochs'\]"):
+        common.override_setting({'dataset': 'digits', 'epochs': 2},
+                                write_config(tmp_path, "{'epoch': 3}"))
+
+
+def test_config_and_quick_are_refused_together(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        common.parse_args('x', ['--quick', '--config', write_config(tmp_path, '{}')])
+    assert "--config sets the papers' scale; drop --quick" in capsys.readouterr().err
+
+
+def test_spread_runs_gives_each_device_its_share_and_keeps_the_result():
+    devices = jax.device_count()
+    assert devices == 8  # tests/conftest.py simulates 8 CPU devices
+    runs = {'w': jnp.arange(devices * 6, dtype=jnp.float32).reshape(devices, 2, 3),
+            'odd': jnp.ones((3, 2)), 'scalar': jnp.float32(2.0)}
+    spread = common.spread_runs(runs)
+    assert {s.data.shape for s in spread['w'].addressable_shards} == {(1, 2, 3)}
+    assert len({s.device for s in spread['w'].addressable_shards}) == devices
+    # A leading axis that does not divide stays whole on its device, as do scalars.
+    assert spread['odd'].sharding == runs['odd'].sharding
+    assert spread['scalar'].sharding == runs['scalar'].sharding
+
+    step = jax.jit(jax.vmap(lambda w, x: jnp.tanh(w @ w.T).sum() * x, (0, None)))
+    np.testing.assert_allclose(np.asarray(step(spread['w'], spread['scalar'])),
+                               np.asarray(step(runs['w'], runs['scalar'])), rtol=1e-6)
+    assert len({s.device for s in step(spread['w'], spread['scalar']).addressable_shards}) == 8
+
+
+def test_lottery_runs_a_papers_scale_config_file(tmp_path):
+    import json
+    import lottery
+    config = write_config(tmp_path, "{'models': ('mlp',), 'lrs': (0.01, 0.2), 'epochs': 2, "
+                                    "'rounds': 1, 'sparsity': 0.5}")
+    assert lottery.paper_setting(config)['epochs'] == 2
+    with pytest.raises(ValueError, match=r"models \['resnet20'\] are not built here"):
+        lottery.paper_setting(write_config(tmp_path, "{'models': ('resnet20',)}", 'bad.py'))
+    lottery.main(['--config', config, '--seeds', '2', '--out', str(tmp_path / 'out')])
+    results = json.loads((tmp_path / 'out' / 'lottery' / 'results.json').read_text())
+    assert results['setting']['lrs'] == [0.01, 0.2] and results['setting']['rounds'] == 1
+    mlp = results['runs']['mlp']
+    # One round at 50 %: exactly half of every pruned kernel survives (per-layer top-k).
+    assert mlp['mean_layer_density'] == pytest.approx(0.5, abs=1e-3)
+    # Budget in closed form: pretraining plus one retraining round, then the arm itself.
+    assert mlp['ledger']['totals'] == {arm: 2 * (1 + 1) for arm in lottery.ARM_NAMES}
+    assert np.asarray(mlp['overlap']).shape == (2, 2)  # (lr, seed) grid of R_p values
