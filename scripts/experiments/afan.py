@@ -24,6 +24,13 @@ Checks (fixed before running):
 
     python scripts/experiments/afan.py --quick --out results   # about a minute, 2 CPU cores
     python scripts/experiments/afan.py --out results           # width 1, 30 epochs, 5 seeds
+    python scripts/experiments/afan.py --config scripts/configs/afan.py --out results  # paper
+
+With ``--config`` (a ``scripts/train.py`` config: the paper's ResNet-56 on CIFAR-10 in
+``scripts/configs/afan.py``) both arms train through ``jaxnorm.train.fit`` (every device,
+checkpointed, resumed), A-FAN as the file sets it and the baseline with ``afan_layer=None``,
+each seed shared by both arms (same init and batch order); the same three checks are applied,
+the cost ratio being the ratio of median epoch times.
 """
 from __future__ import annotations
 
@@ -171,10 +178,56 @@ def plot(result: dict, seeds: list[int], path: str, title: str) -> str:
     return path
 
 
+def paper_setting(path: str):
+    """The train config ``--config path`` runs (ValueError on bad keys, or without A-FAN)."""
+    config = common.paper_config(path)
+    if not config.afan_layer:
+        raise ValueError(f'{path} sets no afan_layer: the A-FAN arm would equal the baseline')
+    return config
+
+
+def checks_for(final: dict, ratio: float, steps: int, seeds: int) -> list[dict]:
+    gain = final['afan'] - final['baseline']
+    return [
+        common.check('accuracy', 'mean final test accuracy of A-FAN > baseline mean',
+                     final['afan'].mean() > final['baseline'].mean()),
+        common.check('consistency', 'paired gain > 0 in a majority of seeds',
+                     (gain > 0).sum() > seeds / 2),
+        common.check('cost', f'1 < cost ratio <= T + 2 = {steps + 2} (each extra pass '
+                     'costs at most one clean step)', 1 < ratio <= steps + 2),
+    ]
+
+
+def paper_scale(args, out_dir: str, started: float) -> int:
+    config = paper_setting(args.config)
+    labels = {'baseline': 'baseline', 'afan': f'A-FAN at {config.afan_layer}'}
+    histories = common.fit_arms(args.config, {'baseline': {'afan_layer': None}, 'afan': {}},
+                                args.seeds, out_dir, args.data_dir)
+    final, seconds = common.final_values(histories), common.epoch_seconds(histories)
+    ratio = seconds['afan'] / seconds['baseline']
+    gain = final['afan'] - final['baseline']
+    rows = common.arms_table(histories, labels) + [
+        '', f'paired gain: {common.mean_std(gain, 100)} points; cost ratio (median epoch time) '
+        f'{ratio:.2f}']
+    ran = (f'{config.dataset}, {config.model}/{config.norm}, {config.epochs} epochs, '
+           f'{config.optimizer} LR {config.lr} ({config.schedule}), batch {config.batch_size}, '
+           f'wd {config.weight_decay}; A-FAN at {config.afan_layer}: PGD {config.afan_steps} x '
+           f'{config.afan_step_size * 255:g}/255; {args.seeds} seeds, paired; from {args.config}')
+    figure = common.plot_arms(histories, labels, os.path.join(out_dir, 'afan_accuracy.png'),
+                              f'A-FAN vs baseline: {config.dataset}, {config.model}')
+    common.write_results(out_dir, paper=PAPER, claim=CLAIM, ran=ran, table=rows,
+                         checks=checks_for(final, ratio, config.afan_steps, args.seeds),
+                         figures=[figure], started=started, config=config.to_dict(),
+                         runs={'final_accuracy': final, 'gain': gain, 'cost_ratio': ratio})
+    return 0
+
+
 def main(argv=None) -> int:
     args = common.parse_args(__doc__, argv)
     started = time.perf_counter()
     out_dir = common.output_dir(args, NAME)
+    if args.config:
+        return paper_scale(args, out_dir, started)
     seeds = list(range(args.seeds))
     width, epochs = (0.25, 6) if args.quick else (1.0, 30)
     runner = Runner(width, epochs, seeds, args.data_dir)
@@ -191,14 +244,7 @@ def main(argv=None) -> int:
     rows += ['', f'paired gain (A-FAN - baseline): {common.mean_std(gain, 100)} points '
              f'(per seed: {", ".join(f"{100 * g:+.2f}" for g in gain)}); '
              f'training cost ratio A-FAN / baseline: {ratio:.2f}']
-    checks = [
-        common.check('accuracy', 'mean final test accuracy of A-FAN > baseline mean',
-                     final['afan'].mean() > final['baseline'].mean()),
-        common.check('consistency', 'paired gain > 0 in a majority of seeds',
-                     (gain > 0).sum() > len(seeds) / 2),
-        common.check('cost', f'1 < cost ratio <= T + 2 = {AFAN.steps + 2} (each extra pass '
-                     'costs at most one clean step)', 1 < ratio <= AFAN.steps + 2),
-    ]
+    checks = checks_for(final, ratio, AFAN.steps, len(seeds))
     ran = (f'digits, ResNet-20/BN at width {width} ({"reduced" if width < 1 else "full"}), '
            f'{epochs} epochs, SGD-m 0.9, LR {LR} cosine, wd {WEIGHT_DECAY}, batch {BATCH}, no '
            f'augmentation; A-FAN at {LAYER}: PGD {AFAN.steps} x {AFAN.step_size * 255:g}/255, '

@@ -54,10 +54,18 @@ Verdict rules (means and standard errors over seeds; see ``beyond_bn_report.py``
 
     python scripts/experiments/beyond_bn.py all --quick --out results   # 3.3 min on 2 CPU cores
     python scripts/experiments/beyond_bn.py forward --seeds 5
+    python scripts/experiments/beyond_bn.py --config scripts/configs/beyond_bn.py  # paper
+
+With ``--config`` (a ``scripts/train.py`` config: the repo's ResNet-56 (32/64/128) recipe on
+CIFAR-100 in ``scripts/configs/beyond_bn.py``) the three init-time experiments run at their
+full sizes (they are the paper's networks) and the training experiment trains the file's
+model with GroupNorm at each group size through ``jaxnorm.train.fit`` (every device,
+checkpointed, resumed). fit records one training loss per epoch, so "loss" there is the
+per-epoch mean and the stability rule compares epoch-to-epoch changes; no gradient norm is
+recorded (NaN in the table).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -73,11 +81,11 @@ import optax  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from jaxnorm import config as config_lib, data, models, optimizers, theory, train  # noqa: E402
-from jaxnorm.cli import OneLineErrorParser  # noqa: E402
 from jaxnorm.layers import BEYOND_BN_REPO_OPTIONS  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import beyond_bn_report as report  # noqa: E402
+import common  # noqa: E402
 
 PAPER = 'Beyond BatchNorm, arXiv:2106.05956'
 CLAIMS = {
@@ -304,7 +312,31 @@ def run_training(s: dict, seeds: list[int], data_dir: str | None) -> dict:
             'records': records}
 
 
-def ran(name: str, s: dict, seeds: list[int]) -> str:
+def paper_setting(path: str):
+    """The train config the training experiment runs under ``--config path``."""
+    return common.paper_config(path)
+
+
+def run_paper_training(s: dict, seeds: list[int], args, out_dir: str) -> dict:
+    """The training experiment at the config file's scale: one fit run per (group size,
+    seed), their per-epoch training losses as the loss traces."""
+    config = paper_setting(args.config)
+    group_sizes = s['training']['group_sizes']
+    arms = {f'gn{g}': {'norm': 'gn', 'norm_kwargs': gn_options(g)} for g in group_sizes}
+    histories = common.fit_arms(args.config, arms, len(seeds), out_dir, args.data_dir)
+    records = []
+    for g in group_sizes:
+        loss = [[r['train_loss'] for r in runs] for runs in histories[f'gn{g}']]
+        records.append({'group_size': g, 'steps_per_epoch': 1, 'loss': loss,
+                        'grad_norm': np.full(np.shape(loss), np.nan).tolist(),
+                        'test_accuracy': common.final_values({'a': histories[f'gn{g}']})['a']
+                        .tolist()})
+    return {'setup': {'config': args.config, 'model': config.model, 'dataset': config.dataset,
+                      'epochs': config.epochs, 'group_sizes': group_sizes,
+                      'loss': 'per-epoch mean training loss'}, 'records': records}
+
+
+def ran(name: str, s: dict, seeds: list[int], config_path: str | None = None) -> str:
     """One sentence saying what an experiment ran."""
     if name == 'forward':
         f = s['forward']
@@ -320,25 +352,27 @@ def ran(name: str, s: dict, seeds: list[int]) -> str:
                 f"{vgg['width']} on {vgg['image']}x{vgg['image']}, group sizes "
                 f"{vgg['group_sizes']}.")
     t = s['training']
+    if config_path:
+        config = paper_setting(config_path)
+        return (f"{config.model} with GN group sizes {t['group_sizes']} trained on "
+                f'{config.dataset} for {config.epochs} epochs with {config_path} (SGD LR '
+                f'{config.lr}, batch {config.batch_size}), {len(seeds)} seeds.')
     return (f"vgg_cfg10 (width {t['width']}, GN group sizes {t['group_sizes']}) trained on "
             f"digits at {t['image']}x{t['image']} for {t['epochs']} epochs, SGD lr {t['lr']} "
             f"momentum {t['momentum']}, batch {t['batch']}, {len(seeds)} seeds.")
 
 
 def main(argv=None) -> int:
-    parser = OneLineErrorParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.build_parser(__doc__)
     parser.add_argument('experiment', nargs='?', default='all',
                         choices=('forward', 'informative', 'backward', 'training', 'all'),
                         help='which experiment (default: all, as scripts/reproduce.py runs it)')
-    parser.add_argument('--quick', action='store_true',
-                        help='CPU budget: all four in about 3.5 minutes on 2 cores')
-    parser.add_argument('--seeds', type=int, default=3, help='seeds (>= 2; default 3)')
-    parser.add_argument('--out', default='results', help='writes OUT/beyond_bn/results.json')
-    parser.add_argument('--data-dir', help='TFDS data dir for digits (training)')
-    args = parser.parse_args(argv)
-    if args.seeds < 2:
-        parser.error('--seeds must be >= 2 (the verdicts use standard errors)')
+    args = common.parse_args(__doc__, argv, parser=parser)
+    if args.config:
+        try:
+            paper_setting(args.config)
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(str(error))
     s, seeds = settings(args.quick), list(range(args.seeds))
     wanted = (('forward', 'informative', 'backward', 'training') if args.experiment == 'all'
               else (args.experiment,))
@@ -355,6 +389,8 @@ def main(argv=None) -> int:
         begun = time.perf_counter()
         if name == 'forward':
             measured = run_forward(s, seeds)
+        elif name == 'training' and args.config:
+            measured = run_paper_training(s, seeds, args, out_dir)
         elif name == 'training':
             measured = run_training(s, seeds, args.data_dir)
         else:
@@ -362,7 +398,7 @@ def main(argv=None) -> int:
             measured = rank_runs
         judged = report.VERDICTS[name](measured['records'])
         results['experiments'][name] = {
-            'claim': CLAIMS[name], 'ran': ran(name, s, seeds), 'quick': args.quick,
+            'claim': CLAIMS[name], 'ran': ran(name, s, seeds, args.config), 'quick': args.quick,
             'seeds': seeds, **judged,
             'setup': measured['setup'], 'records': measured['records'],
             'seconds': time.perf_counter() - begun}

@@ -139,3 +139,88 @@ def write_results(out_dir: str, *, paper: str, claim: str, ran: str, table: list
         print(f"{c['name']}: {'holds' if c['holds'] else 'does not hold'} ({c['rule']})")
     print(f'{seconds:.0f} s; results in {out_dir}')
     return path
+
+
+DIVERGED_KEYS = ('train_loss', 'train_accuracy', 'mean_logit_norm', 'test_loss',
+                 'test_accuracy', 'seconds')
+
+
+def fit_arms(config_path: str, arms: dict[str, dict], seeds: int, out_dir: str,
+             data_dir: str | None = None) -> dict[str, list[list[dict]]]:
+    """Train every (arm, seed) with :func:`jaxnorm.train.fit`; the per-epoch records.
+
+    Each run is config file ``config_path`` with the arm's overrides and ``seed`` on top, in
+    ``out_dir/runs/<arm>-seed<k>``: data parallel over every device, checkpointed each epoch,
+    and resumed (or skipped when finished) by the next invocation. A run whose loss became
+    NaN keeps its finite epochs and NaN for the rest.
+    """
+    from jaxnorm import metrics, train  # the quick modes do not need them
+    base = paper_config(config_path)
+    histories = {}
+    for arm, overrides in arms.items():
+        histories[arm] = []
+        for seed in range(seeds):
+            workdir = os.path.join(out_dir, 'runs', f'{arm}-seed{seed}')
+            extra = {'data_dir': data_dir} if data_dir else {}
+            config = config_lib.apply_overrides(
+                base, {**overrides, **extra, 'seed': seed, 'workdir': workdir},
+                source=f'{config_path} + arm {arm!r}')
+            try:
+                history = train.fit(config, resume=True).history
+            except train.NonFiniteLossError:  # a diverged run is a result: NaN from there on
+                history = metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+                history += [dict.fromkeys(DIVERGED_KEYS, float('nan')) | {'epoch': epoch}
+                            for epoch in range(len(history) + 1, config.epochs + 1)]
+            histories[arm].append(history)
+    return histories
+
+
+def paper_config(path: str):
+    """A ``scripts/train.py`` config file merged over the defaults (ValueError on bad keys)."""
+    return config_lib.load_config_file(path)
+
+
+def final_values(histories: dict[str, list[list[dict]]],
+                 key: str = 'test_accuracy') -> dict[str, np.ndarray]:
+    """Per arm, the last epoch's ``key`` of every seed."""
+    return {arm: np.array([runs[-1][key] for runs in per_seed])
+            for arm, per_seed in histories.items()}
+
+
+def epoch_seconds(histories: dict[str, list[list[dict]]]) -> dict[str, float]:
+    """Per arm, the median epoch wall time over seeds and epochs after the first (compiling)."""
+    return {arm: float(np.nanmedian([r['seconds'] for runs in per_seed for r in runs[1:]]
+                                    or [r['seconds'] for runs in per_seed for r in runs]))
+            for arm, per_seed in histories.items()}
+
+
+def arms_table(histories: dict[str, list[list[dict]]], labels: dict[str, str]) -> list[str]:
+    """Markdown rows: arm, final test accuracy % (mean ± std), epochs, seconds per epoch."""
+    accuracy, seconds = final_values(histories), epoch_seconds(histories)
+    rows = ['| arm | test accuracy % | epochs | s / epoch |', '|---|---|---|---|']
+    for arm, per_seed in histories.items():
+        rows.append(f'| {labels.get(arm, arm)} | {mean_std(accuracy[arm], 100)} | '
+                    f'{len(per_seed[0])} | {seconds[arm]:.1f} |')
+    return rows
+
+
+def plot_arms(histories: dict[str, list[list[dict]]], labels: dict[str, str], path: str,
+              title: str, key: str = 'test_accuracy') -> str:
+    """Mean ± std over seeds of ``key`` per epoch, one line per arm; returns ``path``."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for arm, per_seed in histories.items():
+        values = 100 * np.array([[r[key] for r in runs] for runs in per_seed])
+        epochs = np.arange(1, values.shape[1] + 1)
+        ax.plot(epochs, values.mean(0), label=labels.get(arm, arm))
+        ax.fill_between(epochs, values.mean(0) - values.std(0), values.mean(0) + values.std(0),
+                        alpha=0.2)
+    ax.set_xlabel('epoch'), ax.set_ylabel(f"{key.replace('_', ' ')} %")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

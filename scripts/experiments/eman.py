@@ -65,9 +65,15 @@ PAPER = ('Exponential Moving Average Normalization for Self-supervised and Semi-
 CLAIM = ('A FixMatch teacher that averages parameters and BN statistics with one momentum and '
          'runs in eval mode (EMAN) is more accurate than the standard EMA teacher whose BN uses '
          'batch statistics, and its pseudo-labels train a better student.')
-THRESHOLD, LAMBDA_U, MU = 0.7, 10.0, 5
-LR, WEIGHT_DECAY, TEACHER_MOMENTUM = 0.03, 5e-4, 0.98
-STEPS_QUICK = 240
+COMMON = {'dataset': 'digits', 'model': 'vgg_cfg10', 'model_kwargs': {'width': 0.25},
+          'threshold': 0.7, 'lambda_u': 10.0, 'mu': 5, 'lr': 0.03, 'weight_decay': 5e-4,
+          'teacher_momentum': 0.98}
+SETTINGS = {  # steps, evaluation interval, labeled batch (unlabeled: mu times it), fractions
+    'quick': {**COMMON, 'steps': 240, 'eval_every': 40, 'labeled_batch': 8,
+              'fractions': (0.1,)},
+    'full': {**COMMON, 'steps': 2000, 'eval_every': 100, 'labeled_batch': 16,
+             'fractions': (0.1, 0.01)},
+}
 ARMS = {'supervised': 'supervised only (λ_u = 0)', 'fixmatch': 'FixMatch (no teacher)',
         'ema': 'EMA-BN teacher', 'eman': 'EMAN teacher'}
 TEACHER_ARMS = ('supervised', 'ema', 'eman')  # one vmapped program (same batch shapes)
@@ -104,10 +110,10 @@ def augment_batch(fn, key, images):
     return jax.vmap(fn)(jax.random.split(key, images.shape[0]), images)
 
 
-def pseudo_labels(logits, true_labels):
+def pseudo_labels(logits, true_labels, threshold):
     """Argmax pseudo-labels, the confidence mask, the mask rate and the confident ones' accuracy."""
     probs = jax.nn.softmax(jax.lax.stop_gradient(logits))
-    pseudo, confident = probs.argmax(-1), (probs.max(-1) >= THRESHOLD).astype(jnp.float32)
+    pseudo, confident = probs.argmax(-1), (probs.max(-1) >= threshold).astype(jnp.float32)
     precision = (jnp.sum(confident * (pseudo == true_labels))
                  / jnp.maximum(confident.sum(), 1.0))
     return pseudo, confident, jnp.stack([confident.mean(), precision])
@@ -123,12 +129,12 @@ class FixMatch:
     """
 
     def __init__(self, self_labeled, model, train_x, train_y, test_x, test_y, steps,
-                 eval_every, labeled_batch):
-        self.self_labeled, self.model, self.steps = self_labeled, model, steps
+                 eval_every, labeled_batch, hp):
+        self.self_labeled, self.model, self.steps, self.hp = self_labeled, model, steps, hp
         self.eval_every, self.labeled_batch = eval_every, labeled_batch
         self.train_x, self.train_y, self.test_x, self.test_y = train_x, train_y, test_x, test_y
-        self.tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
-                              optax.sgd(optax.cosine_decay_schedule(LR, steps), 0.9,
+        self.tx = optax.chain(optax.add_decayed_weights(hp['weight_decay']),
+                              optax.sgd(optax.cosine_decay_schedule(hp['lr'], steps), 0.9,
                                         nesterov=True))
 
     def student(self, params, stats, x):
@@ -142,14 +148,14 @@ class FixMatch:
         if self.self_labeled:
             logits, stats = self.student(params, stats, jnp.concatenate([xl, xw, xs]))
             logits_w, logits_s = logits[n:n + len(xw)], logits[n + len(xw):]
-            lambda_u = LAMBDA_U
+            lambda_u = self.hp['lambda_u']
         else:
             logits_w = jnp.where(lane['is_eman'],
                                  eman.apply_teacher(self.model.apply, teacher, xw, kind='eman'),
                                  eman.apply_teacher(self.model.apply, teacher, xw, kind='ema'))
             logits, stats = self.student(params, stats, jnp.concatenate([xl, xs]))
             logits_s, lambda_u = logits[n:], lane['lambda_u']
-        pseudo, confident, pl_stats = pseudo_labels(logits_w, yu)
+        pseudo, confident, pl_stats = pseudo_labels(logits_w, yu, self.hp['threshold'])
         loss_u = jnp.mean(confident * ce(logits_s, pseudo))
         return ce(logits[:n], yl).mean() + lambda_u * loss_u, (stats, pl_stats)
 
@@ -194,7 +200,7 @@ class FixMatch:
             k_l, k_u, k_w, k_s, k_ls = jax.random.split(jax.random.fold_in(key, k), 5)
             li = labeled_idx[jax.random.randint(k_l, (self.labeled_batch,), 0,
                                                  labeled_idx.shape[0])]
-            ui = unlabeled_idx[jax.random.randint(k_u, (MU * self.labeled_batch,), 0,
+            ui = unlabeled_idx[jax.random.randint(k_u, (self.hp['mu'] * self.labeled_batch,), 0,
                                                   unlabeled_idx.shape[0])]
             xl = augment_batch(weak_augment, k_ls, self.train_x[li])
             xw = augment_batch(weak_augment, k_w, self.train_x[ui])
@@ -204,7 +210,8 @@ class FixMatch:
             updates, opt_state = self.tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             if not self.self_labeled:
-                update = partial(eman.update, teacher, params, stats, TEACHER_MOMENTUM)
+                update = partial(eman.update, teacher, params, stats,
+                                 self.hp['teacher_momentum'])
                 teacher = jax.tree.map(partial(jnp.where, lane['is_eman']),
                                        update(average_stats=True), update(average_stats=False))
             return (params, stats, teacher, opt_state), pl_stats
@@ -243,11 +250,11 @@ def run_fraction(fraction, seeds, setup, train_ds):
     for arms in (TEACHER_ARMS, ('fixmatch',)):
         lanes = {'seed': np.tile(seeds, len(arms)),
                  'is_eman': np.repeat([arm == 'eman' for arm in arms], len(seeds)),
-                 'lambda_u': np.repeat([0.0 if arm == 'supervised' else LAMBDA_U
+                 'lambda_u': np.repeat([0.0 if arm == 'supervised' else setup['hp']['lambda_u']
                                         for arm in arms], len(seeds)).astype(np.float32)}
         method = FixMatch(arms == ('fixmatch',), **setup)
-        evals, pl_stats, gap = jax.jit(jax.vmap(method.run))(
-            lanes, np.tile(labeled, (len(arms), 1)), np.tile(unlabeled, (len(arms), 1)))
+        evals, pl_stats, gap = jax.jit(jax.vmap(method.run))(*common.spread_runs((
+            lanes, np.tile(labeled, (len(arms), 1)), np.tile(unlabeled, (len(arms), 1)))))
         gap = np.asarray(gap).reshape(len(arms), len(seeds))
         evals = np.asarray(evals).reshape(len(arms), len(seeds), *evals.shape[1:])
         pl_stats = np.asarray(pl_stats).reshape(len(arms), len(seeds), *pl_stats.shape[1:])
@@ -292,30 +299,41 @@ def plot_fraction(axes, fraction, res, steps, eval_every, n_seeds):
                          label=f'{arm} mask rate')
             axes[1].plot(x[1:], 100 * r['pseudo_label_accuracy'].mean(0), '-', color=color,
                          label=f'{arm} confident pseudo-label acc')
-    axes[0].set(title=f'FixMatch on digits, {fraction:.0%} labels ({n_seeds} seeds)',
+    axes[0].set(title=f'FixMatch, {fraction:.0%} labels ({n_seeds} seeds)',
                 xlabel='step', ylabel='test accuracy (%)')
     axes[1].set(title='pseudo-labels (block means)', xlabel='step', ylabel='%')
     for ax in axes:
         ax.legend(fontsize=7)
 
 
+def paper_setting(path: str) -> dict:
+    """The full setting with config file ``path``'s keys in place (ValueError on unknown
+    keys)."""
+    return common.override_setting(SETTINGS['full'], path)
+
+
 def main(argv=None):
-    args = common.parse_args(__doc__, argv)
+    parser = common.build_parser(__doc__)
+    args = common.parse_args(__doc__, argv, parser=parser)
     started = time.perf_counter()
+    try:
+        hp = (paper_setting(args.config) if args.config
+              else SETTINGS['quick' if args.quick else 'full'])
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     out_dir = common.output_dir(args, NAME)
-    train_ds = data.load('digits', 'train', data_dir=args.data_dir)
-    test_ds = data.load('digits', 'test', data_dir=args.data_dir)
+    train_ds = data.load(hp['dataset'], 'train', data_dir=args.data_dir)
+    test_ds = data.load(hp['dataset'], 'test', data_dir=args.data_dir)
     mean, std = train_ds.channel_stats()
-    model = models.get_model('vgg_cfg10', norm='bn', num_classes=train_ds.num_classes,
-                             width=0.25)
-    steps, eval_every, labeled_batch = ((STEPS_QUICK, STEPS_QUICK // 6, 8) if args.quick
-                                        else (2000, 100, 16))
+    model = models.get_model(hp['model'], norm='bn', num_classes=train_ds.num_classes,
+                             **hp['model_kwargs'])
+    steps, eval_every, labeled_batch = hp['steps'], hp['eval_every'], hp['labeled_batch']
     setup = dict(model=model, train_x=jnp.asarray((train_ds.images - mean) / std, jnp.float32),
                  train_y=jnp.asarray(train_ds.labels),
                  test_x=jnp.asarray((test_ds.images - mean) / std, jnp.float32),
                  test_y=jnp.asarray(test_ds.labels), steps=steps, eval_every=eval_every,
-                 labeled_batch=labeled_batch)
-    fractions = (0.1,) if args.quick else (0.1, 0.01)
+                 labeled_batch=labeled_batch, hp=hp)
+    fractions = hp['fractions']
     seeds = np.arange(args.seeds)
     rows = ['| labels | arm | student acc (%) | teacher acc (%) | teacher − student | '
             'mask rate (%) | confident pseudo-label acc (%) |', '|---|---|---|---|---|---|---|']
@@ -344,14 +362,17 @@ def main(argv=None):
         common.check('student', 'EMAN student accuracy >= EMA-BN student accuracy (mean over '
                      'seeds, last evaluation, 10 % labels)',
                      final['eman']['student'] >= final['ema']['student'])]
-    ran = (f"FixMatch, vgg_cfg10 width 0.25 + BN, digits, {', '.join(f'{f:.0%}' for f in fractions)}"
-           f' labels, {steps} steps (labeled batch {labeled_batch}, μ={MU}, τ={THRESHOLD}, '
-           f'λ_u={LAMBDA_U}, teacher m={TEACHER_MOMENTUM}), {len(seeds)} seeds; arms: '
+    widths = ', '.join(f'{k} {v}' for k, v in hp['model_kwargs'].items())
+    ran = (f"FixMatch, {hp['model']} {widths} + BN, {hp['dataset']}, "
+           f"{', '.join(f'{f:.0%}' for f in fractions)} labels, {steps} steps (labeled batch "
+           f"{labeled_batch}, μ={hp['mu']}, τ={hp['threshold']}, λ_u={hp['lambda_u']}, teacher "
+           f"m={hp['teacher_momentum']}), {len(seeds)} seeds; arms: "
            'supervised only = the same pipeline with λ_u = 0 (reference); stock FixMatch = no '
            'teacher, student forwards concat(labeled, weak, strong) and labels the strong '
            'images from its own stop-gradient weak predictions (reference, the paper\'s '
            'baseline); EMA-BN = teacher with EMA params and batch-mode BN; EMAN = teacher with '
-           'EMA params and BN statistics, eval mode. Accuracies are on the 360 test digits; '
+           f'EMA params and BN statistics, eval mode. Accuracies are on the {len(test_ds.labels)} '
+           'test images; '
            'mask rate and confident pseudo-label accuracy are means over the last '
            f'{eval_every} steps; every teacher matched its student at step 0 (verified).')
     common.write_results(out_dir, paper=PAPER, claim=CLAIM, ran=ran, table=rows, checks=checks,

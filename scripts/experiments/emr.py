@@ -32,7 +32,6 @@ The full run repeats the three checks on permuted digits (named with that suffix
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -48,7 +47,13 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 from jaxnorm import continual as cl  # noqa: E402
+from jaxnorm.cli import config_file_defaults  # noqa: E402
 from jaxnorm.data import continual as dc  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 NAME = 'emr'
 PAPER = 'Lubana, Trivedi, Koutra, Dick, arXiv:2102.02805 (CoLLAs 2022)'
@@ -71,23 +76,24 @@ def metrics(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return acc, forg
 
 
-def run_benchmark(bench, epochs: int, seeds: list[int]) -> dict:
-    """Every method's accuracy matrices, (LR, seed, T, T) after choosing QR's λ."""
+def run_benchmark(bench, schedule: dict, lrs, seeds: list[int]) -> dict:
+    """Every method's accuracy matrices, (LR, seed, T, T) after choosing QR's λ; ``schedule``
+    holds the :class:`jaxnorm.continual.Setup` fields other than method and importance."""
     out = {}
-    base = cl.run_grid(cl.Setup(method='finetune', epochs=epochs), bench, LRS, [0.0], seeds)
+    base = cl.run_grid(cl.Setup(method='finetune', **schedule), bench, lrs, [0.0], seeds)
     out['finetune'] = {'matrices': base[:, 0]}
     for importance in IMPORTANCES:
-        emr = cl.run_grid(cl.Setup(method='emr', importance=importance, epochs=epochs),
-                          bench, LRS, [0.0], seeds)
+        emr = cl.run_grid(cl.Setup(method='emr', importance=importance, **schedule),
+                          bench, lrs, [0.0], seeds)
         out[f'emr-{importance}'] = {'matrices': emr[:, 0]}
-        qr = cl.run_grid(cl.Setup(method='quadratic', importance=importance, epochs=epochs),
-                         bench, LRS, STRENGTHS, seeds)
+        qr = cl.run_grid(cl.Setup(method='quadratic', importance=importance, **schedule),
+                         bench, lrs, STRENGTHS, seeds)
         acc, _ = metrics(qr)  # (LR, λ, seed)
         mean = np.nan_to_num(acc.mean(-1), nan=-1.0)
         best = mean.argmax(1)  # per LR
         fixed = int(mean.mean(0).argmax())  # one λ for every LR
         out[f'qr-{importance}'] = {
-            'matrices': qr[np.arange(len(LRS)), best],
+            'matrices': qr[np.arange(len(lrs)), best],
             'best_strength': [STRENGTHS[b] for b in best],
             'fixed_strength': STRENGTHS[fixed],
             'fixed_matrices': qr[:, fixed],
@@ -105,13 +111,13 @@ def mean_std(values) -> str:
     return f'{values.mean():.1f} ± {std:.1f}'
 
 
-def table(results: dict, bench_name: str) -> list[str]:
-    head = ' | '.join(f'acc % (lr {lr}) | forg % (lr {lr})' for lr in LRS)
+def table(results: dict, bench_name: str, lrs) -> list[str]:
+    head = ' | '.join(f'acc % (lr {lr}) | forg % (lr {lr})' for lr in lrs)
     rows = [f'**{bench_name}** (mean ± std over seeds)', '',
-            f'| method | {head} | λ per lr |', '|---' * (2 * len(LRS) + 2) + '|']
+            f'| method | {head} | λ per lr |', '|---' * (2 * len(lrs) + 2) + '|']
     for name, entry in results.items():
         cells = ' | '.join(f"{mean_std(entry['accuracy'][i])} | "
-                           f"{mean_std(entry['forgetting'][i])}" for i in range(len(LRS)))
+                           f"{mean_std(entry['forgetting'][i])}" for i in range(len(lrs)))
         lam = ', '.join(f'{s:g}' for s in entry.get('best_strength', [])) or '-'
         rows.append(f'| {name} | {cells} | {lam} |')
     return rows
@@ -181,7 +187,7 @@ def plot_matrices(results: dict, path: str, lr_index: int, title: str) -> str:
     return path
 
 
-def plot_lr(results: dict, path: str, title: str) -> str:
+def plot_lr(results: dict, path: str, title: str, lrs) -> str:
     fig, (ax_acc, ax_forg) = plt.subplots(1, 2, figsize=(10, 3.8))
     colors = dict(zip(IMPORTANCES, ('C0', 'C1', 'C2', 'C3')))
     for name, entry in results.items():
@@ -190,7 +196,7 @@ def plot_lr(results: dict, path: str, title: str) -> str:
                  ('--' if method == 'qr' else ':'), 'marker': 'o', 'capsize': 2}
         for ax, key in ((ax_acc, 'accuracy'), (ax_forg, 'forgetting')):
             values = 100 * entry[key]
-            ax.errorbar(LRS, values.mean(-1), values.std(-1, ddof=1), label=name, **style)
+            ax.errorbar(lrs, values.mean(-1), values.std(-1, ddof=1), label=name, **style)
     for ax, label in ((ax_acc, 'average accuracy %'), (ax_forg, 'average forgetting %')):
         ax.set_xscale('log'), ax.set_xlabel('learning rate'), ax.set_ylabel(label)
     ax_acc.legend(fontsize=7, ncol=3)
@@ -201,43 +207,71 @@ def plot_lr(results: dict, path: str, title: str) -> str:
     return path
 
 
+def paper_setting(path: str) -> dict:
+    """What ``--config path`` runs: a ``scripts/continual.py`` config read with that script's
+    flags (its benchmark, model, epochs, batch size, momentum and LR grid; the method and
+    importance keys are ignored, the experiment runs every pair). ValueError on bad keys."""
+    sys.path.insert(0, os.path.join(REPO, 'scripts'))
+    try:
+        import continual as continual_script
+    finally:
+        sys.path.pop(0)
+    parser = continual_script.build_parser()
+    parser.exit = parser.error = _raise_value_error
+    config_file_defaults(parser, ['--config', path])
+    args = parser.parse_args(['--config', path])
+    model = args.model or ('cnn' if args.benchmark == 'cifar100_superclass' else 'mlp')
+    schedule = {'epochs': args.epochs, 'batch_size': args.batch_size,
+                'momentum': args.momentum, 'model': model}
+    cl.Setup(**schedule)  # validates
+    return {'benchmark': args.benchmark, 'schedule': schedule, 'lrs': tuple(args.lr)}
+
+
+def _raise_value_error(message='', *_):
+    raise ValueError(message)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--quick', action='store_true', help='CPU budget (split digits only)')
-    parser.add_argument('--seeds', type=int, default=3, help='seeds per configuration (>= 2)')
-    parser.add_argument('--out', default='results', help=f'writes OUT/{NAME}/results.json')
-    parser.add_argument('--data-dir', help='TFDS data dir for digits')
-    args = parser.parse_args(argv)
-    if args.seeds < 2:
-        parser.error('--seeds must be >= 2 (the table reports a standard deviation)')
+    parser = common.build_parser(__doc__)
+    args = common.parse_args(__doc__, argv, parser=parser)
     started = time.perf_counter()
-    out_dir = os.path.join(args.out, NAME)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = common.output_dir(args, NAME)
     seeds = list(range(args.seeds))
-    epochs = 1 if args.quick else 3
-    benches = ['split_digits'] + ([] if args.quick else ['permuted_digits'])
+    if args.config:
+        try:
+            paper = paper_setting(args.config)
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(str(error))
+        benches, schedule, lrs = [paper['benchmark']], paper['schedule'], paper['lrs']
+    else:
+        schedule = {'epochs': 1 if args.quick else 3}
+        benches = ['split_digits'] + ([] if args.quick else ['permuted_digits'])
+        lrs = LRS
+    epochs, setup = schedule['epochs'], cl.Setup(**schedule)
+    network = 'MLP 64-128-128' if not args.config else f'{setup.model} (hidden {setup.hidden})'
     all_results, rows, figures, check_list, summaries = {}, [], [], None, {}
     for bench_name in benches:
         bench = dc.load_benchmark(bench_name, data_dir=args.data_dir)
-        results = run_benchmark(bench, epochs, seeds)
+        results = run_benchmark(bench, schedule, lrs, seeds)
         all_results[bench_name] = results
-        rows += table(results, bench_name) + ['']
+        rows += table(results, bench_name, lrs) + ['']
         found, summaries[bench_name] = checks(results)
         if check_list is None:  # split digits first: the issue's setting
             check_list = found
         else:
             check_list += [dict(c, name=f"{c['name']} ({bench_name})") for c in found]
         tag = '' if bench_name == 'split_digits' else f'_{bench_name}'
-        title = (f'{bench_name}: MLP 64-128-128, SGD-m 0.9, batch 10, {epochs} epoch(s)/task, '
+        title = (f'{bench_name}: {network}, SGD-m {setup.momentum}, batch {setup.batch_size}, '
+                 f'{epochs} epoch(s)/task, '
                  f'{args.seeds} seeds')
         figures.append(plot_matrices(results, os.path.join(out_dir, f'emr_matrices{tag}.png'),
-                                     0, f'{title}; accuracy matrix at lr {LRS[0]}'))
-        figures.append(plot_lr(results, os.path.join(out_dir, f'emr_lr{tag}.png'), title))
-    ran = (f"{' and '.join(benches)} (5 tasks), task-incremental with per-task heads, MLP "
-           f'64-128-128, SGD momentum 0.9, batch 10, {epochs} epoch(s) per task; '
+                                     0, f'{title}; accuracy matrix at lr {lrs[0]}'))
+        figures.append(plot_lr(results, os.path.join(out_dir, f'emr_lr{tag}.png'), title, lrs))
+    ran = (f"{' and '.join(benches)} ({len(bench.tasks)} tasks), task-incremental with per-task "
+           f'heads, {network}, SGD momentum {setup.momentum}, batch {setup.batch_size}, '
+           f'{epochs} epoch(s) per task; '
            f'{{EWC, MAS, SI, RWalk}} x {{QR at its best λ of 1e-8..1e4 per LR, EMR}} and '
-           f'fine-tuning, at LR {list(LRS)}, {args.seeds} seeds.')
+           f'fine-tuning, at LR {list(lrs)}, {args.seeds} seeds.')
 
     def serial(entry):
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
@@ -245,7 +279,7 @@ def main(argv=None) -> int:
         'paper': PAPER, 'claim': CLAIM, 'ran': ran, 'table': rows, 'checks': check_list,
         'figures': [os.path.basename(f) for f in figures], 'summary': summaries,
         'setup': {'quick': args.quick, 'seeds': args.seeds, 'epochs': epochs,
-                  'lrs': list(LRS), 'strengths': list(STRENGTHS), 'benchmarks': benches},
+                  'lrs': list(lrs), 'schedule': schedule, 'strengths': list(STRENGTHS), 'benchmarks': benches},
         'runs': {b: {name: serial(e) for name, e in r.items()} for b, r in all_results.items()},
         'seconds': time.perf_counter() - started}
     with open(os.path.join(out_dir, 'results.json'), 'w') as f:

@@ -39,10 +39,14 @@ Verdict rules (per-seed paired differences d, SE = sd(d) / sqrt(seeds)):
 
     python scripts/experiments/flow_pruning.py --quick --out results   # ~4 min, 2 CPU cores
     python scripts/experiments/flow_pruning.py --seeds 5 --out results  # 25 rounds, width 1
+    python scripts/experiments/flow_pruning.py --config scripts/configs/flow_pruning.py  # paper
+
+``--config`` takes a ``scripts/prune.py`` config (PruneSettings fields; the paper's VGG-13 on
+CIFAR-10 in ``scripts/configs/flow_pruning.py``); ``jaxnorm.pruning`` trains data parallel over
+every device.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -54,8 +58,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import numpy as np  # noqa: E402
 
-from jaxnorm import pruning, pruning_report  # noqa: E402
+from jaxnorm import config as config_lib, pruning, pruning_report  # noqa: E402
 from jaxnorm.pruning_report import by_measure, mean_and_std  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 NAME = 'flow_pruning'
 CLAIM = ('Pruning early in training (Lubana & Dick): magnitude-pruned models converge faster '
@@ -165,26 +172,35 @@ def table(diag: dict) -> list[str]:
     return rows
 
 
+def paper_setting(path: str) -> pruning.PruneSettings:
+    """The settings of ``--config path`` (a ``scripts/prune.py`` config: PruneSettings fields),
+    checked; ValueError on unknown fields or bad values."""
+    values = config_lib.read_config_file(path)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(pruning.PruneSettings)})
+    if unknown:
+        raise ValueError(f'{path}: unknown setting(s) {unknown}; valid: PruneSettings fields')
+    settings_ = pruning.PruneSettings(**values)
+    settings_.check()
+    return settings_
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--quick', action='store_true', help='CPU budget (about 4 minutes)')
-    parser.add_argument('--seeds', type=int, default=3, help='seeds per measure (>= 2)')
-    parser.add_argument('--out', default='results', help=f'writes OUT/{NAME}/results.json')
-    parser.add_argument('--data-dir', help='TFDS data dir for digits')
-    args = parser.parse_args(argv)
-    if args.seeds < 2:
-        parser.error('--seeds must be >= 2 (the verdicts use a standard error)')
+    parser = common.build_parser(__doc__)
+    args = common.parse_args(__doc__, argv, parser=parser)
     started = time.perf_counter()
-    s = dataclasses.replace(settings(args.quick), data_dir=args.data_dir)
+    try:
+        base = paper_setting(args.config) if args.config else settings(args.quick)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
+    s = dataclasses.replace(base, data_dir=args.data_dir)
     runner, records = pruning.run_all(s, MEASURES, list(range(args.seeds)), description=NAME)
     out_dir = os.path.join(args.out, NAME)
     judged, diag = verdicts(records), diagnostics(records)
     plots = pruning_report.write_plots(
-        records, out_dir, NAME, f'vgg_cfg10 (width {s.model_kwargs["width"]}) / BN on digits: '
+        records, out_dir, NAME, f'{s.model} ({s.model_kwargs}) / BN on {s.dataset}: '
         f'{100 * s.target:.0f} % of filters pruned in {s.rounds} one-epoch rounds, '
         f'{args.seeds} seeds')
-    ran = (f"vgg_cfg10 (width {s.model_kwargs['width']}) with BatchNorm on digits: "
+    ran = (f'{s.model} ({s.model_kwargs}) with BatchNorm on {s.dataset}: '
            f'{100 * s.target:.0f} % of the filters removed in {s.rounds} one-epoch rounds from '
            f'initialization by each of {len(MEASURES) - 1} measures (global ranking), then '
            f'{s.finetune_epochs} epochs of fine-tuning; dense baseline; {args.seeds} seeds.')

@@ -28,13 +28,21 @@ a difference of means):
 
     python scripts/experiments/lawn.py --quick --out results   # 2.5 minutes on 2 CPU cores
     python scripts/experiments/lawn.py --seeds 5 --out results  # full grid: meant for a GPU
+    python scripts/experiments/lawn.py --config scripts/configs/lawn.py --out results  # paper
+
+With ``--config`` (a ``scripts/train.py`` config with LAWN on: Adam-LAWN on VGG-13, CIFAR-10,
+batch 2048 in ``scripts/configs/lawn.py``) the file's optimizer trains with and without LAWN
+(``lawn_free_epochs=None``) through ``jaxnorm.train.fit`` (every device, checkpointed,
+resumed), each seed shared by both arms. Checks from fit's per-epoch records: every
+constrained norm constant (1e-4 relative) over the epochs after the switch; final mean logit
+norm lower and final train loss higher with LAWN; LAWN's accuracy gain > 2 SE (the paper's
+large-batch claim).
 
 The full grid adds the ResNet at every optimizer and at full batch, which costs about 0.2 s
 per full-batch step per seed on a CPU core (hours in all); it was not run here.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -53,6 +61,7 @@ import optim  # noqa: E402
 from jaxnorm import config as config_lib, data, homogeneous, models, optimizers, train  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 from lawn_report import (SWEEP_CELL, accuracy_table, mean, plot,  # noqa: E402
                          verdicts)
 
@@ -255,16 +264,61 @@ def curve(result: dict) -> dict:
             **{k: [mean(point[k]) for point in result['history']] for k in keys}}
 
 
+def paper_setting(path: str):
+    """The train config ``--config path`` runs (ValueError on bad keys, or without LAWN)."""
+    config = common.paper_config(path)
+    if config.lawn_free_epochs is None:
+        raise ValueError(f'{path} sets no lawn_free_epochs: the LAWN arm would equal the '
+                         'plain one')
+    return config
+
+
+def paper_scale(args, out_dir: str, started: float) -> int:
+    config = paper_setting(args.config)
+    labels = {'plain': config.optimizer, 'lawn': f'{config.optimizer}-LAWN'}
+    histories = common.fit_arms(args.config, {'plain': {'lawn_free_epochs': None}, 'lawn': {}},
+                                args.seeds, out_dir, args.data_dir)
+    final = {key: common.final_values(histories, key)
+             for key in ('test_accuracy', 'train_loss', 'mean_logit_norm')}
+    drift = max(abs(n / runs[-1]['lawn_weight_norms'][path] - 1)
+                for runs in histories['lawn']
+                for r in runs if r['epoch'] > config.lawn_free_epochs
+                for path, n in r['lawn_weight_norms'].items())
+    gain = final['test_accuracy']['lawn'] - final['test_accuracy']['plain']
+    se = gain.std(ddof=1) / np.sqrt(len(gain))
+    rows = common.arms_table(histories, labels) + [
+        '', f"final mean logit norm: plain {common.mean_std(final['mean_logit_norm']['plain'])}"
+        f", LAWN {common.mean_std(final['mean_logit_norm']['lawn'])}; final train loss: plain "
+        f"{common.mean_std(final['train_loss']['plain'], digits=4)}, LAWN "
+        f"{common.mean_std(final['train_loss']['lawn'], digits=4)}; largest relative norm "
+        f'drift after the switch {drift:.1e}']
+    checks = [
+        common.check('norms constant', 'every constrained norm within 1e-4 relative of its '
+                     'final value at every epoch after the switch', drift <= 1e-4),
+        common.check('logits attenuated', 'final mean train-logit norm lower with LAWN',
+                     final['mean_logit_norm']['lawn'].mean()
+                     < final['mean_logit_norm']['plain'].mean()),
+        common.check('loss floor higher', 'final train loss higher with LAWN',
+                     final['train_loss']['lawn'].mean() > final['train_loss']['plain'].mean()),
+        common.check('better at large batch', f'paired accuracy gain > 2 SE at batch '
+                     f'{config.batch_size}', gain.mean() > 2 * se)]
+    ran = (f'{config.dataset}, {config.model}/{config.norm}, {config.optimizer} LR {config.lr} '
+           f'({config.schedule}, {config.warmup_epochs} warmup epochs), batch '
+           f'{config.batch_size}, {config.epochs} epochs, wd {config.weight_decay}; LAWN free '
+           f'for {config.lawn_free_epochs} epochs on {config.lawn_mask or "the default mask"}; '
+           f'{args.seeds} seeds, paired; from {args.config}')
+    figure = common.plot_arms(histories, labels, os.path.join(out_dir, 'lawn_accuracy.png'),
+                              f'LAWN: {config.dataset}, {config.model}, batch {config.batch_size}')
+    common.write_results(out_dir, paper='LAWN, arXiv:2108.05839', claim=CLAIM, ran=ran,
+                         table=rows, checks=checks, figures=[figure], started=started,
+                         config=config.to_dict(), runs=final)
+    return 0
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--quick', action='store_true', help='CPU budget (about 2.5 minutes)')
-    parser.add_argument('--seeds', type=int, default=3, help='seeds per run (>= 2)')
-    parser.add_argument('--out', default='results', help='writes OUT/lawn/results.json + PNGs')
-    parser.add_argument('--data-dir', help='TFDS data dir for digits')
-    args = parser.parse_args(argv)
-    if args.seeds < 2:
-        parser.error('--seeds must be >= 2 (the verdicts use a standard error)')
+    args = common.parse_args(__doc__, argv)
+    if args.config:
+        return paper_scale(args, common.output_dir(args, 'lawn'), time.perf_counter())
     s, seeds = settings(args.quick), list(range(args.seeds))
     started = time.perf_counter()
     digits = Digits(args.data_dir)

@@ -23,6 +23,13 @@ Checks (fixed before running):
   * init cosine at layer 20: none > mimic and |mimic - bn| < |none - bn|.
 
     python scripts/experiments/mimicnorm.py --quick --out results
+    python scripts/experiments/mimicnorm.py --config scripts/configs/mimicnorm.py --out results
+
+With ``--config`` (a ``scripts/train.py`` config: the paper's ResNet-18 on CIFAR-100 in
+``scripts/configs/mimicnorm.py``) the BN and MimicNorm arms train through
+``jaxnorm.train.fit`` (every device, checkpointed, resumed; the file's norm is replaced by
+``bn`` / ``mimic``); the memory check compiles the train step of the file's model at its batch
+size and 32x32x3, and the init-cosine check is the quick one.
 """
 from __future__ import annotations
 
@@ -129,12 +136,7 @@ def memory_and_time(quick: bool, repeats: int) -> dict:
     for name in MODELS:
         for norm in NORMS:
             model = build(name, norm, 1.0)
-            shapes = jax.eval_shape(lambda: _step_inputs(model, norm, MEMORY_BATCH, MEMORY_SIZE))
-            compiled = jax.jit(make_step(model, make_tx(norm, 1))).lower(*shapes).compile()
-            mem = compiled.memory_analysis()
-            out[name, norm] = {'temp': mem.temp_size_in_bytes,
-                               'argument': mem.argument_size_in_bytes,
-                               'output': mem.output_size_in_bytes}
+            out[name, norm], compiled = step_memory(model, norm, MEMORY_BATCH, MEMORY_SIZE)
             if quick:
                 continue
             args = _step_inputs(model, norm, MEMORY_BATCH, MEMORY_SIZE)
@@ -145,6 +147,16 @@ def memory_and_time(quick: bool, repeats: int) -> dict:
         for key, ms in bench_timing.median_times(calls, repeats=repeats, warmup=1).items():
             out[key]['ms'] = ms
     return out
+
+
+def step_memory(model, norm: str, batch: int, size: int) -> tuple[dict, object]:
+    """XLA's temp / argument / output bytes of the compiled train step, and the compiled
+    step; compiled, never run."""
+    shapes = jax.eval_shape(lambda: _step_inputs(model, norm, batch, size))
+    compiled = jax.jit(make_step(model, make_tx(norm, 1))).lower(*shapes).compile()
+    mem = compiled.memory_analysis()
+    return {'temp': mem.temp_size_in_bytes, 'argument': mem.argument_size_in_bytes,
+            'output': mem.output_size_in_bytes}, compiled
 
 
 def _step_inputs(model, norm, batch, size):
@@ -197,10 +209,53 @@ def plot(acc: dict, memory: dict, path: str) -> None:
     plt.close(fig)
 
 
+def paper_setting(path: str):
+    """The train config ``--config path`` runs (ValueError on bad keys or values)."""
+    return common.paper_config(path)
+
+
+def paper_scale(args, out_dir: str, started: float) -> None:
+    config = paper_setting(args.config)
+    arms = {'bn': {'norm': 'bn'}, 'mimic': {'norm': 'mimic'}}
+    labels = {'bn': 'BN', 'mimic': 'MimicNorm'}
+    histories = common.fit_arms(args.config, arms, args.seeds, out_dir, args.data_dir)
+    acc = common.final_values(histories)
+    classes = data.load(config.dataset, 'test', data_dir=args.data_dir).num_classes
+    memory = {norm: step_memory(get_model(config.model, norm=norm, num_classes=classes,
+                                          **dict(config.model_kwargs or {})),
+                                norm, config.batch_size, MEMORY_SIZE)[0] for norm in arms}
+    total = {norm: sum(m.values()) for norm, m in memory.items()}
+    cosine = init_cosine(list(range(args.seeds)))
+    cos = {n: cosine[n].mean() for n in NORMS}
+    rows = common.arms_table(histories, labels) + [
+        '', f'train-step temp+argument+output at batch {config.batch_size}, 32x32x3: BN '
+        f"{total['bn'] / 2 ** 20:.0f} MiB, MimicNorm {total['mimic'] / 2 ** 20:.0f} MiB; init "
+        'cosine at layer 20: ' + ', '.join(f'{n} {common.mean_std(cosine[n], 1, 3)}'
+                                            for n in NORMS)]
+    checks = [
+        common.check(f'accuracy {config.model}', 'MimicNorm mean test accuracy within 1.5 '
+                     'points of BN', abs(acc['mimic'].mean() - acc['bn'].mean()) <= 0.015),
+        common.check(f'memory {config.model}', 'MimicNorm train-step temp+argument+output '
+                     'bytes below BN', total['mimic'] < total['bn']),
+        common.check('init cosine', 'at layer 20: cos(none) > cos(mimic) and |mimic - bn| < '
+                     '|none - bn|', cos['none'] > cos['mimic']
+                     and abs(cos['mimic'] - cos['bn']) < abs(cos['none'] - cos['bn']))]
+    ran = (f'{config.dataset}, {config.model}, {config.epochs} epochs, {config.optimizer} LR '
+           f'{config.lr} ({config.schedule}), batch {config.batch_size}, wd '
+           f'{config.weight_decay}; BN vs MimicNorm, {args.seeds} seeds; from {args.config}')
+    figure = common.plot_arms(histories, labels, os.path.join(out_dir, 'mimicnorm.png'),
+                              f'MimicNorm vs BN: {config.dataset}, {config.model}')
+    common.write_results(out_dir, paper=PAPER, claim=CLAIM, ran=ran, table=rows, checks=checks,
+                         figures=[figure], started=started, config=config.to_dict(),
+                         runs={'accuracy': acc, 'memory_bytes': memory, 'init_cosine': cosine})
+
+
 def main(argv=None) -> None:
     started = time.perf_counter()
     args = common.parse_args(__doc__, argv)
     out_dir = common.output_dir(args, NAME)
+    if args.config:
+        return paper_scale(args, out_dir, started)
     seeds = list(range(args.seeds))
     epochs = 2 if args.quick else 4
     datasets = {split: data.load('digits', split, data_dir=args.data_dir)

@@ -49,6 +49,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+import scipy.stats  # noqa: E402
 
 import common  # noqa: E402
 import optim  # noqa: E402
@@ -64,7 +65,12 @@ CLAIM = ('Regularizing filters toward orthonormality makes the sum of individual
 WIDTHS = (16, 32, 64)
 LEVELS = (0.25, 0.5, 0.75)
 METHODS = ('orthoreg', 'fisher', 'bn_scale')
-KAPPA, WEIGHT_DECAY, LR, BATCH = 1e-2, 1e-4, 0.05, 64
+COMMON = {'dataset': 'digits', 'kappa': 1e-2, 'weight_decay': 1e-4, 'lr': 0.05, 'batch': 64}
+SETTINGS = {  # epochs of the dense phase and of fine-tuning, groups per layer, scoring images
+    'quick': {**COMMON, 'dense_epochs': 10, 'tune_epochs': 8, 'n_groups': 30, 'n_sample': 512},
+    'full': {**COMMON, 'dense_epochs': 20, 'tune_epochs': 30, 'n_groups': 100,
+             'n_sample': 1024},
+}
 CONV_MASK = optim.regex_mask(r'^conv\d+/kernel$')
 # Fisher and BN-scale prune the baseline model: they share its colour family.
 COLORS = {'baseline': 'C0', 'fisher': 'C0', 'bn_scale': 'C2', 'orthoreg': 'C1'}
@@ -166,11 +172,6 @@ def zero_channels(params, group: prune.ChannelGroup, keep):
     return jax.tree_util.tree_unflatten(treedef, [flat[p] for p in paths])
 
 
-def spearman(a, b) -> float:
-    rank = lambda v: np.argsort(np.argsort(v)).astype(np.float64)  # noqa: E731
-    return float(np.corrcoef(rank(a), rank(b))[0, 1])
-
-
 @jax.jit
 def fisher_and_group_losses(params, stats, x, y, keeps):
     """Fisher scores, the loss, and the loss with each group of ``keeps[layer]`` masked."""
@@ -187,28 +188,43 @@ def additivity(scores, base, masked, members) -> tuple[float, np.ndarray, np.nda
     estimate = np.concatenate([prune.group_estimate(scores[g.name], members[g.name])
                                for g in GROUPS])
     truth = np.concatenate([np.asarray(masked[g.name]) - float(base) for g in GROUPS])
-    return spearman(estimate, truth), estimate, truth
+    return float(scipy.stats.spearmanr(estimate, truth).statistic), estimate, truth
+
+
+def paper_setting(path: str) -> dict:
+    """The full setting with config file ``path``'s keys in place (ValueError on unknown
+    keys)."""
+    return common.override_setting(SETTINGS['full'], path)
 
 
 def main(argv=None) -> int:
-    args = common.parse_args(__doc__, argv)
+    parser = common.build_parser(__doc__)
+    args = common.parse_args(__doc__, argv, parser=parser)
     started = time.perf_counter()
+    try:
+        setting = (paper_setting(args.config) if args.config
+                   else SETTINGS['quick' if args.quick else 'full'])
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     out_dir = common.output_dir(args, NAME)
-    dense_epochs, tune_epochs, n_groups, n_sample = ((10, 8, 30, 512) if args.quick else
-                                                    (20, 30, 100, 1024))
-    train_ds = data.load('digits', 'train', data_dir=args.data_dir)
-    test_ds = data.load('digits', 'test', data_dir=args.data_dir)
+    dense_epochs, tune_epochs = setting['dense_epochs'], setting['tune_epochs']
+    n_groups, n_sample, batch = setting['n_groups'], setting['n_sample'], setting['batch']
+    train_ds = data.load(setting['dataset'], 'train', data_dir=args.data_dir)
+    test_ds = data.load(setting['dataset'], 'test', data_dir=args.data_dir)
+    if train_ds.num_classes != MODEL.num_classes:
+        parser.error(f"{setting['dataset']} has {train_ds.num_classes} classes; the "
+                     f"experiment's CNN has a {MODEL.num_classes}-class head")
     mean, std = train_ds.channel_stats()
     images = jnp.asarray((train_ds.images - mean) / std, jnp.float32)
     labels = jnp.asarray(train_ds.labels)
     test_x = jnp.asarray((test_ds.images - mean) / std, jnp.float32)
     test_y = jnp.asarray(test_ds.labels)
-    steps = len(labels) // BATCH
+    steps = len(labels) // batch
     seeds = list(range(args.seeds))
 
     def order(seed, epochs):
         rng = np.random.default_rng([seed, 11])
-        return np.stack([rng.permutation(len(labels))[:steps * BATCH].reshape(steps, BATCH)
+        return np.stack([rng.permutation(len(labels))[:steps * batch].reshape(steps, batch)
                          for _ in range(epochs)])
 
     def stacked(trees):
@@ -216,15 +232,16 @@ def main(argv=None) -> int:
 
     inits = jax.jit(jax.vmap(lambda k: MODEL.init(k, images[:1])))(
         jax.vmap(jax.random.key)(jnp.asarray(seeds)))
-    params0, stats0 = inits['params'], inits['batch_stats']
+    params0, stats0 = common.spread_runs((inits['params'], inits['batch_stats']))
     prune.check_groups(jax.tree.map(lambda x: x[0], params0), GROUPS)
     ones = jax.tree.map(jnp.ones_like, params0)
-    dense_order = jnp.asarray(np.stack([order(s, dense_epochs) for s in seeds]))
-    lr = optax.piecewise_constant_schedule(LR, {(dense_epochs - 1) * steps: 0.1})
+    dense_order = common.spread_runs(jnp.asarray(np.stack([order(s, dense_epochs)
+                                                           for s in seeds])))
+    lr = optax.piecewise_constant_schedule(setting['lr'], {(dense_epochs - 1) * steps: 0.1})
     variants = {
-        'baseline': optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
+        'baseline': optax.chain(optax.add_decayed_weights(setting['weight_decay']),
                                 optax.sgd(lr, momentum=0.9)),
-        'orthoreg': optax.chain(optim.orthoreg(KAPPA, mask=CONV_MASK),
+        'orthoreg': optax.chain(optim.orthoreg(setting['kappa'], mask=CONV_MASK),
                                 optax.sgd(lr, momentum=0.9)),
     }
     print(f'setup {time.perf_counter() - started:.1f} s', flush=True)
@@ -282,11 +299,11 @@ def main(argv=None) -> int:
         configs.append((s, 'dense', 0.0))
 
     print(f'scores {time.perf_counter() - started:.1f} s', flush=True)
-    tune_tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(
-        optax.cosine_decay_schedule(LR, tune_epochs * steps), momentum=0.9))
+    tune_tx = optax.chain(optax.add_decayed_weights(setting['weight_decay']), optax.sgd(
+        optax.cosine_decay_schedule(setting['lr'], tune_epochs * steps), momentum=0.9))
     tune_order = jnp.asarray(np.stack([order(1000 + s, tune_epochs) for s, _, _ in configs]))
-    tuned_p, tuned_st, _ = train_phase(tune_tx, images, labels, False)(
-        stacked(tune_params), stacked(tune_stats), tune_order, stacked(tune_masks))
+    tuned_p, tuned_st, _ = train_phase(tune_tx, images, labels, False)(*common.spread_runs((
+        stacked(tune_params), stacked(tune_stats), tune_order, stacked(tune_masks))))
     logits = jax.jit(jax.vmap(lambda p, st: ce(p, st, test_x, test_y, False)[1][1]))(
         tuned_p, tuned_st)
     accuracy = np.asarray((jnp.argmax(logits, -1) == test_y).mean(-1))
@@ -327,13 +344,14 @@ def main(argv=None) -> int:
                      all(t is not None for ts in tickets.values() for t in ts)),
     ]
     png = plot(out_dir, dense, acc, scatter)
-    ran = (f'{len(seeds)} seeds; 3-conv CNN {WIDTHS} on digits; dense phase {dense_epochs} '
-           f'epochs (baseline wd {WEIGHT_DECAY} / OrthoReg kappa {KAPPA}), one-shot pruning '
+    ran = (f"{len(seeds)} seeds; 3-conv CNN {WIDTHS} on {setting['dataset']}; dense phase "
+           f"{dense_epochs} epochs (baseline wd {setting['weight_decay']} / OrthoReg kappa "
+           f"{setting['kappa']}), batch {batch}, LR {setting['lr']}; one-shot pruning "
            f'{LEVELS} by {METHODS}, {tune_epochs} fine-tuning epochs; {n_groups} random groups '
            'per layer for the correlation')
     common.write_results(out_dir, paper=PAPER, claim=CLAIM, ran=ran, table=table,
                          checks=checks, figures=[png], started=started,
-                         spearman=rho, tickets=tickets, orthonormality=ortho_final,
+                         setting=setting, spearman=rho, tickets=tickets, orthonormality=ortho_final,
                          accuracy={f'{m}@{lv}': v for (m, lv), v in acc.items()})
     return 0
 

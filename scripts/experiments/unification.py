@@ -36,10 +36,14 @@ Checks (rules applied to this run's numbers):
     is at most 2 points in every (model, block shape).
 
     python scripts/experiments/unification.py --quick --out results   # ~4 min, 2 CPU cores
+    python scripts/experiments/unification.py --config scripts/configs/unification.py
+
+``--config`` sets the Settings fields (dataset, models, epochs, ratios, ADMM schedule) from a
+``get_config()`` file; the paper's scale is ``scripts/configs/unification.py``. Seeds and
+configurations run one after another (each a jitted epoch on the default device).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -56,8 +60,11 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import prune  # noqa: E402
-from jaxnorm import data, models  # noqa: E402
+from jaxnorm import config as config_lib, data, models  # noqa: E402
 from prune import unify, unify_storage  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 NAME = 'unification'
 CLAIM = ('Unifying micro-structured weight blocks (shared magnitude, kept signs; zero = '
@@ -79,6 +86,7 @@ class Settings:
     rho_factor: float = 1.6
     ratios: tuple = ((0.5, 0.25), (0.6, 0.35))  # (unify, prune)
     models: tuple = ('mlp', 'cnn')
+    dataset: str = 'digits'
 
 
 class SmallCNN(nn.Module):
@@ -95,14 +103,21 @@ class SmallCNN(nn.Module):
 
 
 MODEL_PATTERNS = {'mlp': r'^dense[12]/kernel', 'cnn': r'^conv[23]/kernel'}
-# Output positions of each constrained kernel on 8x8 inputs (multiplies per example).
-POSITIONS = {'mlp': {}, 'cnn': {'conv2/kernel': 16, 'conv3/kernel': 4}}
 
 
-def build(name: str):
+def positions(name: str, height: int, width: int) -> dict:
+    """Output positions of each constrained kernel (multiplies per example): the CNN's second
+    and third convs have stride 2 each ('SAME' padding)."""
     if name == 'mlp':
-        return models.get_model('mlp', norm='none', num_classes=10)
-    return SmallCNN(10)
+        return {}
+    return {'conv2/kernel': -(-height // 2) * -(-width // 2),
+            'conv3/kernel': -(-height // 4) * -(-width // 4)}
+
+
+def build(name: str, num_classes: int):
+    if name == 'mlp':
+        return models.get_model('mlp', norm='none', num_classes=num_classes)
+    return SmallCNN(num_classes)
 
 
 class Runner:
@@ -110,21 +125,22 @@ class Runner:
 
     def __init__(self, name: str, s: Settings, data_dir):
         self.name, self.s = name, s
-        train_ds = data.load('digits', 'train', data_dir=data_dir)
-        test_ds = data.load('digits', 'test', data_dir=data_dir)
+        train_ds = data.load(s.dataset, 'train', data_dir=data_dir)
+        test_ds = data.load(s.dataset, 'test', data_dir=data_dir)
         mean, std = train_ds.channel_stats()
         self.x = ((train_ds.images - mean) / std).astype(np.float32)
         self.y = train_ds.labels.astype(np.int32)
         self.xt = jnp.asarray(((test_ds.images - mean) / std).astype(np.float32))
         self.yt = jnp.asarray(test_ds.labels.astype(np.int32))
-        self.model = build(name)
+        self.model = build(name, train_ds.num_classes)
+        self.positions = positions(name, *self.x.shape[1:3])
         self.steps = len(self.y) // s.batch_size
         self._epochs = {}
         self.accuracy = jax.jit(lambda p: jnp.mean(
             jnp.argmax(self.model.apply({'params': p}, self.xt), -1) == self.yt))
 
     def init(self, seed: int):
-        return self.model.init(jax.random.key(seed), jnp.zeros((1, 8, 8, 1)))['params']
+        return self.model.init(jax.random.key(seed), jnp.zeros((1, *self.x.shape[1:])))['params']
 
     def spec(self, shape, ratio) -> prune.UnifySpec:
         return prune.UnifySpec(tuple(shape), ratio[0], ratio[1], pattern=MODEL_PATTERNS[self.name])
@@ -185,7 +201,7 @@ def run_model(runner: Runner, seeds, progress) -> list[dict]:
                 codes = unify.select_blocks(params, spec, 'exact')
                 projected = unify.project(params, spec, codes=codes)
                 report = unify_storage.storage_report(projected, codes, spec,
-                                              positions=POSITIONS[runner.name])['total']
+                                              positions=runner.positions)['total']
                 row.update(compression=report['constrained_compression'],
                            model_compression=report['model_compression'],
                            multiply_reduction=report['multiply_reduction'],
@@ -200,7 +216,7 @@ def run_model(runner: Runner, seeds, progress) -> list[dict]:
                 codes = unify.select_blocks(w, spec, 'exact')
                 hard = unify.project(w, spec, codes=codes)
                 report = unify_storage.storage_report(hard, codes, spec,
-                                              positions=POSITIONS[runner.name])['total']
+                                              positions=runner.positions)['total']
                 row.update(gaps=gaps, admm_trained=float(runner.accuracy(w)),
                            admm_before=float(runner.accuracy(hard)),
                            admm_after=retrain(runner, spec, hard, codes, seed),
@@ -290,7 +306,7 @@ def plot(records, path: str) -> None:
                                 records[0]['ratio']) else None, linestyle='none')
         dense = 100 * np.mean([r['dense'] for r in records if r['model'] == name])
         ax.axhline(dense, color='gray', linestyle=':', label='dense')
-        ax.set(title=f'{name} on digits (o 1x4, s 4x4, ^ 1x16)',
+        ax.set(title=f'{name} (o 1x4, s 4x4, ^ 1x16)',
                xlabel='compression of constrained kernels (stored bits; shapes offset)',
                ylabel='test accuracy %')
         ax.legend(fontsize=7)
@@ -305,19 +321,31 @@ def plot(records, path: str) -> None:
     plt.close(fig)
 
 
+def paper_setting(path: str) -> Settings:
+    """The settings of config file ``path`` (Settings fields; ValueError on unknown ones)."""
+    values = config_lib.read_config_file(path)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(Settings)})
+    if unknown:
+        raise ValueError(f'{path}: unknown setting(s) {unknown}; valid: '
+                         f'{[f.name for f in dataclasses.fields(Settings)]}')
+    settings = Settings(**values)
+    bad = [m for m in settings.models if m not in MODEL_PATTERNS]
+    if bad:
+        raise ValueError(f'{path}: models {bad} are not built here; choose from '
+                         f'{sorted(MODEL_PATTERNS)}')
+    return settings
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--quick', action='store_true', help='CPU budget (about 4 minutes)')
-    parser.add_argument('--seeds', type=int, default=3, help='seeds (>= 2)')
-    parser.add_argument('--out', default='results', help=f'writes OUT/{NAME}/results.json')
-    parser.add_argument('--data-dir', help='TFDS data dir for digits')
-    args = parser.parse_args(argv)
-    if args.seeds < 2:
-        parser.error('--seeds must be >= 2 (the checks use a standard error)')
+    parser = common.build_parser(__doc__)
+    args = common.parse_args(__doc__, argv, parser=parser)
     started = time.perf_counter()
-    s = Settings() if args.quick else Settings(pretrain_epochs=60, admm_epochs=20,
-                                                 retrain_epochs=20, rho_factor=1.3)
+    try:
+        s = (paper_setting(args.config) if args.config else Settings() if args.quick
+             else Settings(pretrain_epochs=60, admm_epochs=20, retrain_epochs=20,
+                           rho_factor=1.3))
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     out_dir = os.path.join(args.out, NAME)
     os.makedirs(out_dir, exist_ok=True)
     records = []
@@ -330,7 +358,8 @@ def main(argv=None) -> int:
             flush=True))
     figure = os.path.join(out_dir, f'{NAME}.png')
     plot(records, figure)
-    ran = (f'digits, MLP 64-256-256-10 and a 3-conv CNN, no normalization; blocks '
+    ran = (f'{s.dataset}, {" and ".join(s.models)} (MLP 256-256, 3-conv CNN), no '
+           f'normalization; blocks '
            f"{', '.join(f'{a}x{b}' for a, b in SHAPES)}; unified + pruned "
            f"{', '.join(f'{u} + {p}' for u, p in s.ratios)} per layer; {s.pretrain_epochs} "
            f'epochs of Adam, then one-shot projection or {s.admm_epochs} ADMM epochs (rho '

@@ -1,0 +1,76 @@
+"""The experiments' papers'-scale path (``--config``) on tiny digits configs."""
+import json
+import math
+import os
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxnorm import config as config_lib, train
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'scripts', 'experiments'))
+import common  # noqa: E402
+
+TINY = ("{'model': 'resnet20', 'model_kwargs': {'width': 0.25}, 'dataset': 'digits', "
+        "'epochs': 1, 'batch_size': 64, 'lr': 0.05, 'progress': False%s}")
+
+
+def write_config(tmp_path, extra=''):
+    path = tmp_path / 'tiny.py'
+    path.write_text(f'def get_config():\n    return {TINY % extra}\n')
+    return str(path)
+
+
+def test_afan_arms_are_the_library_fit_runs_and_resume(tmp_path):
+    import afan
+    config = write_config(tmp_path, ", 'afan_layer': 'stage1_block3', 'afan_steps': 1")
+    out = tmp_path / 'out'
+    assert afan.main(['--config', config, '--seeds', '2', '--out', str(out)]) == 0
+    results = json.loads((out / 'afan' / 'results.json').read_text())
+    # Independent reference: the same config and seed trained directly by jaxnorm.train.fit.
+    direct = train.fit(config_lib.apply_overrides(config_lib.load_config_file(config), {
+        'afan_layer': None, 'seed': 1, 'workdir': str(tmp_path / 'direct')}))
+    assert results['runs']['final_accuracy']['baseline'][1] == direct.history[-1][
+        'test_accuracy']
+    assert results['config']['afan_layer'] == 'stage1_block3'
+    assert [c['name'] for c in results['checks']] == ['accuracy', 'consistency', 'cost']
+    # A second invocation resumes every (arm, seed) run from its finished checkpoint.
+    assert sorted(p.name for p in (out / 'afan' / 'runs').iterdir()) == [
+        'afan-seed0', 'afan-seed1', 'baseline-seed0', 'baseline-seed1']
+    assert afan.main(['--config', config, '--seeds', '2', '--out', str(out)]) == 0
+    assert json.loads((out / 'afan' / 'results.json').read_text())['runs'] == results['runs']
+
+
+def test_a_diverged_arm_keeps_its_epochs_as_nan(tmp_path):
+    config = write_config(tmp_path, ", 'lr': 1e12, 'epochs': 2")
+    histories = common.fit_arms(config, {'huge': {}}, 1, str(tmp_path / 'out'))
+    runs = histories['huge'][0]
+    assert [r['epoch'] for r in runs] == [1, 2]
+    assert math.isnan(common.final_values(histories)['huge'][0])
+
+
+def test_unification_positions_match_the_cnn_outputs():
+    import unification
+    model = unification.SmallCNN(10)
+    x = jnp.zeros((1, 32, 24, 3))
+    variables = model.init(jax.random.key(0), x)
+    _, state = model.apply(variables, x, capture_intermediates=lambda m, _: isinstance(
+        m, nn.Conv), mutable=['intermediates'])
+    shapes = {name: out['__call__'][0].shape
+              for name, out in state['intermediates'].items()}
+    expected = {f'{name}/kernel': shapes[name][1] * shapes[name][2]
+                for name in ('conv2', 'conv3')}
+    assert unification.positions('cnn', 32, 24) == expected
+    assert unification.positions('mlp', 32, 24) == {}
+
+
+@pytest.mark.parametrize('name', ['orthoreg', 'eman', 'lottery', 'unification'])
+def test_config_and_quick_are_exclusive(name, tmp_path, capsys):
+    module = __import__(name)
+    with pytest.raises(SystemExit):
+        module.main(['--quick', '--config', write_config(tmp_path)])
+    assert "drop --quick" in capsys.readouterr().err
