@@ -196,11 +196,12 @@ def main(argv=None) -> int:
     runner, records = pruning.run_all(s, MEASURES, list(range(args.seeds)), description=NAME)
     out_dir = os.path.join(args.out, NAME)
     judged, diag = verdicts(records), diagnostics(records)
+    network = s.model + ''.join(f', {k} {v}' for k, v in s.model_kwargs.items())
     plots = pruning_report.write_plots(
-        records, out_dir, NAME, f'{s.model} ({s.model_kwargs}) / BN on {s.dataset}: '
+        records, out_dir, NAME, f'{network} / BN on {s.dataset}: '
         f'{100 * s.target:.0f} % of filters pruned in {s.rounds} one-epoch rounds, '
         f'{args.seeds} seeds')
-    ran = (f'{s.model} ({s.model_kwargs}) with BatchNorm on {s.dataset}: '
+    ran = (f'{network} with BatchNorm on {s.dataset}: '
            f'{100 * s.target:.0f} % of the filters removed in {s.rounds} one-epoch rounds from '
            f'initialization by each of {len(MEASURES) - 1} measures (global ranking), then '
            f'{s.finetune_epochs} epochs of fine-tuning; dense baseline; {args.seeds} seeds.')
