@@ -25,7 +25,7 @@ def write_config(tmp_path, extra=''):
     return str(path)
 
 
-def test_afan_arms_are_the_library_fit_runs_and_resume(tmp_path):
+def test_afan_arms_are_the_library_fit_runs(tmp_path):
     import afan
     config = write_config(tmp_path, ", 'afan_layer': 'stage1_block3', 'afan_steps': 1")
     out = tmp_path / 'out'
@@ -38,11 +38,8 @@ def test_afan_arms_are_the_library_fit_runs_and_resume(tmp_path):
         'test_accuracy']
     assert results['config']['afan_layer'] == 'stage1_block3'
     assert [c['name'] for c in results['checks']] == ['accuracy', 'consistency', 'cost']
-    # A second invocation resumes every (arm, seed) run from its finished checkpoint.
     assert sorted(p.name for p in (out / 'afan' / 'runs').iterdir()) == [
         'afan-seed0', 'afan-seed1', 'baseline-seed0', 'baseline-seed1']
-    assert afan.main(['--config', config, '--seeds', '2', '--out', str(out)]) == 0
-    assert json.loads((out / 'afan' / 'results.json').read_text())['runs'] == results['runs']
 
 
 def test_a_diverged_arm_keeps_its_epochs_as_nan(tmp_path):
@@ -74,3 +71,43 @@ def test_config_and_quick_are_exclusive(name, tmp_path, capsys):
     with pytest.raises(SystemExit):
         module.main(['--quick', '--config', write_config(tmp_path)])
     assert "drop --quick" in capsys.readouterr().err
+
+
+def direct_fit(config, seed, workdir, **overrides):
+    """The library's own run of ``config`` with ``overrides`` and ``seed``."""
+    return train.fit(config_lib.apply_overrides(config_lib.load_config_file(config), {
+        **overrides, 'seed': seed, 'workdir': str(workdir)})).history
+
+
+def test_lawn_arms_are_the_library_fit_runs(tmp_path):
+    import lawn
+    path = tmp_path / 'lawn.py'
+    path.write_text("def get_config():\n    return {'model': 'mlp', 'norm': 'ln', 'model_kwargs': "
+                    "{'hidden': (32,)}, 'dataset': 'digits', 'epochs': 2, 'batch_size': 128, "
+                    "'optimizer': 'adam', 'lr': 2e-3, 'lawn_free_epochs': 1.0, "
+                    "'progress': False}\n")
+    assert lawn.main(['--config', str(path), '--seeds', '2', '--out', str(tmp_path / 'o')]) == 0
+    results = json.loads((tmp_path / 'o' / 'lawn' / 'results.json').read_text())
+    history = direct_fit(str(path), 1, tmp_path / 'direct')
+    assert results['runs']['mean_logit_norm']['lawn'][1] == history[-1]['mean_logit_norm']
+    # The check's input in closed form: LAWN's norms after the switch equal the final ones.
+    norms = [r['lawn_weight_norms'] for r in history if r['epoch'] > 1.0]
+    assert norms and max(abs(n[k] / norms[-1][k] - 1) for n in norms for k in n) <= 1e-4
+    assert {c['name']: c['holds'] for c in results['checks']}['norms constant']
+
+
+def test_beyond_bn_paper_training_records_fits_epoch_losses(tmp_path):
+    import beyond_bn
+    path = tmp_path / 'bbn.py'
+    path.write_text("def get_config():\n    return {'model': 'mlp', 'model_kwargs': "
+                    "{'hidden': (64,)}, 'dataset': 'digits', 'epochs': 2, 'batch_size': 128, "
+                    "'progress': False}\n")
+    out = tmp_path / 'o'
+    assert beyond_bn.main(['training', '--config', str(path), '--seeds', '2',
+                           '--out', str(out)]) == 0
+    results = json.loads((out / 'beyond_bn' / 'results.json').read_text())
+    records = {r['group_size']: r for r in results['experiments']['training']['records']}
+    history = direct_fit(str(path), 1, tmp_path / 'direct', norm='gn',
+                         norm_kwargs=beyond_bn.gn_options(16))
+    assert records[16]['loss'][1] == [r['train_loss'] for r in history]
+    assert (out / 'beyond_bn' / 'training.png').exists()  # no gradient norms to log-scale

@@ -155,6 +155,14 @@ def backward_verdict(records: list[dict]) -> dict:
     return {'checks': checks, 'verdict': _verdict(checks), 'table': table}
 
 
+def _mean_of_maxima(traces) -> float:
+    """Mean over seeds of each trace's largest finite value (NaN when none was recorded)."""
+    traces = np.asarray(traces, dtype=np.float64)
+    if not np.isfinite(traces).any():
+        return float('nan')
+    return float(np.nanmean(np.nanmax(traces, axis=1)))
+
+
 def training_verdict(records: list[dict]) -> dict:
     summary = {}
     for r in records:
@@ -167,7 +175,7 @@ def training_verdict(records: list[dict]) -> dict:
             else float('nan'),
             'mean_loss': float(np.nanmean(loss)),
             'jitter': float(np.nanmean(np.abs(np.diff(loss, axis=1)))),
-            'max_grad_norm': float(np.nanmean(np.nanmax(np.asarray(r['grad_norm']), axis=1))),
+            'max_grad_norm': _mean_of_maxima(r['grad_norm']),
             'diverged_seeds': int((~finite).sum())}
     labels = list(summary)
     slowest = max(labels, key=lambda k: np.nan_to_num(summary[k]['final_loss'], nan=np.inf))
@@ -322,17 +330,26 @@ def plot_backward(records: list[dict], out_dir: str) -> str:
 def plot_training(records: list[dict], out_dir: str) -> str:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    per_step = records[0]['steps_per_epoch'] > 1  # the papers' scale records epochs (fit)
+    grad_norms = any(np.isfinite(np.asarray(r['grad_norm'], dtype=float)).any() for r in records)
     for i, r in enumerate(records):
         steps = np.arange(1, len(r['loss'][0]) + 1)
         color = plt.cm.viridis(i / max(len(records) - 1, 1))
         label = f"group size {_group_label(r['group_size'])}"
         _band(axes[0], steps, r['loss'], label, False, color=color)
-        _band(axes[1], steps, r['grad_norm'], label, True, color=color)
-    axes[0].set(xlabel='step', ylabel='minibatch training loss', title='training loss')
-    axes[1].set(xlabel='step', ylabel='global gradient norm', yscale='log',
-                title='gradient norm')
+        if grad_norms:
+            _band(axes[1], steps, r['grad_norm'], label, True, color=color)
+    unit = 'step' if per_step else 'epoch'
+    axes[0].set(xlabel=unit, ylabel=f"{'minibatch' if per_step else 'epoch mean'} training loss",
+                title='training loss')
+    if grad_norms:
+        axes[1].set(xlabel=unit, ylabel='global gradient norm', yscale='log',
+                    title='gradient norm')
+    else:
+        axes[1].text(0.5, 0.5, 'gradient norm not recorded at this scale', ha='center')
+        axes[1].set_axis_off()
     axes[0].legend(fontsize=8)
-    fig.suptitle('vgg_cfg10 with GroupNorm on digits (mean ± std over seeds)')
+    fig.suptitle('GroupNorm by group size (mean ± std over seeds)')
     path = _save(fig, out_dir, 'training.png')
     plt.close(fig)
     return path
