@@ -200,8 +200,8 @@ class GroupNorm(_AffineNorm):
     """Group Normalization (Wu & He, https://arxiv.org/abs/1803.08494).
 
     Attributes:
-      num_groups: G; or set ``group_size`` = C / G. Neither: G = min(32, C), the paper's 32
-        groups with one channel per group below 32 channels.
+      num_groups: G; or set ``group_size`` = C / G. Neither: the largest divisor of C up to
+        32, i.e. the paper's 32 groups, with one channel per group below 32 channels.
       group_size: channels per group.
       unbiased: Bessel-corrected group variance, as the Beyond-BatchNorm repo (torch.var).
     """
@@ -226,8 +226,8 @@ class EvoNormS0(_AffineNorm):
     ``params['v']`` starts at 1. Goes in the act slot.
 
     Attributes:
-      num_groups: G; or set ``group_size``. Neither: min(32, C). The Beyond-BatchNorm repo
-        hard-codes 32 groups (``num_groups=32``), which needs C divisible by 32.
+      num_groups: G; or set ``group_size``. Neither: the largest divisor of C up to 32. The
+        Beyond-BatchNorm repo hard-codes 32 groups (``num_groups=32``), which needs C divisible by 32.
       group_size: channels per group.
       unbiased: Bessel-corrected group variance, as the Beyond-BatchNorm repo.
       v_init: initializer of v.

@@ -21,11 +21,15 @@ DEFAULT_NUM_GROUPS = 32
 
 
 def check_activation(x: jax.Array, fn_name: str) -> None:
-    """Raises unless ``x`` is a floating (N, H, W, C) or (N, C) array."""
-    if x.ndim not in (2, 4):
+    """Raises unless ``x`` is a floating channels-last array (N, *spatial, C) of rank >= 2.
+
+    (N, C) is a dense layer's output, (N, L, C) a sequence, (N, H, W, C) an image, (N, D, H,
+    W, C) a volume: the statistics only distinguish the batch, spatial and channel axes.
+    """
+    if x.ndim < 2:
         raise ValueError(
-            f'{fn_name} expects NHWC input (N, H, W, C) or dense input (N, C); got shape '
-            f'{tuple(x.shape)} (rank {x.ndim})')
+            f'{fn_name} expects channels-last input (N, *spatial, C): NHWC (N, H, W, C), '
+            f'sequences (N, L, C) or dense (N, C); got shape {tuple(x.shape)} (rank {x.ndim})')
     _check_floating(x, fn_name)
 
 
@@ -56,8 +60,9 @@ def resolve_num_groups(channels: int, num_groups: int | None, group_size: int | 
       fn_name: used in error messages.
 
     Returns:
-      G. With neither argument, ``min(32, C)``: the GroupNorm paper's 32 groups, and one group per
-      channel for layers narrower than 32 (so narrow CIFAR ResNets work without configuration).
+      G. With neither argument, the largest divisor of C not above 32: the GroupNorm paper's 32
+      groups when 32 divides C, one group per channel for layers narrower than 32 (so narrow
+      CIFAR ResNets work without configuration), and e.g. 25 for C = 100 (MNIST-1D's MLP).
 
     Raises:
       ValueError: both arguments given, a non-positive value, or C not divisible into the groups.
@@ -72,7 +77,8 @@ def resolve_num_groups(channels: int, num_groups: int | None, group_size: int | 
                 f'{group_size} (group_size must divide C)')
         return channels // group_size
     if num_groups is None:
-        return min(DEFAULT_NUM_GROUPS, channels)
+        return max(g for g in range(1, min(DEFAULT_NUM_GROUPS, channels) + 1)
+                   if channels % g == 0)
     if num_groups <= 0 or channels % num_groups:
         raise ValueError(
             f'{fn_name}: channels C={channels} are not divisible by num_groups G={num_groups}; '

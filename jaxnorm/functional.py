@@ -1,7 +1,8 @@
-"""Normalizers as pure functions: no parameters, no state, NHWC, jit-able.
+"""Normalizers as pure functions: no parameters, no state, channels last, jit-able.
 
-Activation normalizers take ``x`` of shape (N, H, W, C), or (N, C) for a dense layer's output
-(treated as H = W = 1), and optional per-channel affine parameters ``scale`` (gamma) and ``bias``
+Activation normalizers take ``x`` of shape (N, *spatial, C): NHWC images (N, H, W, C),
+sequences (N, L, C), or (N, C) for a dense layer's output (no spatial axis). Wherever a
+docstring says (H, W) it means every spatial axis. They take optional per-channel affine parameters ``scale`` (gamma) and ``bias``
 (beta) of shape (C,). Statistics are reduced in float32 whatever the input dtype, with a two-pass
 variance, and the result is returned in the input's dtype. Defaults are the standard definitions
 (biased variance, as torch and flax); the Beyond-BatchNorm repo's variants are keyword options.
@@ -117,7 +118,8 @@ def group_norm(x: Array, *, num_groups: int | None = None, group_size: int | Non
 
     Args:
       x: (N, H, W, C) or (N, C).
-      num_groups: G; or give ``group_size`` = C / G. With neither, G = min(32, C).
+      num_groups: G; or give ``group_size`` = C / G. With neither, G = the largest divisor
+        of C not above 32 (``min(32, C)`` whenever 32 divides C or C <= 32).
       scale, bias: optional gamma, beta of shape (C,).
       epsilon: added to the variance.
       unbiased: Bessel-corrected group variance, as the Beyond-BatchNorm repo (torch.var).
@@ -208,7 +210,7 @@ def evonorm_s0(x: Array, v: Array, *, num_groups: int | None = None,
 
     Args:
       v: per-channel (C,) parameter (starts at 1).
-      num_groups, group_size: as :func:`group_norm`; neither gives G = min(32, C). The
+      num_groups, group_size: as :func:`group_norm` (same default G). The
         Beyond-BatchNorm repo always uses 32 groups: pass ``num_groups=32``.
       unbiased: Bessel-corrected group variance, as the Beyond-BatchNorm repo.
     """

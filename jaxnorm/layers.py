@@ -11,7 +11,7 @@ Every model in :mod:`jaxnorm.models` builds its conv -> norm -> activation stack
 Norm and activation modules share the call signature ``(x, *, train: bool)`` so models never
 special-case a normalizer: layers that keep no running statistics ignore ``train``.
 
-The layers are thin shells over :mod:`jaxnorm.functional`. Shared conventions: NHWC input, or
+The layers are thin shells over :mod:`jaxnorm.functional`. Shared conventions: channels-last input (N, *spatial, C): NHWC images, (N, L, C) sequences, or
 (N, C) after a Dense layer; per-channel ``scale`` (gamma) and ``bias`` (beta) in ``params``;
 running statistics in ``batch_stats``, updated only when ``train`` and not during ``init``;
 statistics in float32; ``param_dtype`` is the parameters' storage dtype and ``dtype`` the

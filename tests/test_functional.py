@@ -16,8 +16,8 @@ from jaxnorm import functional as F
 
 EPS = 1e-5
 TOL = dict(rtol=1e-5, atol=1e-5)
-# (N, H, W, C) with odd sizes, a 1x1 map, and a dense (N, C) input.
-SHAPES = [(2, 5, 7, 12), (3, 4, 4, 24), (5, 1, 1, 12), (6, 24)]
+# (N, H, W, C) with odd sizes, a 1x1 map, (N, L, C) sequences, and a dense (N, C) input.
+SHAPES = [(2, 5, 7, 12), (3, 4, 4, 24), (5, 1, 1, 12), (3, 9, 12), (6, 24)]
 
 
 # ------------------------------------------------------------------------ numpy references
@@ -363,8 +363,8 @@ def test_evonorm_s0_channels_not_divisible_by_its_groups():
 @pytest.mark.parametrize('fn', [F.batch_norm, F.layer_norm, F.instance_norm, F.group_norm,
                                 F.filter_response_norm, F.variance_norm, F.centered_relu])
 def test_wrong_rank_and_integer_dtype_fail_at_trace_time(fn):
-    with pytest.raises(ValueError, match=r'rank 3'):
-        jax.jit(fn)(jnp.zeros((2, 4, 3)))
+    with pytest.raises(ValueError, match=r'rank 1'):
+        jax.jit(fn)(jnp.zeros((12,)))
     with pytest.raises(TypeError, match='int32'):
         jax.jit(fn)(jnp.zeros((2, 4, 4, 3), jnp.int32))
 
@@ -397,3 +397,20 @@ def test_second_derivatives_match_the_direct_formula(ours, reference):
         return jax.jit(lambda x, v: jax.jvp(grad, (x,), (v,))[1])(x, direction)
 
     np.testing.assert_allclose(hvp(ours), hvp(reference), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('fn', [
+    F.batch_norm, F.layer_norm, F.instance_norm, functools.partial(F.group_norm, num_groups=3),
+    F.filter_response_norm, F.variance_norm, F.centered_relu,
+    lambda x: F.evonorm_b0(x, jnp.linspace(0.5, 1.5, 12)),
+    lambda x: F.evonorm_s0(x, jnp.linspace(0.5, 1.5, 12), num_groups=4),
+], ids=['bn', 'ln', 'in', 'gn', 'frn', 'vn', 'centered_relu', 'evonorm_b0', 'evonorm_s0'])
+def test_sequences_and_volumes_equal_the_image_path_on_the_same_data(fn):
+    # (N, L, C) is (N, L, 1, C) and (N, D, H, W, C) is (N, D, H*W, C) to every normalizer.
+    sequences = draw((3, 10, 12), 0, loc=0.3)
+    np.testing.assert_allclose(jax.jit(fn)(sequences),
+                               jax.jit(fn)(sequences[:, :, None, :])[:, :, 0, :], **TOL)
+    volumes = draw((2, 3, 4, 5, 12), 1, loc=0.3)
+    np.testing.assert_allclose(jax.jit(fn)(volumes),
+                               jax.jit(fn)(volumes.reshape(2, 3, 20, 12)).reshape(volumes.shape),
+                               **TOL)

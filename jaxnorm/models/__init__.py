@@ -1,6 +1,8 @@
 """Models that take any normalizer: ``get_model(name, norm=..., num_classes=...)``.
 
-Every model is a flax.linen module over NHWC inputs (any channel count), built from the
+Every model is a flax.linen module over channels-last inputs (any channel count): NHWC images,
+and for the MLPs, ``mnist1d_cnn``, ``cnn_small`` and the ResNets also ``(N, L, C)`` sequences
+such as MNIST-1D. Each is built from the
 :class:`jaxnorm.layers.NormSpec` of ``get_norm(norm, **norm_kwargs)``: its conv class, norm and
 activation slots, conv bias flag and dense norm. So a normalizer added to the registry works in
 every model unchanged. Call it as ``model.apply(variables, x, train=True,
@@ -12,7 +14,12 @@ with zero bias, PyTorch's Linear default.
 name                min input  architecture                                     parameters
 ==================  =========  ===============================================  ============
 ``mlp``             rank >= 2  flatten, Dense 256-256 + dense norm + act        855,562 *
-``resnet20``        8x8        He et al. CIFAR ResNet, 3x3 blocks, 16/32/64,    269,722
+``mnist1d_mlp``     rank >= 2  MNIST-1D MLPBase: Dense 100-100, 2nd residual    15,210 **
+``logistic``        rank >= 2  flatten, Dense (logistic regression)             410 **
+``mnist1d_cnn``     L >= 4     MNIST-1D ConvBase: 3 convs of 25 (k 5/3/3,       5,210 **
+                               stride 2, padding 1), flatten, Dense
+``cnn_small``       4x4        3x3 convs 16, 32/2, 64/2, flatten, Dense         see (***)
+``resnet20``        8 (x8)     He et al. CIFAR ResNet, 3x3 blocks, 16/32/64,    269,722
                                option-A shortcuts
 ``resnet32``        8x8        same, 3x5 blocks                                 464,154
 ``resnet56``        8x8        same, 3x9 blocks                                 853,018
@@ -30,12 +37,15 @@ name                min input  architecture                                     
 
 Parameters: the ``params`` collection with ``norm='bn'``, 10 classes and 32x32x3 inputs
 (BN's scale and bias included, convs without bias). * The MLP's first layer depends on the
-input size: 85,514 on 8x8x1 digits.
+input size: 85,514 on 8x8x1 digits. ** On MNIST-1D (40x1) with ``norm='none'``, the counts the
+MNIST-1D authors print for their models. (***) Depends on the input size (flatten).
+The ResNets accept ``(N, L, C)`` sequences with L >= 8 (1-D convs of 3 taps).
 
 Options: every residual model takes ``skipinit``, ``preact``, ``width``, ``shortcut`` and
 ``inner_channels`` (see :mod:`jaxnorm.models.resnet`); ``vgg*`` take ``width`` and
 ``channels``; ``mobilenet_v1`` takes ``width``; ``mlp`` takes ``hidden`` and ``width``.
-``channels`` / ``inner_channels`` give explicit per-layer widths, the form of a
+``mlp``, ``mnist1d_mlp``, ``logistic`` also take ``residual``; ``mnist1d_cnn`` and
+``cnn_small`` take ``width``. ``channels`` / ``inner_channels`` give explicit per-layer widths, the form of a
 filter-pruned model after :mod:`prune.compact` (:mod:`jaxnorm.models.channels`). ``width``
 multiplies every channel count (stem included) and may be a float (rounded). ``resnet20``
 with ``shortcut='conv1x1'`` (option B) has the 272,474 parameters often quoted for it;
@@ -54,7 +64,8 @@ from typing import Any, Mapping
 import flax.linen as nn
 
 from jaxnorm.layers import NormSpec, get_norm
-from jaxnorm.models import mlp, mobilenet, resnet, vgg
+from jaxnorm.models import convnet, mlp, mobilenet, resnet, vgg
+from jaxnorm.models.convnet import ConvNet
 from jaxnorm.models.mlp import MLP
 from jaxnorm.models.mobilenet import MobileNetV1
 from jaxnorm.models.resnet import BasicBlock, ResNet, zero_pad_shortcut
@@ -64,7 +75,7 @@ from jaxnorm.models.vgg import VGG
 _MODELS: dict[str, tuple[type[nn.Module], dict[str, Any], tuple[str, ...]]] = {
     name: (module_class, config, family.OPTIONS)
     for module_class, family in ((MLP, mlp), (ResNet, resnet), (VGG, vgg),
-                                 (MobileNetV1, mobilenet))
+                                 (MobileNetV1, mobilenet), (ConvNet, convnet))
     for name, config in family.CONFIGS.items()
 }
 
@@ -105,5 +116,5 @@ def get_model(name: str, *, norm: str | NormSpec = 'bn', num_classes: int,
                         **{**config, **options})
 
 
-__all__ = ['BasicBlock', 'MLP', 'MobileNetV1', 'ResNet', 'VGG', 'get_model', 'model_names',
+__all__ = ['BasicBlock', 'ConvNet', 'MLP', 'MobileNetV1', 'ResNet', 'VGG', 'get_model', 'model_names',
            'zero_pad_shortcut']

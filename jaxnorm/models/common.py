@@ -53,27 +53,36 @@ def check_channels(channels, expected: int, what: str, model_name: str) -> list[
 
 
 def make_conv(spec: NormSpec, features: int, kernel_size: int, strides: int = 1,
-              groups: int = 1, name: str | None = None) -> nn.Module:
-    """A square conv of the normalizer family's conv class with the library's init.
+              groups: int = 1, name: str | None = None, *, spatial_dims: int = 2,
+              padding: int | None = None) -> nn.Module:
+    """A conv of the normalizer family's conv class with the library's init.
 
     Args:
       spec: the normalizer family; decides the conv class and whether it has a bias.
       features: output channels.
-      kernel_size: side of the square kernel.
+      kernel_size: side of the kernel, the same along every spatial axis.
       strides: spatial stride.
       groups: ``feature_group_count``; the input channel count gives a depthwise conv.
       name: submodule name.
+      spatial_dims: number of spatial axes of the input: 2 for NHWC images, 1 for
+        ``(N, L, C)`` sequences.
+      padding: zeros added on each side of every spatial axis; None: ``kernel_size // 2``.
 
     Returns:
       An unbound conv module: ``spec.conv_init`` kernel (Kaiming-normal fan_in unless the
       family says otherwise), zero bias when it has one.
     """
-    pad = kernel_size // 2
+    pad = kernel_size // 2 if padding is None else padding
     return spec.conv(
-        features, (kernel_size, kernel_size), strides=(strides, strides),
-        padding=((pad, pad), (pad, pad)), feature_group_count=groups,
+        features, (kernel_size,) * spatial_dims, strides=(strides,) * spatial_dims,
+        padding=((pad, pad),) * spatial_dims, feature_group_count=groups,
         use_bias=spec.conv_bias, kernel_init=spec.conv_init,
         bias_init=nn.initializers.zeros, name=name)
+
+
+def spatial_dims(x) -> int:
+    """Number of spatial axes of a channels-last batch ``(N, *spatial, C)``."""
+    return x.ndim - 2
 
 
 class ConvNormAct(nn.Module):
@@ -82,10 +91,11 @@ class ConvNormAct(nn.Module):
     Attributes:
       spec: normalizer family.
       features: output channels.
-      kernel_size: side of the square kernel.
+      kernel_size: side of the kernel (along every spatial axis of the input).
       strides: spatial stride.
       groups: ``feature_group_count`` of the conv (input channels for depthwise).
       activate: apply the activation slot; false leaves conv -> norm.
+      padding: zeros per side of every spatial axis; None: ``kernel_size // 2``.
     """
 
     spec: NormSpec
@@ -94,11 +104,12 @@ class ConvNormAct(nn.Module):
     strides: int = 1
     groups: int = 1
     activate: bool = True
+    padding: int | None = None
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         x = make_conv(self.spec, self.features, self.kernel_size, self.strides, self.groups,
-                      name='conv')(x)
+                      name='conv', spatial_dims=spatial_dims(x), padding=self.padding)(x)
         x = self.spec.norm(name='norm')(x, train=train)
         if self.activate:
             x = self.spec.act(name='act')(x, train=train)
@@ -111,21 +122,27 @@ class ConvNormAct(nn.Module):
 MIN_IMAGE_SIZE = 8
 
 
-def check_image_input(x, min_size: int, model_name: str) -> None:
-    """Raise a ``ValueError`` unless ``x`` is an NHWC batch with both sides >= ``min_size``."""
-    if x.ndim != 4:
+def check_image_input(x, min_size: int, model_name: str, *,
+                      sequences: bool = False) -> None:
+    """Raise a ``ValueError`` unless ``x`` is an NHWC batch with both sides >= ``min_size``.
+
+    With ``sequences``, ``(N, L, C)`` batches with ``L >= min_size`` are accepted as well.
+    """
+    ranks = (3, 4) if sequences else (4,)
+    if x.ndim not in ranks:
+        expected = 'NHWC images (rank 4) or (N, L, C) sequences (rank 3)' if sequences else \
+            'NHWC images of rank 4'
+        raise ValueError(f'{model_name} expects {expected}, got shape {tuple(x.shape)}')
+    sides = x.shape[1:-1]
+    if min(sides) < min_size:
         raise ValueError(
-            f'{model_name} expects NHWC images of rank 4, got shape {tuple(x.shape)}')
-    height, width = x.shape[1], x.shape[2]
-    if min(height, width) < min_size:
-        raise ValueError(
-            f'{model_name} needs inputs of at least {min_size}x{min_size} pixels, '
-            f'got {height}x{width}')
+            f'{model_name} needs inputs of at least {"x".join([str(min_size)] * len(sides))}, '
+            f'got {"x".join(map(str, sides))}')
 
 
 def global_avg_pool(x):
-    """Mean over the spatial axes of an NHWC batch."""
-    return jnp.mean(x, axis=(1, 2))
+    """Mean over the spatial axes of a channels-last batch ``(N, *spatial, C)``."""
+    return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
 
 
 def classifier(num_classes: int) -> nn.Module:

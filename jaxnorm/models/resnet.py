@@ -2,7 +2,9 @@
 
 Three families share the block and the :class:`ResNet` trunk (3x3 stem conv -> norm -> act,
 stages of BasicBlocks, the first block of every later stage with stride 2, global average
-pool, Dense):
+pool, Dense). Every one takes NHWC images or ``(N, L, C)`` sequences (MNIST-1D): the convs
+get one spatial axis per input axis (3x3 kernels become 3-tap kernels), so ``resnet20`` on
+sequences is the 1-D ResNet-20:
 
 * ``resnet20/32/56``: He et al. (2016) CIFAR ResNets, 3 stages x n blocks at 16/32/64, with the
   parameter-free option-A shortcut (stride-2 subsampling + zero channel padding).
@@ -33,7 +35,7 @@ import jax.numpy as jnp
 from jaxnorm.layers import NormSpec
 from jaxnorm.models.common import (MIN_IMAGE_SIZE, ConvNormAct, check_channels,
                                    check_image_input, classify, global_avg_pool, make_conv,
-                                   resolve_norm, scale_width)
+                                   resolve_norm, scale_width, spatial_dims)
 
 SHORTCUTS = ('zero_pad', 'conv1x1', 'conv3x3')
 
@@ -63,16 +65,17 @@ def zero_pad_shortcut(x, features: int, strides: int):
     is immaterial under i.i.d. init of the following convs).
 
     Args:
-      x: NHWC input.
+      x: channels-last input ``(N, *spatial, C)`` (NHWC images or ``(N, L, C)`` sequences).
       features: output channels, at least ``x.shape[-1]``.
       strides: spatial subsampling factor, matching the branch's stride-2 conv (whose
         padding-1 windows are centred on the same even pixels).
 
     Returns:
-      ``x[:, ::strides, ::strides]`` with ``features - C`` zero channels appended.
+      ``x[:, ::strides, ::strides]`` (every spatial axis) with ``features - C`` zero channels
+      appended.
     """
-    x = x[:, ::strides, ::strides, :]
-    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, features - x.shape[-1])))
+    x = x[(slice(None), *[slice(None, None, strides)] * spatial_dims(x), slice(None))]
+    return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, features - x.shape[-1])])
 
 
 class BasicBlock(nn.Module):
@@ -115,18 +118,20 @@ class BasicBlock(nn.Module):
             gain = self.param('skip_gain', nn.initializers.constant(self.skip_gain_init or 0.0),
                               ())
         inner = self.features if self.inner_features is None else self.inner_features
+        dims = spatial_dims(x)
         if self.preact:
             branch = spec.norm(name='norm1')(x, train=train)
             branch = spec.act(name='act1')(branch, train=train)
-            branch = make_conv(spec, inner, 3, self.strides, name='conv1')(branch)
+            branch = make_conv(spec, inner, 3, self.strides, name='conv1',
+                               spatial_dims=dims)(branch)
             branch = spec.norm(name='norm2')(branch, train=train)
             branch = spec.act(name='act2')(branch, train=train)
-            branch = make_conv(spec, self.features, 3, name='conv2')(branch)
+            branch = make_conv(spec, self.features, 3, name='conv2', spatial_dims=dims)(branch)
             return gain * branch + self._shortcut(x, train)
-        branch = make_conv(spec, inner, 3, self.strides, name='conv1')(x)
+        branch = make_conv(spec, inner, 3, self.strides, name='conv1', spatial_dims=dims)(x)
         branch = spec.norm(name='norm1')(branch, train=train)
         branch = spec.act(name='act1')(branch, train=train)
-        branch = make_conv(spec, self.features, 3, name='conv2')(branch)
+        branch = make_conv(spec, self.features, 3, name='conv2', spatial_dims=dims)(branch)
         branch = spec.norm(name='norm2')(branch, train=train)
         return spec.act(name='act2')(gain * branch + self._shortcut(x, train), train=train)
 
@@ -137,7 +142,7 @@ class BasicBlock(nn.Module):
             return zero_pad_shortcut(x, self.features, self.strides)
         kernel_size = 1 if self.shortcut == 'conv1x1' else 3
         conv = make_conv(self.spec, self.features, kernel_size, self.strides,
-                         name='shortcut_conv')
+                         name='shortcut_conv', spatial_dims=spatial_dims(x))
         norm = self.spec.norm(name='shortcut_norm')
         if self.preact:
             return conv(norm(x, train=train))
@@ -180,7 +185,7 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        check_image_input(x, MIN_IMAGE_SIZE, self.model_name)
+        check_image_input(x, MIN_IMAGE_SIZE, self.model_name, sequences=True)
         spec = resolve_norm(self.norm, self.norm_kwargs)
         x = ConvNormAct(spec, scale_width(self.stem_width, self.width), name='stem')(
             x, train=train)
