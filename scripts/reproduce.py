@@ -13,12 +13,13 @@ through ``jaxnorm.train.fit`` (the batch sharded over a ``data`` mesh) or spread
 seeds over the devices.
 
 Each section runs ``scripts/experiments/<section>.py`` in a subprocess and reads the
-``results.json`` it writes. That file carries the paper, the claim, what was run (``ran``), a
-markdown ``table`` (mean +- std over seeds), ``figures`` and ``checks``: the sub-claims, each
-with the rule the experiment applied to its own numbers and whether it ``holds``. The verdict
-of a section is computed here from those checks, by the rule written into the report:
-**reproduced** when every check holds, **partly** when some do, **not reproduced** when none
-does.
+``results.json`` it writes (validated against the schema of :mod:`jaxnorm.papers.checks`).
+That file carries the paper, the claim, what was run (``ran``), the scale and seeds, a
+markdown ``table`` (mean +- std over seeds), ``figures`` and ``checks``: each declared before
+the run as claim or sanity, with its test, margin, powered effect, interval over seeds and
+outcome (supported / refuted / inconclusive). The verdict follows from the claim checks only
+(``jaxnorm.papers.checks.verdict``, its rule written into the report); a sanity check that is
+not supported makes the section invalid.
 
 Finished sections are cached under ``OUT/cache/<section>-<hash>``. The hash covers the
 section's arguments and the source of the experiment script and of every repository module it
@@ -45,12 +46,16 @@ import time
 
 from tqdm.auto import tqdm
 
+from jaxnorm.papers import checks as checks_lib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(REPO, 'scripts', 'experiments')
 CONFIGS = os.path.join(REPO, 'scripts', 'configs')
-VERDICT_RULE = ('A section is **reproduced** when every check holds, **partly** when at least '
-                'one but not every check holds, and **not reproduced** when none holds. Each '
-                "check's rule is applied by the experiment to the numbers of this run.")
+VERDICT_RULE = checks_lib.VERDICT_RULE
+QUICK_NOTE = ('**Quick scale: not powered.** Every section below ran at the quick (CPU '
+              'demonstration) scale on small data with few seeds; its checks are declared and '
+              'judged by the rule above, but none is sized to detect the effect the paper '
+              'reports, so an inconclusive outcome says nothing about the paper.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,21 +211,40 @@ def run_section(section: Section, arguments: list[str], folder: str) -> tuple[di
 
 
 def load_results(folder: str, section: Section) -> dict:
-    with open(os.path.join(folder, section.name, 'results.json')) as f:
-        results = json.load(f)
-    missing = [k for k in ('claim', 'table', 'checks', 'figures') if k not in results]
-    if missing:
-        raise ValueError(f'{section.name}/results.json lacks {missing}: the experiment does not '
-                         'follow the report contract in scripts/reproduce.py')
-    return results
+    """The section's ``results.json``, schema-validated (ValueError naming the field)."""
+    return checks_lib.read_results(os.path.join(folder, section.name, 'results.json'))
 
 
 def verdict(checks: list[dict]) -> str:
-    """The report's rule (``VERDICT_RULE``) applied to a section's checks."""
-    holding = sum(bool(check['holds']) for check in checks)
-    if checks and holding == len(checks):
-        return 'reproduced'
-    return 'partly' if holding else 'not reproduced'
+    """The report's rule (``VERDICT_RULE``) applied to a section's evaluated checks."""
+    return checks_lib.verdict(checks)
+
+
+def verdict_label(results: dict) -> str:
+    """The verdict, marked "quick: not powered" at the quick scale; invalid in red."""
+    label = results['verdict']
+    if label == 'invalid':
+        label = '<span style="color:red">invalid</span>'
+    return f'{label} (quick: not powered)' if results['scale'] == 'quick' else label
+
+
+def claim_counts(checks: list[dict]) -> str:
+    """``'2 supported, 1 refuted, 0 inconclusive of 3 claims; sanity 2 / 2'``."""
+    claims = [c['outcome'] for c in checks if c['kind'] == 'claim']
+    sanity = [c['outcome'] for c in checks if c['kind'] == 'sanity']
+    return (f"{claims.count('supported')} supported, {claims.count('refuted')} refuted, "
+            f"{claims.count('inconclusive')} inconclusive of {len(claims)} claims; sanity "
+            f"{sanity.count('supported')} / {len(sanity)} hold")
+
+
+def effect_text(check: dict) -> str:
+    """The estimate with its interval (or the rule's value), for the report's check table."""
+    if check['estimate'] is None:
+        return '–'
+    if check['low'] is None:
+        return f"{check['estimate']:.4g}"
+    return (f"{check['estimate']:.3g} [{check['low']:.3g}, {check['high']:.3g}] "
+            f"(n = {check['n']})")
 
 
 def section_markdown(section: Section, results: dict, figure_dir: str, seconds: float,
@@ -229,12 +253,18 @@ def section_markdown(section: Section, results: dict, figure_dir: str, seconds: 
     lines = [f'## {section.title}', '',
              f"**Claim.** {results['claim']}", '',
              f"**Ran.** {results.get('ran') or json.dumps(results.get('setup', {}))}", '',
-             f"**Verdict: {verdict(checks)}** ({sum(c['holds'] for c in checks)} of "
-             f"{len(checks)} checks hold; {seconds:.0f} s{', cached' if cached else ''}).", '',
+             f"**Scale:** {results['scale']}; **seeds:** {results['seeds']}.", '',
+             f"**Verdict: {verdict_label(results)}** ({claim_counts(checks)}; "
+             f"{seconds:.0f} s{', cached' if cached else ''}).", '',
              *results['table'], '',
-             '| check | rule | holds |', '|---|---|---|',
-             *[f"| {cell(c['name'])} | {cell(c['rule'])} | {'yes' if c['holds'] else 'no'} |"
-               for c in checks], '']
+             '| check | kind | claim | statistic | rule | effect [interval] | outcome |',
+             '|---|---|---|---|---|---|---|',
+             *[f"| {cell(c['name'])} | {c['kind']} | {cell(c['claim'])} | "
+               f"{cell(c['statistic'])} | {cell(c['rule'])} | {cell(effect_text(c))} | "
+               f"**{c['outcome']}** |" for c in checks], '']
+    notes = results.get('notes')
+    if notes:
+        lines += ['**Notes.**', '', *[f'- {note}' for note in notes], '']
     lines += [f'![{name}]({os.path.join(figure_dir, name)})' for name in results['figures']]
     return lines + ['']
 
@@ -253,7 +283,8 @@ def machine_description() -> str:
 
 def write_report(out: str, rows: list[tuple[Section, dict, str, float, bool]], quick: bool):
     figures_root = os.path.join(out, 'figures')
-    summary = ['| paper | verdict | checks holding | seconds |', '|---|---|---|---|']
+    summary = ['| paper | scale | seeds | verdict | checks | seconds |',
+               '|---|---|---|---|---|---|']
     body = []
     for section, results, folder, seconds, cached in rows:
         target = os.path.join(figures_root, section.name)
@@ -261,14 +292,16 @@ def write_report(out: str, rows: list[tuple[Section, dict, str, float, bool]], q
         for name in results['figures']:
             shutil.copy2(os.path.join(folder, name), os.path.join(target, name))
         checks = results['checks']
-        summary.append(f'| [{section.title}](#{anchor(section.title)}) | {verdict(checks)} | '
-                       f"{sum(c['holds'] for c in checks)} / {len(checks)} | {seconds:.0f} |")
+        summary.append(f'| [{section.title}](#{anchor(section.title)}) | {results["scale"]} | '
+                       f'{results["seeds"]} | {verdict_label(results)} | '
+                       f'{claim_counts(checks)} | {seconds:.0f} |')
         body += section_markdown(section, results, os.path.join('figures', section.name),
                                  seconds, cached)
     header = ['# jaxnorm reproduction report', '',
               f"{'Quick (CPU) scale' if quick else 'Full scale'}, written "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
-              f'{machine_description()}.', '', VERDICT_RULE, '', *summary, '']
+              f'{machine_description()}.', '', VERDICT_RULE, '',
+              *([QUICK_NOTE, ''] if quick else []), *summary, '']
     with open(os.path.join(out, 'REPORT.md'), 'w') as f:
         f.write('\n'.join(header + body))
 
@@ -309,7 +342,7 @@ def main(argv=None) -> int:
         try:
             results, folder, cached = run_section(section, arguments[section.name],
                                                   folders[section.name])
-        except (RuntimeError, ValueError) as error:
+        except (RuntimeError, ValueError) as error:  # ResultsSchemaError is a ValueError
             failures.append(str(error))
             continue
         seconds = results.get('seconds', time.perf_counter() - started)
@@ -327,7 +360,7 @@ def main(argv=None) -> int:
         write_report(args.out, rows, args.quick)
         print(f"report: {os.path.join(args.out, 'REPORT.md')}")
         for section, results, *_ in rows:
-            print(f"  {section.name}: {verdict(results['checks'])}")
+            print(f"  {section.name}: {verdict_label(results)}")
     for failure in failures:
         print(f'error: {failure}', file=sys.stderr)
     return 1 if failures else 0

@@ -1,18 +1,22 @@
-"""What every paper experiment shares: its command line and the ``results.json`` it writes.
+"""What every paper experiment shares: its command line and its training helpers.
 
 The contract with ``scripts/reproduce.py``: ``--quick --seeds N --out DIR --data-dir D`` on the
 command line, or ``--config scripts/configs/<name>.py`` instead of ``--quick`` for the papers'
-scale; ``DIR/<name>/results.json`` holding ``paper, claim, ran, table`` (markdown lines),
-``checks`` (``{name, rule, holds}``), ``figures`` (PNG basenames in the same folder) and
-``seconds``, plus anything else the experiment wants to keep.
+scale; ``DIR/<name>/results.json`` written by :func:`jaxnorm.papers.checks.write_results` (the
+one writer, schema-validated), its checks declared as :class:`jaxnorm.papers.checks.Check`
+before the run.
 
 Example::
 
     args = common.parse_args(__doc__, argv)
     out_dir = common.output_dir(args, 'mimicnorm')
+    accuracy = checks.Check('accuracy', 'MimicNorm is not worse than BN', 'claim',
+                            'MimicNorm minus BN test accuracy (points)', 'non_inferiority',
+                            seeds=args.seeds, margin=0.6)
     ...
-    common.write_results(out_dir, paper=PAPER, claim=CLAIM, ran=ran, table=rows,
-                         checks=[common.check('accuracy', 'MimicNorm within 1 point of BN', ok)],
+    checks.write_results(out_dir, paper=PAPER, claim=CLAIM, ran=ran,
+                         scale=common.scale(args), seeds=args.seeds, table=rows,
+                         checks=[accuracy.evaluate(mimic_points, bn_points)],
                          figures=[png], started=started, runs=raw_numbers)
 """
 from __future__ import annotations
@@ -95,9 +99,14 @@ def output_dir(args: argparse.Namespace, name: str) -> str:
     return path
 
 
-def check(name: str, rule: str, holds: Any) -> dict:
-    """One sub-claim: what was tested, the rule applied to this run's numbers, the outcome."""
-    return {'name': name, 'rule': rule, 'holds': bool(holds)}
+def scale(args: argparse.Namespace) -> str:
+    """The scale the experiment ran at: ``'quick'`` or ``'paper'`` (``--config``)."""
+    return 'quick' if args.quick else 'paper'
+
+
+def declared_seeds(args: argparse.Namespace) -> int:
+    """Seeds every check of this run is declared with (``--seeds``)."""
+    return int(args.seeds)
 
 
 def mean_std(values: Iterable[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -105,40 +114,6 @@ def mean_std(values: Iterable[float], scale: float = 1.0, digits: int = 2) -> st
     v = scale * np.asarray(list(values), dtype=np.float64)
     std = v.std(ddof=1) if v.size > 1 else 0.0
     return f'{v.mean():.{digits}f} ± {std:.{digits}f}'
-
-
-def to_json(value: Any) -> Any:
-    """``value`` with numpy arrays and scalars turned into lists and Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def write_results(out_dir: str, *, paper: str, claim: str, ran: str, table: list[str],
-                  checks: list[dict], figures: list[str], started: float, **extra) -> str:
-    """Write ``out_dir/results.json`` (the report contract), print a summary, return the path.
-
-    ``started`` is the ``time.perf_counter()`` of the experiment's start; ``figures`` may be
-    full paths (their basenames are stored); ``extra`` keys (raw runs, setup) are kept as is.
-    """
-    seconds = time.perf_counter() - started
-    results = {'paper': paper, 'claim': claim, 'ran': ran, 'table': list(table),
-               'checks': list(checks), 'figures': [os.path.basename(f) for f in figures],
-               'seconds': seconds, **to_json(extra)}
-    path = os.path.join(out_dir, 'results.json')
-    with open(path, 'w') as f:
-        json.dump(results, f, indent=1)
-    print('\n'.join(table))
-    for c in checks:
-        print(f"{c['name']}: {'holds' if c['holds'] else 'does not hold'} ({c['rule']})")
-    print(f'{seconds:.0f} s; results in {out_dir}')
-    return path
 
 
 DIVERGED_KEYS = ('train_loss', 'train_accuracy', 'mean_logit_norm', 'test_loss',
