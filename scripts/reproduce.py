@@ -186,7 +186,10 @@ def cached_section(section: Section, folder: str) -> tuple | None:
     """(results, folder holding results.json) of the finished run cached in ``folder``, or None."""
     if not os.path.exists(os.path.join(folder, section.name, 'results.json')):
         return None
-    return load_results(folder, section), os.path.join(folder, section.name)
+    try:
+        return load_results(folder, section), os.path.join(folder, section.name)
+    except checks_lib.ResultsSchemaError:  # written under an older contract: run it again
+        return None
 
 
 def run_section(section: Section, arguments: list[str], folder: str) -> tuple[dict, str, bool]:
@@ -206,8 +209,10 @@ def run_section(section: Section, arguments: list[str], folder: str) -> tuple[di
     if finished.returncode != 0:
         raise RuntimeError(f"section {section.name!r} failed (exit {finished.returncode}); "
                            f"its output is in {log_path}")
+    results = load_results(partial, section)  # a schema error leaves no cache entry
+    shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
-    return load_results(folder, section), os.path.join(folder, section.name), False
+    return results, os.path.join(folder, section.name), False
 
 
 def load_results(folder: str, section: Section) -> dict:

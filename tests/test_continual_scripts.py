@@ -36,27 +36,119 @@ def test_continual_cli_bad_input_is_one_line(capsys):
     assert "invalid choice: 'fisher'" in err and len(err.strip().splitlines()) == 1
 
 
-def _entry(acc, forg, fixed=None):
-    acc, forg = np.asarray(acc, float), np.asarray(forg, float)
-    entry = {'accuracy': acc, 'forgetting': forg}
-    if fixed is not None:
-        entry['fixed_accuracy'] = np.asarray(fixed, float)
+LRS = (0.1, 0.03, 0.01)  # 0.1 is outside the paper's grid; 0.03 and 0.01 are cells
+NOISE = np.array([0.001, -0.002, 0.0015, -0.0005])  # per-seed jitter (fractions), mean 0
+
+
+def _entry(acc, forg, strength_accuracy=None):
+    """One method's (LR, seed) accuracy and forgetting; QR also (LR, λ, seed) accuracies."""
+    entry = {'accuracy': np.asarray(acc, float), 'forgetting': np.asarray(forg, float)}
+    if strength_accuracy is not None:
+        grid = np.asarray(strength_accuracy, float)
+        entry['strength_accuracy'] = grid
+        entry['fixed_accuracy'] = grid[:, grid.mean(-1).mean(0).argmax()]
     return entry
+
+
+def _per_seed(per_lr):
+    """(LR, seed) values: one level per LR plus the same mean-zero jitter in every row."""
+    return np.asarray(per_lr, float)[:, None] + NOISE
+
+
+def _results(emr_module, gains, qr_level=0.8, qr_spread=(0.3, 0.0, 0.3)):
+    """EMR = QR + gains[imp][lr] (accuracy) and QR - gains (forgetting), with seed noise
+    that differs between the arms. QR's λ grid: λ0 is the best on average over the
+    reference LRs, its accuracy moves by ``qr_spread`` over the LRs."""
+    results = {}
+    for imp in emr_module.IMPORTANCES:
+        qr_acc = _per_seed([qr_level] * 3)
+        qr_forg = _per_seed([0.1] * 3)
+        lam0 = _per_seed([qr_level - s for s in qr_spread])
+        lam1 = lam0 - 0.2  # worse everywhere: never the fixed λ
+        results[f'qr-{imp}'] = _entry(qr_acc, qr_forg, np.stack([lam0, lam1], axis=1))
+        gain = np.asarray(gains[imp], float)[:, None]
+        jitter = np.roll(NOISE, 1)  # EMR's own seed noise: the differences have a spread
+        results[f'emr-{imp}'] = _entry(qr_acc + gain + jitter, qr_forg - gain / 10 + jitter,
+                                       None)
+    return results
+
+
+def _outcomes(emr_module, results):
+    declared = emr_module.declare_checks(len(NOISE))
+    evaluated, summary, notes = emr_module.evaluate_checks(declared, results, LRS)
+    return {c['name']: c for c in evaluated}, summary, notes
+
+
+def test_emr_checks_are_declared_claims_powered_for_the_papers_effects():
+    emr = _load('scripts/experiments/emr.py', 'emr_experiment')
+    declared = emr.declare_checks(3)
+    assert {k: (c.kind, c.test, c.aggregate) for k, c in declared.items()} == {
+        k: ('claim', 'superiority', 'all') for k in ('accuracy', 'forgetting', 'stability')}
+    assert (declared['accuracy'].effect, declared['forgetting'].effect,
+            declared['stability'].effect) == (6.2, 4.5, None)
+    assert declared['accuracy'].margin == declared['forgetting'].margin == 0.0
+    assert emr.declare_checks(3, 'permuted_digits')['accuracy'].name == \
+        'accuracy (permuted_digits)'
+    cells, spread, notes = emr.check_lrs(LRS)
+    assert cells == spread == [1, 2] and '0.1' in notes[0]
+    assert emr.check_lrs((0.03, 0.01, 0.003, 0.001))[0] == [0, 1, 2, 3]
+    assert emr.check_lrs((0.1, 0.3))[0] == [0, 1]  # no reference LR: every LR, and a note
 
 
 def test_emr_checks_follow_their_rules():
     emr = _load('scripts/experiments/emr.py', 'emr_experiment')
-    # (LR, seed) arrays: EMR better everywhere but for MAS; QR at one λ unstable over LRs.
-    results = {}
+    # EMR 10 points more accurate (forgets 1 point less: QR 10 %, EMR 9 %) at every LR, far
+    # below at LR 0.1 (outside the grid, so not a cell); QR at one λ varies by 30 points over
+    # the reference LRs 0.03 / 0.01 while EMR varies by the seed noise only.
+    big = {imp: [-0.5, 0.1, 0.1] for imp in emr.IMPORTANCES}
+    found, summary, notes = _outcomes(emr, _results(emr, big, qr_spread=(0.0, 0.3, 0.0)))
+    accuracy = found['accuracy']
+    # Every cell's interval lies above 0 (Holm over 8 cells still clears it): supported.
+    assert [row['cell'] for row in accuracy['cells']] == [
+        f'{imp}, lr {lr}' for imp in emr.IMPORTANCES for lr in ('0.03', '0.01')]
+    assert accuracy['outcome'] == 'supported'
+    assert accuracy['estimate'] == pytest.approx(10.0)
+    # Forgetting: QR minus EMR = 1 point everywhere, above 0 but far below the paper's 4.5:
+    # the interval excludes 0 from below, so Holm supports every cell.
+    assert found['forgetting']['outcome'] == 'supported'
+    # Stability: QR's spread over 0.03 / 0.01 is 30 points, EMR's ~0: supported.
+    assert found['stability']['outcome'] == 'supported'
+    assert found['stability']['estimate'] == pytest.approx(30.0, abs=1.0)
+    # The old pooled rule (every LR, 0.1 included) fails on these inputs: the notes say so.
+    assert summary['old_rules_hold']['accuracy'] is False
+    assert any(n.startswith('Old rule') and 'did not hold' in n for n in notes)
+    assert any('LR 0.1 (not a cell)' in n for n in notes)
+
+
+def test_emr_one_cell_without_a_gain_refutes_the_all_cells_claim():
+    emr = _load('scripts/experiments/emr.py', 'emr_experiment')
+    # MAS at LR 0.01: EMR equals QR up to seed noise; the interval around 0 lies below the
+    # paper's 6.2 points, so that cell is refuted and aggregate 'all' refutes the claim.
+    gains = {imp: [0.1, 0.1, 0.0 if imp == 'mas' else 0.1] for imp in emr.IMPORTANCES}
+    found, _, _ = _outcomes(emr, _results(emr, gains))
+    cells = {row['cell']: row['outcome'] for row in found['accuracy']['cells']}
+    assert cells.pop('mas, lr 0.01') == 'refuted'
+    assert set(cells.values()) == {'supported'}
+    assert found['accuracy']['outcome'] == 'refuted'
+    # Forgetting there: the same zero difference, below 4.5: refuted as well.
+    assert found['forgetting']['outcome'] == 'refuted'
+
+
+def test_emr_noisy_gain_is_inconclusive_and_a_steadier_qr_refutes_stability():
+    emr = _load('scripts/experiments/emr.py', 'emr_experiment')
+    # QR at one λ is flat over the LRs; EMR is 10 points above QR at LR 0.03 and 10 below at
+    # 0.01, with seeds that disagree wildly (jitter sd ~20 points).
+    results = _results(emr, {imp: [0.0] * 3 for imp in emr.IMPORTANCES}, qr_level=0.5,
+                       qr_spread=(0.0, 0.0, 0.0))
+    wild = np.array([0.25, -0.15, 0.2, -0.1])
     for imp in emr.IMPORTANCES:
-        gain = -0.01 if imp == 'mas' else 0.05
-        qr = np.full((3, 2), 0.8)
-        results[f'qr-{imp}'] = _entry(qr, qr / 10, fixed=[[0.5, 0.5], [0.8, 0.8], [0.9, 0.9]])
-        results[f'emr-{imp}'] = _entry(qr + gain, qr / 10 - gain)
-    checks, summary = emr.checks(results)
-    assert [c['holds'] for c in checks] == [True, True, True]
-    assert summary['per_importance_accuracy_gain']['mas'] == pytest.approx(-0.01)
-    for imp in ('ewc', 'si'):  # two losses out of four: fails the ">= 3 of 4" rules
-        results[f'emr-{imp}'] = _entry(np.full((3, 2), 0.7), np.full((3, 2), 0.2))
-    checks, _ = emr.checks(results)
-    assert [c['holds'] for c in checks] == [False, False, True]
+        results[f'emr-{imp}']['accuracy'] = (results[f'qr-{imp}']['accuracy'] + wild
+                                             + np.array([0.0, 0.1, -0.1])[:, None])
+    found, _, _ = _outcomes(emr, results)
+    # Each cell's interval (about ±24 points around +15 or -5) holds both 0 and 6.2.
+    assert {row['outcome'] for row in found['accuracy']['cells']} == {'inconclusive'}
+    assert found['accuracy']['outcome'] == 'inconclusive'
+    # Spread over 0.03 / 0.01: QR 0 and EMR 20 points in every seed, so QR minus EMR = -20:
+    # the interval lies below the unpowered superiority's target (its margin, 0): refuted.
+    assert found['stability']['estimate'] == pytest.approx(-20.0)
+    assert found['stability']['outcome'] == 'refuted'

@@ -37,7 +37,8 @@ def test_afan_arms_are_the_library_fit_runs(tmp_path):
     assert results['runs']['final_accuracy']['baseline'][1] == direct.history[-1][
         'test_accuracy']
     assert results['config']['afan_layer'] == 'stage1_block3'
-    assert [c['name'] for c in results['checks']] == ['accuracy', 'consistency', 'cost']
+    assert [(c['name'], c['kind']) for c in results['checks']] == [('accuracy', 'claim'),
+                                                                  ('cost', 'sanity')]
     assert sorted(p.name for p in (out / 'afan' / 'runs').iterdir()) == [
         'afan-seed0', 'afan-seed1', 'baseline-seed0', 'baseline-seed1']
 
@@ -93,7 +94,7 @@ def test_lawn_arms_are_the_library_fit_runs(tmp_path):
     # The check's input in closed form: LAWN's norms after the switch equal the final ones.
     norms = [r['lawn_weight_norms'] for r in history if r['epoch'] > 1.0]
     assert norms and max(abs(n[k] / norms[-1][k] - 1) for n in norms for k in n) <= 1e-4
-    assert {c['name']: c['holds'] for c in results['checks']}['norms constant']
+    assert {c['name']: c['outcome'] for c in results['checks']}['norms constant'] == 'supported'
 
 
 def test_beyond_bn_paper_training_records_fits_epoch_losses(tmp_path):

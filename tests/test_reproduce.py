@@ -10,10 +10,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # A stand-in experiment: counts its runs in a file and writes the report contract, with the
-# checks' outcomes and an optional failure read from environment variables.
+# checks' outcomes, an optional failure and an optional schema break read from environment
+# variables.
 FAKE_EXPERIMENT = textwrap.dedent('''
-    import argparse, json, os, sys
+    import argparse, json, os, sys, time
     import fake_helper
+    from jaxnorm.papers import checks
     parser = argparse.ArgumentParser()
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--seeds', type=int)
@@ -32,11 +34,18 @@ FAKE_EXPERIMENT = textwrap.dedent('''
     if os.environ.get('FAKE_FAIL'):
         sys.exit(3)
     holds = [h == '1' for h in os.environ['FAKE_HOLDS'].split(',')]
-    json.dump({'claim': 'fake claim', 'ran': 'fake run', 'seconds': 1.5,
-               'table': ['| a |', '|---|', '| 1.0 +- 0.1 |'], 'figures': ['curve.png'],
-               'checks': [{'name': f'c{i}', 'rule': '|x| < 1', 'holds': h}
-                          for i, h in enumerate(holds)]},
-              open(os.path.join(out, 'results.json'), 'w'))
+    declared = [checks.Check(f'c{i}', 'fake claim holds', 'claim', 'x', 'rule', args.seeds,
+                             rule='|x| < 1') for i in range(len(holds))]
+    checks.write_results(out, paper='Fake', claim='fake claim', ran='fake run',
+                         scale='quick' if args.quick else 'paper', seeds=args.seeds,
+                         table=['| a |', '|---|', '| 1.0 +- 0.1 |'],
+                         checks=[c.evaluate_rule(h) for c, h in zip(declared, holds)],
+                         figures=['curve.png'], started=time.perf_counter())
+    if os.environ.get('FAKE_BREAK_SCHEMA'):
+        path = os.path.join(out, 'results.json')
+        results = json.load(open(path))
+        del results['checks'][0]['outcome']
+        json.dump(results, open(path, 'w'))
 ''')
 
 
@@ -62,12 +71,16 @@ def reproduce(tmp_path, monkeypatch):
     return module
 
 
-@pytest.mark.parametrize('holds, expected', [([True, True], 'reproduced'),
-                                             ([True, False], 'partly'),
-                                             ([False, False], 'not reproduced'),
-                                             ([], 'not reproduced')])
-def test_verdict_rule(reproduce, holds, expected):
-    assert reproduce.verdict([{'holds': h} for h in holds]) == expected
+@pytest.mark.parametrize('outcomes, expected', [
+    ([('claim', 'supported'), ('claim', 'supported')], 'reproduced'),
+    ([('claim', 'supported'), ('claim', 'refuted')], 'mixed'),
+    ([('claim', 'refuted'), ('claim', 'inconclusive')], 'not reproduced'),
+    ([('claim', 'supported'), ('claim', 'inconclusive')], 'inconclusive'),
+    ([('claim', 'supported'), ('sanity', 'refuted')], 'invalid'),
+    ([('sanity', 'supported')], 'inconclusive'),
+    ([], 'inconclusive')])
+def test_verdict_rule(reproduce, outcomes, expected):
+    assert reproduce.verdict([{'kind': k, 'outcome': o} for k, o in outcomes]) == expected
 
 
 def test_a_finished_section_is_cached_and_a_changed_config_reruns(reproduce, tmp_path):
@@ -80,9 +93,16 @@ def test_a_finished_section_is_cached_and_a_changed_config_reruns(reproduce, tmp
     assert (tmp_path / 'runs.txt').read_text().split() == ['3', '4']
 
     report = (out / 'REPORT.md').read_text()
-    assert '| [Fake paper (arXiv:0)](#fake-paper-arxiv0) | partly | 1 / 2 |' in report
-    assert '**Verdict: partly** (1 of 2 checks hold' in report
-    assert '| c0 | \\|x\\| < 1 | yes |' in report  # pipes escaped inside table cells
+    assert ('| [Fake paper (arXiv:0)](#fake-paper-arxiv0) | quick | 4 | mixed (quick: not '
+            'powered) | 1 supported, 1 refuted, 0 inconclusive of 2 claims; sanity 0 / 0 hold |'
+            in report)
+    assert '**Verdict: mixed (quick: not powered)** (1 supported, 1 refuted' in report
+    assert '**Scale:** quick; **seeds:** 4.' in report
+    assert 'Quick scale: not powered' in report
+    # Pipes escaped inside table cells; kind, rule and outcome of every check shown.
+    assert ('| c0 | claim | fake claim holds | x | rule: \\|x\\| < 1 | – | '
+            '**supported** |' in report)
+    assert '**refuted** |' in report
     assert (out / 'figures' / 'fake' / 'curve.png').read_bytes() == b'png'
     assert '![curve.png](figures/fake/curve.png)' in report
 
@@ -120,6 +140,14 @@ def test_a_failed_section_leaves_no_cache_entry_and_reports_its_log(reproduce, t
     monkeypatch.delenv('FAKE_FAIL')
     assert reproduce.main(['--quick', '--out', str(out)]) == 0
     assert (tmp_path / 'runs.txt').read_text().split() == ['3', '3']
+
+
+def test_a_results_file_breaking_the_schema_is_refused_naming_the_field(reproduce, tmp_path,
+                                                                        monkeypatch, capsys):
+    monkeypatch.setenv('FAKE_BREAK_SCHEMA', '1')
+    assert reproduce.main(['--quick', '--out', str(tmp_path / 'report')]) == 1
+    assert "missing field 'outcome'" in capsys.readouterr().err
+    assert not (tmp_path / 'report' / 'REPORT.md').exists()
 
 
 @pytest.mark.parametrize('edited', ['fake.py', 'fake_helper.py'])

@@ -130,7 +130,7 @@ class Check:
         """The decision rule in words, for the report."""
         level = f'{100 * self.confidence:.0f} % paired t-interval of the mean difference'
         if self.test == 'rule':
-            return f'rule: {self.rule} (in every seed)'
+            return f'rule: {self.rule}'
         if self.test == 'superiority':
             text = (f'superiority: supported if the {level} lies above {self.margin:g}, refuted '
                     f'if below {self.target:g}')
@@ -158,41 +158,64 @@ class Check:
                  method: str = 't') -> dict:
         """Outcome on per-seed values ``a`` paired with ``b`` (or ``a`` against 0).
 
+        Seeds where either arm is not finite (a diverged run) are left out and counted in
+        ``dropped``; with fewer than two seeds left there is no noise estimate and the outcome
+        is inconclusive.
+
         Returns:
             The result dict of the schema (:func:`validate_check_result`).
         """
         _require(self.test != 'rule', f'check {self.name!r} is a rule: use evaluate_rule')
-        interval = stats.paired_interval(a, b, confidence=self.confidence, method=method)
-        p_value = (None if self.test == 'equivalence' else
-                   stats.p_greater(a, b, null=self.null))
-        return self._result(interval.mean, interval.low, interval.high, interval.sd,
-                            interval.n, p_value, self.outcome(interval.low, interval.high),
-                            values={'a': a, 'b': b})
+        kept_a, kept_b, dropped = stats.finite_pairs(a, b)
+        values = {'a': a, 'b': b}
+        if kept_a.size < 2:
+            result = self._result(None, None, None, None, kept_a.size, None, 'inconclusive',
+                                  values=values)
+        else:
+            interval = stats.paired_interval(kept_a, kept_b, confidence=self.confidence,
+                                             method=method)
+            p_value = (None if self.test == 'equivalence' else
+                       stats.p_greater(kept_a, kept_b, null=self.null))
+            result = self._result(interval.mean, interval.low, interval.high, interval.sd,
+                                  interval.n, p_value, self.outcome(interval.low, interval.high),
+                                  values=values)
+        result['dropped'] = dropped
+        return result
 
     def evaluate_cells(self, cells: Mapping[str, tuple[Sequence[float], Sequence[float] | None]]
                        ) -> dict:
         """Outcome of a superiority / non-inferiority claim over several cells, Holm-controlled.
 
         A cell is supported when its Holm-adjusted one-sided p-value is at most
-        ``(1 - confidence) / 2``; refuted when its interval lies below the target. The check
+        ``(1 - confidence) / 2``; refuted when its interval lies below the target; a cell with
+        fewer than two finite seeds is inconclusive (diverged seeds are dropped). The check
         aggregates the cells by ``aggregate`` (``'all'``: supported if every cell is, refuted if
         one is; ``'any'``: supported if one is, refuted if every cell is).
         """
         _require(self.test in ('superiority', 'non_inferiority'),
                  f'check {self.name!r}: cells need a superiority or non-inferiority test')
         _require(bool(cells), f'check {self.name!r}: no cells')
-        names = list(cells)
-        intervals = [stats.paired_interval(*cells[c], confidence=self.confidence)
-                     for c in names]
-        adjusted = stats.holm([stats.p_greater(*cells[c], null=self.null) for c in names])
+        finite = {name: stats.finite_pairs(*pair) for name, pair in cells.items()}
+        names = list(finite)
+        usable = [finite[c][0].size >= 2 for c in names]
+        intervals = [stats.paired_interval(*finite[c][:2], confidence=self.confidence)
+                     if ok else None for c, ok in zip(names, usable)]
+        # A cell without two finite seeds cannot be supported: p = 1 keeps Holm honest.
+        adjusted = stats.holm([stats.p_greater(*finite[c][:2], null=self.null) if ok else 1.0
+                               for c, ok in zip(names, usable)])
         alpha = (1 - self.confidence) / 2
         rows, outcomes = [], []
         for cell, interval, p in zip(names, intervals, adjusted):
-            outcome = ('supported' if p <= alpha else
-                       'refuted' if interval.high < self.target else 'inconclusive')
+            if interval is None:
+                outcome = 'inconclusive'
+            else:
+                outcome = ('supported' if p <= alpha else
+                           'refuted' if interval.high < self.target else 'inconclusive')
             outcomes.append(outcome)
-            rows.append({'cell': cell, 'estimate': interval.mean, 'low': interval.low,
-                         'high': interval.high, 'n': interval.n, 'p_holm': float(p),
+            rows.append({'cell': cell, 'estimate': None if interval is None else interval.mean,
+                         'low': None if interval is None else interval.low,
+                         'high': None if interval is None else interval.high,
+                         'n': int(finite[cell][0].size), 'p_holm': float(p),
                          'outcome': outcome})
         if self.aggregate == 'all':
             outcome = ('supported' if all(o == 'supported' for o in outcomes) else
@@ -200,15 +223,21 @@ class Check:
         else:
             outcome = ('supported' if 'supported' in outcomes else
                        'refuted' if all(o == 'refuted' for o in outcomes) else 'inconclusive')
-        worst = min(range(len(names)), key=lambda i: intervals[i].low)
-        result = self._result(intervals[worst].mean, intervals[worst].low,
-                              intervals[worst].high, intervals[worst].sd, intervals[worst].n,
-                              float(adjusted[worst]), outcome)
+        judged = [i for i, interval in enumerate(intervals) if interval is not None]
+        if judged:
+            worst = min(judged, key=lambda i: intervals[i].low)
+            result = self._result(intervals[worst].mean, intervals[worst].low,
+                                  intervals[worst].high, intervals[worst].sd,
+                                  intervals[worst].n, float(adjusted[worst]), outcome)
+        else:
+            result = self._result(None, None, None, None, 0, None, outcome)
+        result['dropped'] = sum(dropped for _, _, dropped in finite.values())
         result['cells'] = rows
         return result
 
     def evaluate_rule(self, holds: bool | Sequence[bool], value: Any = None) -> dict:
-        """Outcome of a rule: supported when it holds (in every seed, for a sequence)."""
+        """Outcome of a rule: supported when it holds (in every seed, for a sequence; ``n`` is
+        the number of values judged)."""
         _require(self.test == 'rule', f'check {self.name!r} is not a rule')
         per_seed = np.atleast_1d(np.asarray(holds, dtype=bool))
         outcome = 'supported' if per_seed.all() else 'refuted'

@@ -48,16 +48,35 @@ def differences(a: Sequence[float], b: Sequence[float] | None = None) -> np.ndar
         ValueError: the arms differ in length, are empty, or hold non-finite values.
     """
     a = np.asarray(a, dtype=np.float64).ravel()
-    d = a if b is None else a - np.asarray(b, dtype=np.float64).ravel()
     if b is not None and np.size(b) != a.size:
         raise ValueError(f'paired arms need one value per seed each; got {a.size} and '
                          f'{np.size(b)} values')
+    d = a if b is None else a - np.asarray(b, dtype=np.float64).ravel()
     if d.size == 0:
         raise ValueError('no seeds: a paired statistic needs at least one value per arm')
     if not np.all(np.isfinite(d)):
         raise ValueError(f'non-finite values among the paired differences {d.tolist()}; '
                          'a diverged run must be handled before the test')
     return d
+
+
+def finite_pairs(a: Sequence[float], b: Sequence[float] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """``(a, b, dropped)`` without the seeds where either arm is not finite (a diverged run).
+
+    Raises:
+        ValueError: the arms differ in length.
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    if b is None:
+        keep = np.isfinite(a)
+        return a[keep], None, int((~keep).sum())
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if b.size != a.size:
+        raise ValueError(f'paired arms need one value per seed each; got {a.size} and '
+                         f'{b.size} values')
+    keep = np.isfinite(a) & np.isfinite(b)
+    return a[keep], b[keep], int((~keep).sum())
 
 
 def paired_interval(a: Sequence[float], b: Sequence[float] | None = None, *,

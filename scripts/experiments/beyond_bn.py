@@ -36,21 +36,30 @@ standardized; vgg_cfg10 at width 0.5 (0.25 with --quick); SGD momentum 0.9, cons
 weight decay 1e-4, batch 64, no warmup; 15 epochs (2 with --quick); the minibatch loss and the
 gradient norm recorded at every step.
 
-Verdict rules (means and standard errors over seeds; see ``beyond_bn_report.py``):
-  forward      growth = var(block 27) / var(block 1). Supported when every activations-based
-               normalizer grows < 50x (linear growth of about +1 per block at most), WN, sWS and
-               none grow > 1e4x (2x per block would give 2^26), and every normalizer with
-               SkipInit grows < 50x; on both networks.
-  informative  supported when the last-layer stable rank is non-increasing in the group size
-               (each step within 2 SE) and rank(1) - rank(C) > 2 SE, and the mean cosine the
-               mirror image. The bound's constant is fitted as the largest c with
-               rank >= c sqrt(C/g) at every g; it and the log-log slope of rank against C/g
-               (the bound's exponent is 1/2) are reported, not judged: the bound is on the
-               rank, the stable rank only bounds it from below.
-  backward     supported when the first conv's gradient norm at group size 1 exceeds that at
-               C by > 2 SE and its Spearman correlation with the group size is <= -0.8.
-  training     reports whether LN (one group) has the highest last-epoch loss (slowest) and IN
-               the largest mean step-to-step loss change or a divergence (least stable).
+Checks (declared before the run in ``beyond_bn_report.declare_checks``; seeds are the unit of
+replication, every seed drawing its own weights and inputs; all are claims of the paper):
+  forward      growth = var(block 27) / var(block 1), judged in every seed: every
+               activations-based normalizer grows < 50x (linear growth of about +1 per block
+               at most); WN, sWS and none grow > 1e4x (2x per block would give 2^26); every
+               normalizer with SkipInit grows < 50x; on both networks.
+  informative  per network: paired superiority over seeds of the last-layer stable rank at
+               group size 1 over one group (C), and a rule that the stable rank does not
+               increase from one group size to the next in any seed; the mean cosine the
+               mirror image. The bound's constant (largest c with rank >= c sqrt(C/g) at every
+               g) and the log-log slope of rank against C/g (the bound's exponent is 1/2) are
+               reported, not judged: the bound is on the rank, the stable rank only bounds it
+               from below.
+  backward     per network: paired superiority of the first conv's gradient norm at group
+               size 1 over one group, and Spearman(group size, first-conv gradient norm)
+               <= -0.8 in every seed.
+  training     paired superiority over seeds, Holm-controlled over the other group sizes: one
+               group (LN) has a higher last-epoch training loss than every other group size
+               (slowest), and group size 1 (IN) a larger mean |step-to-step loss change| than
+               every other (least stable). That stability measure is kept from before but is
+               not independent of learning (it rewards a run that does not learn); the check
+               declares it.
+The results' ``notes`` give each old rule (means and unpaired 2 SE, or a ranking of means)
+and its outcome on the run.
 
     python scripts/experiments/beyond_bn.py all --quick --out results   # 3.3 min on 2 CPU cores
     python scripts/experiments/beyond_bn.py forward --seeds 5
@@ -61,8 +70,11 @@ CIFAR-100 in ``scripts/configs/beyond_bn.py``) the three init-time experiments r
 full sizes (they are the paper's networks) and the training experiment trains the file's
 model with GroupNorm at each group size through ``jaxnorm.train.fit`` (every device,
 checkpointed, resumed). fit records one training loss per epoch, so "loss" there is the
-per-epoch mean and the stability rule compares epoch-to-epoch changes; no gradient norm is
-recorded (NaN in the table).
+per-epoch mean and the stability check compares epoch-to-epoch changes; no gradient norm is
+recorded (NaN in the table). Both paths declare the same checks.
+
+A single subcommand keeps the other experiments' sections of an existing results.json that
+ran at the same scale and seeds (and drops the others).
 """
 from __future__ import annotations
 
@@ -72,7 +84,6 @@ import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -82,8 +93,8 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from jaxnorm import config as config_lib, data, models, optimizers, theory, train  # noqa: E402
 from jaxnorm.layers import BEYOND_BN_REPO_OPTIONS  # noqa: E402
+from jaxnorm.papers import checks  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import beyond_bn_report as report  # noqa: E402
 import common  # noqa: E402
 
@@ -362,6 +373,29 @@ def ran(name: str, s: dict, seeds: list[int], config_path: str | None = None) ->
             f"momentum {t['momentum']}, batch {t['batch']}, {len(seeds)} seeds.")
 
 
+def previous_experiments(path: str, scale: str, seeds: list[int]) -> dict:
+    """The experiments of an existing ``path`` that ran at ``scale`` with ``seeds`` and hold
+    declared-check results (a single subcommand keeps them); the others are dropped."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        experiments = json.load(f).get('experiments', {})
+    kept = {}
+    for name, e in experiments.items():
+        try:
+            for result in e['checks']:
+                checks.validate_check_result(result, name)
+            same = e.get('scale') == scale and e.get('seeds') == seeds
+        except (checks.ResultsSchemaError, KeyError, TypeError):
+            same = False
+        if same:
+            kept[name] = e
+        else:
+            print(f'dropping the earlier {name!r} section of {path}: another scale, other '
+                  'seeds or an older format')
+    return kept
+
+
 def main(argv=None) -> int:
     parser = common.build_parser(__doc__)
     parser.add_argument('experiment', nargs='?', default='all',
@@ -374,15 +408,14 @@ def main(argv=None) -> int:
         except (FileNotFoundError, ValueError) as error:
             parser.error(str(error))
     s, seeds = settings(args.quick), list(range(args.seeds))
+    # Every check of every experiment, declared before anything runs.
+    declared = report.declare_checks(common.declared_seeds(args), tuple(s['rank']['networks']),
+                                     s['training']['group_sizes'])
     wanted = (('forward', 'informative', 'backward', 'training') if args.experiment == 'all'
               else (args.experiment,))
-    out_dir = os.path.join(args.out, 'beyond_bn')
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, 'results.json')
-    results = {'paper': PAPER, 'experiments': {}}
-    if os.path.exists(path):  # a single subcommand keeps the others' sections
-        with open(path) as f:
-            results = json.load(f)
+    out_dir = common.output_dir(args, 'beyond_bn')
+    scale = common.scale(args)
+    experiments = previous_experiments(os.path.join(out_dir, 'results.json'), scale, seeds)
     started = time.perf_counter()
     rank_runs = None
     for name in wanted:
@@ -396,21 +429,21 @@ def main(argv=None) -> int:
         else:
             rank_runs = rank_runs or run_rank(s, seeds)
             measured = rank_runs
-        judged = report.VERDICTS[name](measured['records'])
-        results['experiments'][name] = {
-            'claim': CLAIMS[name], 'ran': ran(name, s, seeds, args.config), 'quick': args.quick,
+        judged = report.JUDGES[name](measured['records'], declared[name])
+        experiments[name] = {
+            'claim': CLAIMS[name], 'ran': ran(name, s, seeds, args.config), 'scale': scale,
             'seeds': seeds, **judged,
             'setup': measured['setup'], 'records': measured['records'],
             'seconds': time.perf_counter() - begun}
         plot = report.PLOTS[name](measured['records'], out_dir)
-        print(f'\n## {name}: {judged["verdict"]}')
-        print('\n'.join(judged['table']))
-        print(f'plot: {plot}')
-    # The report contract of scripts/reproduce.py, over every experiment in the file.
-    results.update(report.contract(results['experiments']))
-    with open(path, 'w') as f:
-        json.dump(results, f, indent=1)
-    print(f'\n{time.perf_counter() - started:.0f} s; results in {path}')
+        print(f'\n## {name}: {checks.verdict(judged["checks"])}; plot: {plot}')
+    # One results.json over every experiment present, written by the one writer.
+    fields = report.contract(experiments)
+    earlier = fields.pop('seconds') - (time.perf_counter() - started)
+    checks.write_results(
+        out_dir, paper=PAPER, scale=scale, seeds=args.seeds,
+        figures=[os.path.join(out_dir, f) for f in fields.pop('figures')],
+        started=started - max(earlier, 0.0), experiments=experiments, **fields)
     return 0
 
 

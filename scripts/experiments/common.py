@@ -100,8 +100,11 @@ def output_dir(args: argparse.Namespace, name: str) -> str:
 
 
 def scale(args: argparse.Namespace) -> str:
-    """The scale the experiment ran at: ``'quick'`` or ``'paper'`` (``--config``)."""
-    return 'quick' if args.quick else 'paper'
+    """The scale the experiment ran at: ``'quick'``, ``'paper'`` (``--config``), or
+    ``'standard'`` (neither flag: the experiment's own longer CPU setting)."""
+    if args.quick:
+        return 'quick'
+    return 'paper' if getattr(args, 'config', None) else 'standard'
 
 
 def declared_seeds(args: argparse.Namespace) -> int:

@@ -18,14 +18,18 @@ x seeds, plus plain fine-tuning. Every configuration of a seed shares the initia
 the batch order (paired comparison). QR's λ is chosen per LR by the best mean average
 accuracy over seeds, on the same test data it is scored on (favours QR).
 
-Checks (d = per-seed paired difference EMR - QR at its best λ, per importance and LR):
-  * accuracy: mean d_acc over importances x LRs x seeds > 0, and > 0 for at least 3 of the 4
-    importances;
-  * forgetting: the same with d_forgetting < 0;
-  * stability across LRs: the spread (max - min over LRs) of EMR's mean accuracy is smaller
-    than that of QR at a single λ (the λ with the best accuracy averaged over LRs), for at
-    least 3 of the 4 importances.
-The full run repeats the three checks on permuted digits (named with that suffix).
+Checks (declared before the run, :mod:`jaxnorm.papers.checks`; seeds are the unit of
+replication, every difference is paired by seed, in points = 100 x fraction):
+  * accuracy (claim): per (importance, LR) cell d = acc(EMR) - acc(QR at its best λ),
+    superiority over 0 in every cell (Holm over the cells), powered for the paper's +6.2 points;
+  * forgetting (claim): per cell d = forgetting(QR at its best λ) - forgetting(EMR),
+    superiority over 0 in every cell, powered for the paper's -4.5 points;
+  * stability (claim): per importance d = spread(QR at one λ) - spread(EMR), the spread being
+    max - min over LRs of one seed's accuracy, QR's λ the best on average over those LRs;
+    superiority over 0 for every importance, not powered (the paper gives no number).
+The cells are the LRs of the paper's grid {0.03, 0.01, 0.003, 0.001} that the run has (the
+others stay in the table; the notes name them). The full run repeats the three checks on
+permuted digits (named with that suffix).
 
     python scripts/experiments/emr.py --quick --out results   # about 1 minute, 2 CPU cores
     python scripts/experiments/emr.py --out results           # about 5 minutes, 2 CPU cores
@@ -49,6 +53,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from jaxnorm import continual as cl  # noqa: E402
 from jaxnorm.cli import config_file_defaults  # noqa: E402
 from jaxnorm.data import continual as dc  # noqa: E402
+from jaxnorm.papers import checks  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -66,6 +71,8 @@ LRS = (0.1, 0.03, 0.01)
 # The reference grid is 1e-5..1e4; three more decades below, because on this model SI and
 # RWalk (importances up to ~1/1e-10) have no stable λ >= 1e-5 at LR >= 0.03.
 STRENGTHS = tuple(10.0 ** k for k in range(-8, 5))
+# The paper's LR grid (the reference code's protocol); the claims are checked at these LRs.
+REFERENCE_LRS = (0.03, 0.01, 0.003, 0.001)
 
 
 def metrics(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +104,8 @@ def run_benchmark(bench, schedule: dict, lrs, seeds: list[int]) -> dict:
             'best_strength': [STRENGTHS[b] for b in best],
             'fixed_strength': STRENGTHS[fixed],
             'fixed_matrices': qr[:, fixed],
-            'grid_accuracy': mean.tolist()}
+            'grid_accuracy': mean.tolist(),
+            'strength_accuracy': acc}
     for entry in out.values():
         entry['accuracy'], entry['forgetting'] = metrics(entry['matrices'])  # (LR, seed)
         if 'fixed_matrices' in entry:
@@ -123,39 +131,175 @@ def table(results: dict, bench_name: str, lrs) -> list[str]:
     return rows
 
 
-def checks(results: dict) -> tuple[list[dict], dict]:
+def reference_lrs(lrs) -> list[int]:
+    """Indices of the LRs in ``lrs`` that belong to the paper's grid :data:`REFERENCE_LRS`."""
+    return [i for i, lr in enumerate(lrs)
+            if any(np.isclose(lr, ref, rtol=1e-9, atol=0) for ref in REFERENCE_LRS)]
+
+
+def check_lrs(lrs) -> tuple[list[int], list[int], list[str]]:
+    """The LR indices of the accuracy / forgetting cells and of the stability spread, and the
+    notes saying which LRs are left out and why (fixed by ``lrs`` alone, before the run)."""
+    inside = reference_lrs(lrs)
+    outside = [lr for i, lr in enumerate(lrs) if i not in inside]
+    grid = ', '.join(f'{lr:g}' for lr in REFERENCE_LRS)
+    notes = []
+    if outside:
+        notes.append(f"LR {', '.join(f'{lr:g}' for lr in outside)} of this run: outside the "
+                     f"paper's reference grid {{{grid}}}, kept in the table and figures but not "
+                     'a cell of the accuracy, forgetting and stability checks.')
+    else:
+        notes.append(f"Every LR of this run lies in the paper's reference grid {{{grid}}}.")
+    cells = inside
+    if not inside:
+        cells = list(range(len(lrs)))
+        notes.append("No LR of this run lies in the paper's reference grid: the checks use "
+                     'all of its LRs instead.')
+    spread = cells
+    if len(cells) < 2:
+        spread = list(range(len(lrs)))
+        notes.append('Fewer than two LRs of the reference grid ran: the stability spread is '
+                     "taken over all of the run's LRs.")
+    return cells, spread, notes
+
+
+def declare_checks(seeds: int, suffix: str = '') -> dict[str, checks.Check]:
+    """The three claim checks of one benchmark, declared before it runs."""
+    tag = f' ({suffix})' if suffix else ''
+    return {
+        'accuracy': checks.Check(
+            f'accuracy{tag}',
+            'EMR improves the average accuracy of every quadratic regularizer (EWC, MAS, SI, '
+            "RWalk) at every LR of the paper's grid that ran (paper: +6.2 points on average)",
+            'claim',
+            'EMR minus QR (at its best λ for the LR) average accuracy (points), per importance '
+            'and LR',
+            'superiority', seeds, margin=0.0, effect=6.2, aggregate='all'),
+        'forgetting': checks.Check(
+            f'forgetting{tag}',
+            'EMR reduces the average forgetting of every quadratic regularizer at every LR of '
+            "the paper's grid that ran (paper: -4.5 points on average)",
+            'claim',
+            'QR (at its best λ for the LR) minus EMR average forgetting (points; positive: EMR '
+            'forgets less), per importance and LR',
+            'superiority', seeds, margin=0.0, effect=4.5, aggregate='all'),
+        'stability': checks.Check(
+            f'stability{tag}',
+            'EMR is more stable across learning rates than every quadratic regularizer at a '
+            'single λ: its accuracy varies less over the LRs',
+            'claim',
+            "QR (at the one λ best on average over the LRs) minus EMR spread (max - min over "
+            "the LRs) of one seed's average accuracy (points), per importance",
+            'superiority', seeds, margin=0.0, effect=None, aggregate='all'),
+    }
+
+
+def evaluate_checks(declared: dict[str, checks.Check], results: dict, lrs
+                    ) -> tuple[list[dict], dict, list[str]]:
+    """The declared checks on one benchmark's results, a summary and the notes (LRs left out,
+    the old pooled rules and their outcome on these results)."""
+    cells, spread_lrs, notes = check_lrs(lrs)
+    acc_cells, forg_cells, stab_cells = {}, {}, {}
+    for imp in IMPORTANCES:
+        emr, qr = results[f'emr-{imp}'], results[f'qr-{imp}']
+        for i in cells:
+            cell = f'{imp}, lr {lrs[i]:g}'
+            acc_cells[cell] = (100 * emr['accuracy'][i], 100 * qr['accuracy'][i])
+            forg_cells[cell] = (100 * qr['forgetting'][i], 100 * emr['forgetting'][i])
+        grid = np.asarray(qr['strength_accuracy'])[spread_lrs]  # (LR, λ, seed)
+        fixed = int(np.nan_to_num(grid.mean(-1), nan=-1.0).mean(0).argmax())
+        spread_qr = np.ptp(100 * grid[:, fixed], axis=0)  # per seed
+        spread_emr = np.ptp(100 * np.asarray(emr['accuracy'])[spread_lrs], axis=0)
+        stab_cells[imp] = (spread_qr, spread_emr)
+    evaluated = [declared['accuracy'].evaluate_cells(acc_cells),
+                 declared['forgetting'].evaluate_cells(forg_cells),
+                 declared['stability'].evaluate_cells(stab_cells)]
+    notes += headroom_notes(results, lrs, cells)
+    old, summary = old_rules(results)
+    verb = {True: 'held', False: 'did not hold'}
+    notes.append(
+        'Old rule (pooled, no noise model, every LR of the run): accuracy held when the mean of '
+        'acc(EMR) - acc(QR, best λ) over importances x LRs x seeds was > 0 and the '
+        f"per-importance mean > 0 for >= 3 of 4 importances; on this run it {verb[old[0]]} "
+        f"(pooled {100 * summary['mean_accuracy_gain']:+.2f} points). New rule: paired "
+        'superiority over seeds in every (importance, LR) cell of the reference grid, Holm '
+        'over the cells, powered for +6.2 points.')
+    notes.append(
+        'Old rule: forgetting held when the pooled mean of forgetting(EMR) - forgetting(QR) '
+        'was < 0 and the per-importance mean < 0 for >= 3 of 4 importances; on this run it '
+        f"{verb[old[1]]} (pooled {100 * summary['mean_forgetting_change']:+.2f} points). New "
+        'rule: paired superiority of QR minus EMR forgetting in every cell, Holm, powered for '
+        '4.5 points.')
+    notes.append(
+        'Old rule: stability held when the spread over all LRs of the run of the seed-mean '
+        'accuracy was smaller for EMR than for QR at one λ (best on average over those LRs) '
+        f'for >= 3 of 4 importances; on this run it {verb[old[2]]}. New rule: per seed spread '
+        "over the reference grid's LRs, QR at the one λ best on average over those LRs; paired "
+        'superiority of QR minus EMR spread for every importance, Holm, not powered.')
+    summary['stability_lrs'] = [lrs[i] for i in spread_lrs]
+    summary['spread_qr_minus_emr_points'] = {k: (a - b).tolist()
+                                             for k, (a, b) in stab_cells.items()}
+    return evaluated, summary, notes
+
+
+def headroom_notes(results: dict, lrs, cells: list[int]) -> list[str]:
+    """Descriptive notes (no test): the mean paired differences at the LRs that are not
+    cells, and the cells where the paper's effect exceeds what QR leaves to gain."""
+    notes = []
+    def gap(first, second, key, i):
+        return 100 * np.mean(np.asarray(results[first][key][i])
+                             - np.asarray(results[second][key][i]))
+
+    for i in (i for i in range(len(lrs)) if i not in cells):
+        text = ', '.join(f"{imp} {gap(f'emr-{imp}', f'qr-{imp}', 'accuracy', i):+.1f} / "
+                         f"{gap(f'qr-{imp}', f'emr-{imp}', 'forgetting', i):+.1f}"
+                         for imp in IMPORTANCES)
+        notes.append(f'At LR {lrs[i]:g} (not a cell) EMR minus QR accuracy / QR minus EMR '
+                     f'forgetting, mean over seeds, points: {text}.')
+    tight_acc = [f'{imp} lr {lrs[i]:g}' for imp in IMPORTANCES for i in cells
+                 if 100 * (1 - np.mean(results[f'qr-{imp}']['accuracy'][i])) < 6.2]
+    tight_forg = [f'{imp} lr {lrs[i]:g}' for imp in IMPORTANCES for i in cells
+                  if 100 * np.mean(results[f'qr-{imp}']['forgetting'][i]) < 4.5]
+    if tight_acc:
+        notes.append("QR's mean accuracy leaves less than the paper's 6.2 points to gain "
+                     f"(100 - QR accuracy) in the cells {', '.join(tight_acc)}: no method "
+                     'can gain the declared effect there (accuracy near the ceiling), so '
+                     '"refuted" there excludes the paper\'s effect size, which the setting '
+                     "rules out; the sign of EMR's difference shows in the cell's interval.")
+    if tight_forg:
+        notes.append("QR's mean forgetting is below the paper's 4.5 points in the cells "
+                     f"{', '.join(tight_forg)}: EMR cannot reduce it by the declared effect "
+                     'there unless its own forgetting turns negative, so "refuted" there '
+                     "excludes the paper's effect size, which the setting rules out; the sign "
+                     "of the difference shows in the cell's interval.")
+    return notes
+
+
+def old_rules(results: dict) -> tuple[tuple[bool, bool, bool], dict]:
+    """The pooled rules used before the declared checks (kept for the notes) and a summary."""
     d_acc, d_forg, spreads = {}, {}, {}
     for imp in IMPORTANCES:
         emr, qr = results[f'emr-{imp}'], results[f'qr-{imp}']
-        d_acc[imp] = emr['accuracy'] - qr['accuracy']  # (LR, seed)
-        d_forg[imp] = emr['forgetting'] - qr['forgetting']
-        emr_mean, fixed_mean = emr['accuracy'].mean(-1), qr['fixed_accuracy'].mean(-1)
+        d_acc[imp] = np.asarray(emr['accuracy']) - np.asarray(qr['accuracy'])  # (LR, seed)
+        d_forg[imp] = np.asarray(emr['forgetting']) - np.asarray(qr['forgetting'])
+        emr_mean = np.asarray(emr['accuracy']).mean(-1)
+        fixed_mean = np.asarray(qr['fixed_accuracy']).mean(-1)
         spreads[imp] = (float(np.ptp(emr_mean)), float(np.ptp(fixed_mean)))
     pooled_acc = float(np.mean([d.mean() for d in d_acc.values()]))
     pooled_forg = float(np.mean([d.mean() for d in d_forg.values()]))
     wins_acc = sum(d.mean() > 0 for d in d_acc.values())
     wins_forg = sum(d.mean() < 0 for d in d_forg.values())
     stable = sum(e < q for e, q in spreads.values())
-    out = [
-        {'name': 'EMR more accurate than QR at its best λ',
-         'rule': 'paired d = acc(EMR) - acc(QR, best λ per LR); mean over importances x LRs x '
-                 'seeds > 0 and per-importance mean > 0 for >= 3 of 4 importances',
-         'holds': bool(pooled_acc > 0 and wins_acc >= 3)},
-        {'name': 'EMR forgets less than QR at its best λ',
-         'rule': 'paired d = forgetting(EMR) - forgetting(QR, best λ per LR); mean < 0 and '
-                 'per-importance mean < 0 for >= 3 of 4 importances',
-         'holds': bool(pooled_forg < 0 and wins_forg >= 3)},
-        {'name': 'EMR stable across learning rates',
-         'rule': 'spread (max - min over LRs) of mean accuracy: EMR < QR at one λ (best on '
-                 'average over LRs), for >= 3 of 4 importances',
-         'holds': bool(stable >= 3)},
-    ]
+    holds = (bool(pooled_acc > 0 and wins_acc >= 3), bool(pooled_forg < 0 and wins_forg >= 3),
+             bool(stable >= 3))
     summary = {'mean_accuracy_gain': pooled_acc, 'mean_forgetting_change': pooled_forg,
                'per_importance_accuracy_gain': {k: float(v.mean()) for k, v in d_acc.items()},
                'per_importance_forgetting_change': {k: float(v.mean())
                                                     for k, v in d_forg.items()},
-               'accuracy_spread_over_lrs_emr_vs_qr_fixed_lambda': spreads}
-    return out, summary
+               'accuracy_spread_over_lrs_emr_vs_qr_fixed_lambda': spreads,
+               'old_rules_hold': {'accuracy': holds[0], 'forgetting': holds[1],
+                                  'stability': holds[2]}}
+    return holds, summary
 
 
 def plot_matrices(results: dict, path: str, lr_index: int, title: str) -> str:
@@ -249,17 +393,21 @@ def main(argv=None) -> int:
         lrs = LRS
     epochs, setup = schedule['epochs'], cl.Setup(**schedule)
     network = 'MLP 64-128-128' if not args.config else f'{setup.model} (hidden {setup.hidden})'
-    all_results, rows, figures, check_list, summaries = {}, [], [], None, {}
+    seeds_declared = common.declared_seeds(args)
+    declared = {b: declare_checks(seeds_declared, '' if i == 0 else b)  # split digits first
+                for i, b in enumerate(benches)}
+    all_results, rows, figures, check_list, summaries, notes = {}, [], [], [], {}, []
     for bench_name in benches:
         bench = dc.load_benchmark(bench_name, data_dir=args.data_dir)
         results = run_benchmark(bench, schedule, lrs, seeds)
         all_results[bench_name] = results
         rows += table(results, bench_name, lrs) + ['']
-        found, summaries[bench_name] = checks(results)
-        if check_list is None:  # split digits first: the issue's setting
-            check_list = found
-        else:
-            check_list += [dict(c, name=f"{c['name']} ({bench_name})") for c in found]
+        found, summaries[bench_name], found_notes = evaluate_checks(declared[bench_name],
+                                                                    results, lrs)
+        check_list += found
+        prefix = '' if bench_name == benches[0] else f'{bench_name}: '
+        notes += [prefix + n for n in found_notes
+                  if prefix == '' or not n.startswith(('LR ', 'Every LR', 'No LR', 'Fewer'))]
         tag = '' if bench_name == 'split_digits' else f'_{bench_name}'
         title = (f'{bench_name}: {network}, SGD-m {setup.momentum}, batch {setup.batch_size}, '
                  f'{epochs} epoch(s)/task, '
@@ -272,23 +420,15 @@ def main(argv=None) -> int:
            f'{epochs} epoch(s) per task; '
            f'{{EWC, MAS, SI, RWalk}} x {{QR at its best λ of 1e-8..1e4 per LR, EMR}} and '
            f'fine-tuning, at LR {list(lrs)}, {args.seeds} seeds.')
-
-    def serial(entry):
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
-    results_json = {
-        'paper': PAPER, 'claim': CLAIM, 'ran': ran, 'table': rows, 'checks': check_list,
-        'figures': [os.path.basename(f) for f in figures], 'summary': summaries,
-        'setup': {'quick': args.quick, 'seeds': args.seeds, 'epochs': epochs,
-                  'lrs': list(lrs), 'schedule': schedule, 'strengths': list(STRENGTHS), 'benchmarks': benches},
-        'runs': {b: {name: serial(e) for name, e in r.items()} for b, r in all_results.items()},
-        'seconds': time.perf_counter() - started}
-    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
-        json.dump(results_json, f, indent=1)
-    print('\n'.join(rows))
-    for check in check_list:
-        print(f"{check['name']}: {'holds' if check['holds'] else 'does not hold'}")
-    print(json.dumps(summaries, indent=1))
-    print(f'{time.perf_counter() - started:.0f} s; results in {out_dir}')
+    print(json.dumps(checks.to_json(summaries), indent=1))
+    checks.write_results(
+        out_dir, paper=PAPER, claim=CLAIM, ran=ran, scale=common.scale(args),
+        seeds=args.seeds, table=rows, checks=check_list, figures=figures, started=started,
+        notes=notes, summary=summaries,
+        setup={'quick': args.quick, 'seeds': args.seeds, 'epochs': epochs, 'lrs': list(lrs),
+               'reference_lrs': list(REFERENCE_LRS), 'schedule': schedule,
+               'strengths': list(STRENGTHS), 'benchmarks': benches},
+        runs=all_results)
     return 0
 
 

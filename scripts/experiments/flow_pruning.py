@@ -21,21 +21,26 @@ random, and the dense model on the same schedule; BN scores in eval mode, Hg ove
 class-balanced batch per class (32 images each). Every run of a seed shares its
 initialization and data order, so measures are compared in pairs.
 
-Verdict rules (per-seed paired differences d, SE = sd(d) / sqrt(seeds)):
-  * (i) converges faster: d = magnitude - loss_preservation in mean training loss over the
-    first half of fine-tuning. "reproduced" if mean d < -2 SE, "direction only" if mean d < 0,
-    else "not reproduced".
-  * (iii-a) |θ·Hg| >= GraSP: d = grad_norm_preservation - grasp in final test accuracy.
-    "reproduced" if mean d > 2 SE, "tie" if |mean d| <= 2 SE, "not reproduced" if mean d < -2 SE.
-  * (iii-b) GraSP thins early layers: d = GraSP's share of filters kept in the first third of
-    the layers minus that of gradient-norm preservation (the paper's comparison: the fix it
-    proposes for GraSP). "reproduced" if d < 0 in every seed, "direction only" if mean d < 0,
-    else "not reproduced". The share against the mean of all other measures is reported too
-    (random and magnitude pruning thin early layers for reasons unrelated to the claim).
-  * Diagnostics without a verdict: |training-loss change| at each masking step (claim ii's
-    first-order preservation: loss preservation should change the loss least) and the share
-    of the alive filters' |g|^2 = -dL/dt that the removed filters carried (claim i's
-    mechanism, in this operationalization).
+Checks (declared before the run by :func:`declare_checks`; the unit of replication is the
+seed, every measure of a seed sharing its initialization and data order, so each claim is
+judged on per-seed paired differences with the 90 % paired t-interval of
+:mod:`jaxnorm.papers.checks`; the paper states no effect sizes, so no check is powered):
+  * claim (i) ``magnitude_converges_faster``: loss_preservation - magnitude in mean training
+    loss over the first half of fine-tuning (nats), superiority over 0.
+  * claim (ii) ``loss_preservation_least_loss_change``: for every other pruning measure, its
+    |training-loss change| at a masking step (mean over the rounds) minus loss
+    preservation's (nats), superiority over 0 in every cell (Holm).
+  * claim (iii-a) ``grad_norm_preservation_beats_grasp``: grad_norm_preservation - grasp in
+    final test accuracy (points), superiority over 0.
+  * claim (iii-b) ``grasp_thins_early_layers``: grad_norm_preservation's share of filters
+    kept in the first third of the layers minus GraSP's (points; the paper's comparison: the
+    fix it proposes for GraSP), superiority over 0. The share against the mean of all other
+    measures is reported too (random and magnitude pruning thin early layers for reasons
+    unrelated to the claim).
+  * sanity ``equal_filter_budget``: in every seed, every measure removed the same number of
+    filters (the global ranking removes floor(r_k x alive) each round by construction).
+  * Diagnostic without a check: the share of the alive filters' |g|^2 = -dL/dt that the
+    removed filters carried (claim i's mechanism, in this operationalization).
 
     python scripts/experiments/flow_pruning.py --quick --out results   # ~4 min, 2 CPU cores
     python scripts/experiments/flow_pruning.py --seeds 5 --out results  # 25 rounds, width 1
@@ -48,7 +53,6 @@ every device.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -59,6 +63,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import numpy as np  # noqa: E402
 
 from jaxnorm import config as config_lib, pruning, pruning_report  # noqa: E402
+from jaxnorm.papers import checks  # noqa: E402
 from jaxnorm.pruning_report import by_measure, mean_and_std  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,8 +71,9 @@ import common  # noqa: E402
 
 NAME = 'flow_pruning'
 CLAIM = ('Pruning early in training (Lubana & Dick): magnitude-pruned models converge faster '
-         'than loss-preservation-pruned ones; gradient-norm preservation |θ·Hg| is at least '
-         'as accurate as GraSP; GraSP thins the early layers.')
+         'than loss-preservation-pruned ones; loss preservation changes the loss least at '
+         'masking; gradient-norm preservation |θ·Hg| is more accurate than GraSP; GraSP '
+         'thins the early layers.')
 MEASURES = ('magnitude', 'loss_preservation', 'biased_loss_preservation', 'grasp',
             'grad_norm_preservation', 'random', pruning.DENSE)
 
@@ -83,14 +89,19 @@ def settings(quick: bool) -> pruning.PruneSettings:
 
 
 def paired(runs: dict[str, list[dict]], a: str, b: str, metric) -> dict:
-    """Mean and standard error of the per-seed differences metric(a) - metric(b)."""
-    seeds_a = {r['seed']: metric(r) for r in runs[a]}
-    seeds_b = {r['seed']: metric(r) for r in runs[b]}
-    d = np.array([seeds_a[s] - seeds_b[s] for s in sorted(seeds_a)])
+    """Mean and standard error of the per-seed differences metric(a) - metric(b) (the old
+    rules' statistic, kept for the notes)."""
+    d = per_seed(runs, a, metric) - per_seed(runs, b, metric)
     se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0
-    return {'a': a, 'b': b, 'mean_a': float(np.mean(list(seeds_a.values()))),
-            'mean_b': float(np.mean(list(seeds_b.values()))), 'mean_difference': float(d.mean()),
+    return {'a': a, 'b': b, 'mean_a': float(per_seed(runs, a, metric).mean()),
+            'mean_b': float(per_seed(runs, b, metric).mean()), 'mean_difference': float(d.mean()),
             'se': se, 'per_seed': d.tolist()}
+
+
+def per_seed(runs: dict[str, list[dict]], measure: str, metric) -> np.ndarray:
+    """metric(record) of ``measure``'s runs in seed order (so measures pair by seed)."""
+    return np.array([metric(r) for r in sorted(runs[measure], key=lambda r: r['seed'])],
+                    np.float64)
 
 
 def early_finetune_loss(record: dict) -> float:
@@ -103,8 +114,83 @@ def early_layer_share(record: dict) -> float:
     return sum(record['kept'][n] for n in names) / sum(record['widths'][n] for n in names)
 
 
-def verdicts(records: list[dict]) -> dict:
-    """The rules of the module docstring, computed from the run records."""
+def abs_loss_change(record: dict) -> float:
+    """|training loss after - before masking|, mean over the pruning rounds."""
+    return float(np.mean([abs(d['train_loss_after'] - d['train_loss_before'])
+                          for d in record['rounds']]))
+
+
+def filters_removed(record: dict) -> int:
+    return sum(record['widths'].values()) - sum(record['kept'].values())
+
+
+PRUNED = tuple(m for m in MEASURES if m != pruning.DENSE)
+LOSS_CHANGE_RIVALS = tuple(m for m in PRUNED if m != 'loss_preservation')
+
+
+def declare_checks(seeds: int) -> dict[str, checks.Check]:
+    """The section's checks, declared before any training (see the module docstring)."""
+    return {check.name: check for check in (
+        checks.Check(
+            'magnitude_converges_faster',
+            'Claim (i): magnitude-pruned models converge faster than loss-preservation-pruned '
+            'ones (lower training loss early in fine-tuning).',
+            'claim', 'loss_preservation minus magnitude mean training cross-entropy over the '
+            'first half of fine-tuning (nats; > 0: magnitude lower)', 'superiority', seeds),
+        checks.Check(
+            'loss_preservation_least_loss_change',
+            'Claim (ii): loss-preservation pruning preserves the first-order dynamics, so '
+            'masking changes the training loss less than with any other measure.',
+            'claim', 'other measure minus loss_preservation |training-loss change| at a '
+            'masking step, mean over the rounds (nats); one cell per other measure ('
+            + ', '.join(LOSS_CHANGE_RIVALS) + ')', 'superiority', seeds, aggregate='all'),
+        checks.Check(
+            'grad_norm_preservation_beats_grasp',
+            'Claim (iii): raising the gradient norm by pruning (GraSP) gives poorer models than '
+            'the proposed gradient-norm preservation |θ·Hg|.',
+            'claim', 'grad_norm_preservation minus grasp final test accuracy (points)',
+            'superiority', seeds),
+        checks.Check(
+            'grasp_thins_early_layers',
+            'Claim (iii): GraSP damages the early layers: it keeps fewer of their filters than '
+            'gradient-norm preservation, the fix the paper proposes for it.',
+            'claim', "grad_norm_preservation minus grasp share of the filters kept in the "
+            "first third of the layers (points)", 'superiority', seeds),
+        checks.Check(
+            'equal_filter_budget',
+            'Every measure removes the same number of filters (the global ranking removes '
+            'floor(r_k x alive filters) each round by construction).',
+            'sanity', 'filters removed by each pruning measure in a seed', 'rule', seeds,
+            rule='every pruning measure removed the same number of filters'),
+    )}
+
+
+def evaluate_checks(declared: dict[str, checks.Check], records: list[dict]) -> list[dict]:
+    """The declared checks on the per-seed numbers of ``records``."""
+    runs = by_measure(records)
+    lp = per_seed(runs, 'loss_preservation', abs_loss_change)
+    accuracy = lambda r: 100 * r['final_test_accuracy']  # noqa: E731
+    early = lambda r: 100 * early_layer_share(r)  # noqa: E731
+    removed = np.array([[filters_removed(r) for r in sorted(runs[m], key=lambda r: r['seed'])]
+                        for m in PRUNED])
+    return [
+        declared['magnitude_converges_faster'].evaluate(
+            per_seed(runs, 'loss_preservation', early_finetune_loss),
+            per_seed(runs, 'magnitude', early_finetune_loss)),
+        declared['loss_preservation_least_loss_change'].evaluate_cells(
+            {m: (per_seed(runs, m, abs_loss_change), lp) for m in LOSS_CHANGE_RIVALS}),
+        declared['grad_norm_preservation_beats_grasp'].evaluate(
+            per_seed(runs, 'grad_norm_preservation', accuracy), per_seed(runs, 'grasp', accuracy)),
+        declared['grasp_thins_early_layers'].evaluate(
+            per_seed(runs, 'grad_norm_preservation', early), per_seed(runs, 'grasp', early)),
+        declared['equal_filter_budget'].evaluate_rule(
+            (removed == removed[:1]).all(0), value=float(removed.mean())),
+    ]
+
+
+def old_rules(records: list[dict]) -> dict:
+    """The rules of the pre-declared-checks version (mean against 2 SE, or every seed), on
+    this run: kept for the notes."""
     runs = by_measure(records)
     faster = paired(runs, 'magnitude', 'loss_preservation', early_finetune_loss)
     faster['verdict'] = ('reproduced' if faster['mean_difference'] < -2 * faster['se'] else
@@ -131,6 +217,31 @@ def verdicts(records: list[dict]) -> dict:
             'grasp_thins_early_layers': {
                 'rule': "GraSP's share of filters kept in the first third of the layers minus "
                         "grad_norm_preservation's; reproduced if < 0 in every seed", **thins}}
+
+
+def notes(declared: dict[str, checks.Check], old: dict) -> list[str]:
+    """The old rules, their outcomes on this run, and the declared rules that replace them."""
+    renamed = {'grad_norm_preservation_at_least_grasp': 'grad_norm_preservation_beats_grasp'}
+    out = []
+    for name, rule in old.items():
+        new = declared[renamed.get(name, name)]
+        out.append(f"Old rule {name!r} ({rule['rule']}): '{rule['verdict']}' on this run "
+                   f"(held: {'yes' if rule['verdict'] == 'reproduced' else 'no'}; mean "
+                   f"{rule['mean_difference']:+.4g} ± {rule['se']:.2g} SE). New: {new.name!r}, "
+                   f"{new.describe()}.")
+    out += [
+        "'grad_norm_preservation_at_least_grasp' is renamed 'grad_norm_preservation_beats_grasp':"
+        " the old rule held only when the gap exceeded 2 SE ('tie' did not hold), i.e. "
+        'superiority, which the new check keeps.',
+        "'loss_preservation_least_loss_change' was a diagnostic without a verdict (the table's "
+        'abs(dL) at masking column); it is now a claim check (claim ii).',
+        "'equal_filter_budget' is new: a sanity check that the measures are compared at the "
+        'same number of removed filters.',
+        "The removed |g|^2 share (claim i's mechanism) stays a diagnostic in the table, without "
+        'a check: the paper states it as an explanation, not as a measured claim.',
+        'The paper states no effect sizes: no check is powered.',
+    ]
+    return out
 
 
 def diagnostics(records: list[dict]) -> dict:
@@ -193,9 +304,12 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
     s = dataclasses.replace(base, data_dir=args.data_dir)
+    declared = declare_checks(common.declared_seeds(args))
     runner, records = pruning.run_all(s, MEASURES, list(range(args.seeds)), description=NAME)
     out_dir = os.path.join(args.out, NAME)
-    judged, diag = verdicts(records), diagnostics(records)
+    os.makedirs(out_dir, exist_ok=True)
+    judged = evaluate_checks(declared, records)
+    old, diag = old_rules(records), diagnostics(records)
     network = s.model + ''.join(f', {k} {v}' for k, v in s.model_kwargs.items())
     plots = pruning_report.write_plots(
         records, out_dir, NAME, f'{network} / BN on {s.dataset}: '
@@ -205,23 +319,13 @@ def main(argv=None) -> int:
            f'{100 * s.target:.0f} % of the filters removed in {s.rounds} one-epoch rounds from '
            f'initialization by each of {len(MEASURES) - 1} measures (global ranking), then '
            f'{s.finetune_epochs} epochs of fine-tuning; dense baseline; {args.seeds} seeds.')
-    results = {'paper': 'Lubana & Dick, arXiv:2009.11839', 'claim': CLAIM, 'ran': ran,
-               'table': table(diag),
-               'checks': [{'name': name, 'rule': v['rule'], 'holds': v['verdict'] == 'reproduced'}
-                          for name, v in judged.items()],
-               'figures': [os.path.basename(path) for path in plots],
-               'setup': {'quick': args.quick, 'seeds': args.seeds,
-                         'settings': dataclasses.asdict(s),
-                         'layers': [g.name for g in runner.groups]},
-               'verdicts': judged, 'diagnostics': diag, 'runs': records,
-               'seconds': time.perf_counter() - started}
-    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
-        json.dump(results, f, indent=1)
-    print('\n'.join(table(diag)))
-    for name, verdict in judged.items():
-        print(f"{name}: {verdict['verdict']} ({verdict['a']} - {verdict['b']}: "
-              f"{verdict['mean_difference']:+.4f} ± {verdict['se']:.4f} SE)")
-    print(f'{time.perf_counter() - started:.0f} s; results and {len(plots)} plots in {out_dir}')
+    checks.write_results(
+        out_dir, paper='Lubana & Dick, arXiv:2009.11839', claim=CLAIM, ran=ran,
+        scale=common.scale(args), seeds=args.seeds, table=table(diag), checks=judged,
+        figures=plots, started=started, notes=notes(declared, old),
+        setup={'quick': args.quick, 'seeds': args.seeds, 'settings': dataclasses.asdict(s),
+               'layers': [g.name for g in runner.groups]},
+        old_rules=old, diagnostics=diag, runs=records)
     return 0
 
 
