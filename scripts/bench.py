@@ -14,6 +14,9 @@ Subcommands:
   memory  compiled train-step memory (XLA memory analysis) of MimicNorm vs BN vs none.
   peak    ResNet-20 train-step FLOP/s as a fraction of the measured fp32 matmul peak, beside
           single convs and the step without normalization (scripts/bench_peak.py).
+  cost    for each paper's ``paper`` config: FLOPs per step, parameter, optimizer-state and
+          activation memory, steps in the whole run and hours on an H100 at 40 % of its
+          dense TF32 peak, from the compiled step on CPU (scripts/bench_cost.py).
 
 Every subcommand prints a markdown table headed by the machine description; ``--json PATH``
 also writes the raw numbers. Variants are timed round-robin (scripts/bench_timing.py), so
@@ -27,6 +30,7 @@ Examples:
   python scripts/bench.py optim --json optim.json
   python scripts/bench.py prune --models resnet20 --fractions 0.75 --batch-size 256
   python scripts/bench.py peak --xla-flags
+  python scripts/bench.py cost --papers LAWN EMR
 """
 from __future__ import annotations
 
@@ -298,7 +302,27 @@ def bench_peak(args) -> Result:
                   data)
 
 
-BENCHES = {'norms': bench_norms, 'torch': bench_torch, 'hvp': bench_hvp, 'optim': bench_optim,
+def bench_cost(args) -> Result:
+    import bench_cost as costs
+    from jaxnorm import cost
+    rows = costs.measure(args.papers, utilization=args.utilization)
+    return Result(
+        f"cost: each paper's `paper` config, planned from the compiled step (XLA cost and memory "
+        'analysis on CPU)',
+        f'{costs.SEEDS} seeds per arm; FLOPs counted by XLA (multiply-add = 2); time = FLOPs / '
+        f'({args.utilization:.0%} x {cost.H100_SXM.peak["tf32"] / 1e12:.1f} TFLOP/s, '
+        f'{cost.H100_SXM.name} dense TF32)',
+        ['paper', 'run', 'GFLOP per step (part)', 'params / opt. state MiB', 'activations MiB',
+         'train steps', 'PFLOP', f'h on one H100 at {args.utilization:.0%} (lower bound)'],
+        [costs.cells(row) for row in rows],
+        [f'Peak: {cost.H100_SXM.source}.',
+         'activations = temporary buffers of one compiled step at the config batch (CPU '
+         'buffer assignment; per lane when a loop vmaps several networks).',
+         'Training steps only; evaluation and scoring passes are listed in the notes and in '
+         'docs/paper_costs.md.'], rows)
+
+
+BENCHES = {'cost': bench_cost, 'norms': bench_norms, 'torch': bench_torch, 'hvp': bench_hvp, 'optim': bench_optim,
            'prune': bench_prune, 'memory': bench_memory, 'peak': bench_peak}
 
 
@@ -356,6 +380,13 @@ def build_parser() -> OneLineErrorParser:
                       help='also measure the step under candidate XLA_FLAGS (one process each)')
     peak.add_argument('--json-stdout', action='store_true', help=argparse.SUPPRESS)
     timing_flags(peak, batch_size=128)
+    costs = commands.add_parser('cost', help="each paper's paper-config run: FLOPs, memory, "
+                                'steps and H100 hours, from the compiled step on CPU')
+    costs.add_argument('--papers', nargs='+', metavar='PAPER',
+                       help='only these rows (names as in the table, e.g. LAWN EMR)')
+    costs.add_argument('--utilization', type=float, default=0.4,
+                       help='fraction of the H100 peak assumed (default 0.4)')
+    timing_flags(costs, batch_size=128)
     return parser
 
 

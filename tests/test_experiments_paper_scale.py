@@ -86,7 +86,7 @@ def test_lawn_arms_are_the_library_fit_runs(tmp_path):
     path.write_text("def get_config():\n    return {'model': 'mlp', 'norm': 'ln', 'model_kwargs': "
                     "{'hidden': (32,)}, 'dataset': 'digits', 'epochs': 2, 'batch_size': 128, "
                     "'optimizer': 'adam', 'lr': 2e-3, 'lawn_free_epochs': 1.0, "
-                    "'progress': False}\n")
+                    "'lawn_mask': 'head/kernel', 'progress': False}\n")
     assert lawn.main(['--config', str(path), '--seeds', '2', '--out', str(tmp_path / 'o')]) == 0
     results = json.loads((tmp_path / 'o' / 'lawn' / 'results.json').read_text())
     history = direct_fit(str(path), 1, tmp_path / 'direct')

@@ -308,8 +308,9 @@ def paper_scale(args, out_dir: str, started: float) -> int:
     config = paper_setting(args.config)
     declared = declare_paper_checks(common.declared_seeds(args), config)
     labels = {'plain': config.optimizer, 'lawn': f'{config.optimizer}-LAWN'}
-    histories = common.fit_arms(args.config, {'plain': {'lawn_free_epochs': None}, 'lawn': {}},
-                                args.seeds, out_dir, args.data_dir)
+    plain = {'lawn_free_epochs': None, 'lawn_mask': None, 'lawn_per_unit': False}
+    histories = common.fit_arms(args.config, {'plain': plain, 'lawn': {}}, args.seeds, out_dir,
+                                args.data_dir)
     final = {key: common.final_values(histories, key)
              for key in ('test_accuracy', 'train_loss', 'mean_logit_norm')}
     drifts = np.array([max(abs(n / runs[-1]['lawn_weight_norms'][path] - 1)
