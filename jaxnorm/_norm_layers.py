@@ -38,6 +38,12 @@ class _AffineNorm(nn.Module):
     scale_init: Initializer = nn.initializers.ones
     bias_init: Initializer = nn.initializers.zeros
 
+    def __post_init__(self):
+        if not self.epsilon >= 0:  # NaN fails too
+            raise ValueError(f'{type(self).__name__}: epsilon must be >= 0 (it is added to a '
+                             f'variance), got {self.epsilon}')
+        super().__post_init__()
+
     def _scale_and_bias(self, channels: int) -> tuple[jax.Array | None, jax.Array | None]:
         scale = (self.param('scale', self.scale_init, (channels,), self.param_dtype)
                  if self.use_scale else None)
@@ -67,6 +73,13 @@ class _RunningStatsNorm(_AffineNorm):
 
     momentum: float = 0.9
     axis_name: Any = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f'{type(self).__name__}: momentum must be in [0, 1] (the kept '
+                             f'fraction of the running statistics, e.g. 0.9), got '
+                             f'{self.momentum}')
+        super().__post_init__()
 
     def _batch_axis_name(self) -> Any:
         # init runs outside shard_map, where the named axis is unbound; its statistics are

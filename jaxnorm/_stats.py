@@ -20,16 +20,19 @@ from jax import lax
 DEFAULT_NUM_GROUPS = 32
 
 
-def check_activation(x: jax.Array, fn_name: str) -> None:
+def check_activation(x: jax.Array, fn_name: str, *, spatial: bool = False) -> None:
     """Raises unless ``x`` is a floating channels-last array (N, *spatial, C) of rank >= 2.
 
     (N, C) is a dense layer's output, (N, L, C) a sequence, (N, H, W, C) an image, (N, D, H,
     W, C) a volume: the statistics only distinguish the batch, spatial and channel axes.
+    With ``spatial`` at least one spatial axis is required (per-example, per-channel
+    statistics of an (N, C) input would normalize every entry by itself, to 0).
     """
-    if x.ndim < 2:
-        raise ValueError(
-            f'{fn_name} expects channels-last input (N, *spatial, C): NHWC (N, H, W, C), '
-            f'sequences (N, L, C) or dense (N, C); got shape {tuple(x.shape)} (rank {x.ndim})')
+    if x.ndim < 2 or (spatial and x.ndim < 3):
+        needs = ('NHWC (N, H, W, C) or sequences (N, L, C): it needs a spatial axis' if spatial
+                 else 'NHWC (N, H, W, C), sequences (N, L, C) or dense (N, C)')
+        raise ValueError(f'{fn_name} expects channels-last input (N, *spatial, C): {needs}; '
+                         f'got shape {tuple(x.shape)} (rank {x.ndim})')
     _check_floating(x, fn_name)
 
 

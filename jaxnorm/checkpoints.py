@@ -48,6 +48,25 @@ class RunCheckpointer:
             return None
         return self._open().latest_step()
 
+    def epochs(self) -> list[int]:
+        """Every saved epoch, oldest first (creates nothing)."""
+        if not os.path.isdir(self.directory):
+            return []
+        return sorted(self._open().all_steps())
+
+    def check_epoch(self, epoch: int) -> None:
+        """Raise ``FileNotFoundError`` naming the saved epochs when ``epoch`` is not one."""
+        saved = self.epochs()
+        if epoch not in saved:
+            raise FileNotFoundError(
+                f'no checkpoint of epoch {epoch} in {self.directory}; saved epochs: '
+                f'{", ".join(map(str, saved)) or "none"}')
+
+    def delete_after(self, epoch: int) -> None:
+        """Delete every checkpoint newer than ``epoch`` (a restart from ``epoch``)."""
+        for later in [e for e in self.epochs() if e > epoch]:
+            self._open().delete(later)
+
     def saved_run(self) -> dict | None:
         """The run record stored with the newest checkpoint, or None."""
         epoch = self.latest_epoch()

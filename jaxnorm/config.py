@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 from typing import Any, Mapping
 
@@ -18,6 +19,9 @@ import ml_collections
 OPTIMIZERS = ('sgd', 'adam', 'adamw', 'lamb')
 SCHEDULES = ('constant', 'cosine', 'step', 'linear')
 LAWN_PROJECTIONS = ('gradient', 'update', 'none')
+# Settings that do not change what a run computes: they may differ when it is resumed.
+PRESENTATION_KEYS = ('workdir', 'progress', 'keep_checkpoints', 'data_dir', 'eval_batch_size',
+                     'divergence_factor')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -75,6 +79,9 @@ def default_config() -> ml_collections.ConfigDict:
     # momentum m of a teacher (params and BN statistics, eval mode) evaluated every epoch.
     c.eman_momentum = ml_collections.FieldReference(None, field_type=float)
     c.seed = 0
+    # Stop at the first step whose loss exceeds this many times the reference loss (see
+    # jaxnorm.divergence); non-finite losses and gradients always stop. None: only those.
+    c.divergence_factor = ml_collections.FieldReference(1e3, field_type=float)
     # None: a new folder runs/<model>-<norm>-<dataset>-<time> for every run (see train.fit).
     c.workdir = ml_collections.FieldReference(None, field_type=str)
     c.keep_checkpoints = 2
@@ -135,6 +142,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             or not all(0 < e < config.epochs for e in config.lr_decay_epochs)):
         raise ValueError(f'lr_decay_epochs {tuple(config.lr_decay_epochs)} needs schedule '
                          f"'step' and increasing epochs inside (0, {config.epochs})")
+    if config.divergence_factor is not None and not config.divergence_factor > 1:
+        raise ValueError(f'divergence_factor must be > 1 (or None), got '
+                         f'{config.divergence_factor}')
     if config.weight_decay < 0 or config.warmup_epochs < 0:
         raise ValueError('weight_decay and warmup_epochs must be non-negative')
     if not 0.0 <= config.label_smoothing < 1.0:
@@ -151,6 +161,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.eman_momentum is not None and not 0.0 <= config.eman_momentum <= 1.0:
         raise ValueError(f'eman_momentum must be in [0, 1] (e.g. 0.999), '
                          f'got {config.eman_momentum}')
+    from jaxnorm import models  # the model, norm and their options, before any data loads
+    models.get_model(config.model, norm=config.norm, num_classes=1,
+                     norm_kwargs=dict(config.norm_kwargs), **config.model_kwargs)
     if config.afan_layer:
-        from jaxnorm import afan  # jax/flax only when A-FAN is on
+        from jaxnorm import afan
         afan.from_run_config(config)
+
+
+def changes_from_saved(saved_config_path: str, config: ml_collections.ConfigDict) -> dict:
+    """``{key: (saved, now)}`` for every setting outside :data:`PRESENTATION_KEYS` that differs
+    from the run's saved ``config.json`` (none when there is no saved file)."""
+    if not os.path.exists(saved_config_path):
+        return {}
+    with open(saved_config_path) as f:
+        saved = json.load(f)
+    now = json.loads(config.to_json_best_effort())
+    return {key: (saved.get(key), value) for key, value in now.items()
+            if key not in PRESENTATION_KEYS and saved.get(key) != value}

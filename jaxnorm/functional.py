@@ -102,7 +102,7 @@ def instance_norm(x: Array, *, scale: Array | None = None, bias: Array | None = 
     per sample and channel: :func:`group_norm` with group size 1. On (N, C) input every
     statistic covers one value, so the output is ``beta`` (degenerate but well defined).
     """
-    _stats.check_activation(x, 'instance_norm')
+    _stats.check_activation(x, 'instance_norm', spatial=True)
     mean, var = _stats.moments(x, _spatial_axes(x))
     return _stats.normalize(x, mean, var, epsilon=epsilon, scale=scale, bias=bias)
 

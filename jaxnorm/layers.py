@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -152,13 +153,37 @@ class NormSpec:
     logit_norm: Callable[..., nn.Module] | None = None
 
 
+_SIMPLE_TYPES = {'bool': (bool,), 'int': (int,), 'float': (int, float), 'str': (str,)}
+
+
+def _check_option_type(norm_name: str, field: dataclasses.Field, value: Any) -> None:
+    """TypeError unless ``value`` fits a field annotated with simple types (``int | None``)."""
+    names = re.findall(r'\w+', str(field.type))
+    if not names or not set(names) <= {*_SIMPLE_TYPES, 'None', 'Optional'}:
+        return  # callables, dtypes, axis names: left to the module
+    if value is None and ('None' in names or 'Optional' in names):
+        return
+    allowed = tuple(t for name in names for t in _SIMPLE_TYPES.get(name, ()))
+    if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+        raise TypeError(f'norm {norm_name!r}: option {field.name}={value!r} must be '
+                        f'{" or ".join(names)}, got {type(value).__name__}')
+
+
 def _configured(module: type[nn.Module], norm_name: str, options: dict[str, Any]):
-    """``functools.partial(module, **options)`` after checking the options are its fields."""
-    valid = {f.name for f in dataclasses.fields(module)} - {'parent', 'name'}
-    unknown = sorted(set(options) - valid)
+    """``functools.partial(module, **options)`` after checking the options are its fields,
+    of the fields' types, and accepted by the module's own checks."""
+    fields = {f.name: f for f in dataclasses.fields(module)} if options else {}
+    unknown = sorted(set(options) - set(fields) - {'parent', 'name'})
     if unknown:
+        valid = sorted(set(f.name for f in dataclasses.fields(module)) - {'parent', 'name'})
         raise TypeError(f'norm {norm_name!r} got unknown options {unknown}; '
-                        f'{module.__name__} accepts {sorted(valid)}')
+                        f'{module.__name__} accepts {valid}')
+    for key, value in options.items():
+        _check_option_type(norm_name, fields[key], value)
+    required = [f for f in fields.values() if f.init and f.name not in ('parent', 'name')
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if options and not required:
+        module(**options)  # the module's own range checks (momentum, epsilon) run now
     return functools.partial(module, **options) if options else module
 
 

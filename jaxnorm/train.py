@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import time
@@ -34,10 +35,7 @@ from tqdm.auto import tqdm
 import optim
 from jaxnorm import afan, checkpoints, data, eman, homogeneous, metrics, models, optimizers, parallel
 from jaxnorm import config as config_lib
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+from jaxnorm.divergence import DivergenceError, DivergenceGuard
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -120,7 +118,9 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
         batch_stats=updates.get('batch_stats', state.batch_stats), opt_state=opt_state)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
     logit_norm = jnp.mean(jnp.linalg.norm(logits.astype(jnp.float32), axis=-1))
-    return new_state, {'loss': loss, 'accuracy': accuracy, 'logit_norm': logit_norm}
+    grads_finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    return new_state, {'loss': loss, 'accuracy': accuracy, 'logit_norm': logit_norm,
+                       'grads_finite': grads_finite}
 
 
 def eval_step(state: TrainState, batch: dict) -> dict:
@@ -232,6 +232,7 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
 
 
 def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
+        resume_from: int | None = None, accept_changes: bool = False,
         on_epoch_end: Callable[[int, dict], None] | None = None, mesh=None) -> FitResult:
     """Train ``config.model`` on ``config.dataset``; write checkpoints, metrics and plots.
 
@@ -243,6 +244,13 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
         ``workdir`` each run gets a new folder (:func:`default_workdir`).
       resume: continue from the newest checkpoint in ``config.workdir``. Without it a workdir
         that already holds checkpoints is an error, so no run is overwritten by accident.
+        Settings that change the trajectory (anything but
+        :data:`jaxnorm.config.PRESENTATION_KEYS`) must
+        equal the saved ``config.json``, so the resumed run equals an uninterrupted one.
+      resume_from: restart from this epoch's checkpoint, deleting later checkpoints and
+        records; changed settings are accepted (e.g. a lower learning rate after a
+        divergence) and logged in ``config_history.jsonl`` and the next epoch's record.
+      accept_changes: resume even though settings changed (logged the same way).
       on_epoch_end: called as ``on_epoch_end(epoch, record)`` after each epoch's checkpoint.
       mesh: the device mesh (default: every device, :func:`jaxnorm.parallel.data_mesh`).
 
@@ -250,12 +258,35 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
       A :class:`FitResult` with the final state and the per-epoch records.
 
     Raises:
-      NonFiniteLossError: the training loss became NaN or infinite.
+      DivergenceError: a step's loss or gradient became non-finite, or the loss exceeded
+        ``config.divergence_factor`` x its reference (:mod:`jaxnorm.divergence`). Nothing of
+        that epoch is saved; the message names the last good checkpoint.
+      IncompatibleCheckpointError: the workdir holds another run, or changed settings.
     """
     if config.workdir is None:
         if resume or jax.process_count() > 1:
             raise ValueError('--resume and multi-process runs need an explicit --workdir')
         config = config_lib.apply_overrides(config, {'workdir': default_workdir(config)})
+
+    # --- Resuming: the saved run's settings are checked before any data or compile.
+    checkpointer = checkpoints.RunCheckpointer(config.workdir, keep=config.keep_checkpoints)
+    start_epoch = checkpointer.latest_epoch() or 0
+    if resume_from is not None:
+        checkpointer.check_epoch(resume_from)
+        start_epoch, resume, accept_changes = resume_from, True, True
+    if start_epoch and not resume:
+        raise checkpoints.IncompatibleCheckpointError(
+            f'workdir {config.workdir} already holds checkpoints up to epoch {start_epoch}; '
+            'pass --resume to continue that run or choose a new --workdir')
+    config_path = os.path.join(config.workdir, 'config.json')
+    changes = config_lib.changes_from_saved(config_path, config) if start_epoch else {}
+    if changes and not accept_changes:
+        raise checkpoints.IncompatibleCheckpointError(
+            f'--resume would continue {config.workdir} with changed settings ('
+            + '; '.join(f'{k}: saved {a!r}, now {b!r}' for k, (a, b) in changes.items())
+            + '), so it would match no uninterrupted run; restore them, or restart on '
+            'purpose with --resume-from EPOCH')
+    checkpointer.close()  # reopened when the run starts; nothing is held while data loads
 
     # --- Data.
     train_ds = data.load(config.dataset, 'train', data_dir=config.data_dir,
@@ -287,15 +318,11 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
     train_fn, eval_fn = compile_steps(mesh, config.label_smoothing, afan_config,
                                       config.eman_momentum)
 
-    # --- Checkpoints.
+    # --- Checkpoints (everything is checked before anything is written).
     identity = run_identity(config, train_ds.num_classes)
-    checkpointer = checkpoints.RunCheckpointer(config.workdir, keep=config.keep_checkpoints)
     checkpointer.check_compatible(identity)
-    start_epoch = checkpointer.latest_epoch() or 0
-    if start_epoch and not resume:
-        raise checkpoints.IncompatibleCheckpointError(
-            f'workdir {config.workdir} already holds checkpoints up to epoch {start_epoch}; '
-            'pass --resume to continue that run or choose a new --workdir')
+    if resume_from is not None:
+        checkpointer.delete_after(resume_from)
     if start_epoch:
         state = state.replace(**checkpointer.restore(start_epoch, like=state.arrays()))
     is_chief = jax.process_index() == 0
@@ -304,26 +331,50 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
     if is_chief:
         os.makedirs(config.workdir, exist_ok=True)
         metrics.write_jsonl(metrics_path, history)
-        with open(os.path.join(config.workdir, 'config.json'), 'w') as f:
+        with open(config_path, 'w') as f:
             f.write(config.to_json_best_effort(indent=2))
+        metrics.append_jsonl(os.path.join(config.workdir, 'config_history.jsonl'), {
+            'start_epoch': start_epoch, 'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
+            'changed': {k: list(v) for k, v in changes.items()},
+            'config': json.loads(config.to_json_best_effort())})
+    restart = {'from_epoch': start_epoch, 'changed': {k: list(v) for k, v in changes.items()}}
 
     # --- Train.
+    guard = DivergenceGuard(config.divergence_factor)
     progress = tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                     disable=not (config.progress and is_chief), desc='train', unit='step')
+
+    def diverged(epoch: int, step: int, reason: str) -> DivergenceError:
+        checkpointer.wait()
+        last = checkpointer.latest_epoch()
+        if is_chief and history:
+            metrics.plot_curves(history, os.path.join(config.workdir, 'curves.png'),
+                                title=f'stopped: diverged in epoch {epoch}')
+        advice = (f'The last good checkpoint is epoch {last} in {checkpointer.directory}; '
+                  f'restart from it with a lower learning rate, e.g. --resume-from {last} '
+                  f'--lr {config.lr / 10:g} (fit(config, resume_from={last}))' if last else
+                  'No checkpoint was saved before it; start again with a lower learning rate '
+                  'or more warmup.')
+        return DivergenceError(
+            f'training diverged at step {step} (epoch {epoch}): {reason}. Nothing of epoch '
+            f'{epoch} was saved. {advice}', epoch=epoch, step=step, last_good_epoch=last)
+
     try:
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
-            sums = None
+            sums, pending = None, None
             for batch in train_batches.epoch(epoch):
                 state, step_metrics = train_fn(state, parallel.global_batch(batch, mesh))
-                sums = step_metrics if sums is None else jax.tree.map(jnp.add, sums, step_metrics)
+                # Checking the previous step keeps one step in flight on the device.
+                if pending is not None and (reason := guard.check(*jax.device_get(pending))):
+                    raise diverged(epoch + 1, int(state.step) - 1, reason)
+                pending = step_metrics.pop('loss'), step_metrics.pop('grads_finite')
+                summed = {'loss': pending[0], **step_metrics}
+                sums = summed if sums is None else jax.tree.map(jnp.add, sums, summed)
                 progress.update()
+            if reason := guard.check(*jax.device_get(pending)):
+                raise diverged(epoch + 1, int(state.step), reason)
             train_loss = float(sums['loss']) / steps_per_epoch
-            if not math.isfinite(train_loss):
-                raise NonFiniteLossError(
-                    f'training loss became {train_loss} in epoch {epoch + 1}; stopped. The last '
-                    f'good checkpoint (epoch {epoch}) is kept in {checkpointer.directory}. '
-                    'Lower the learning rate or add warmup.')
             test = evaluate_dataset(eval_fn, state, test_images, test_ds.labels,
                                     batch_size=eval_batch, mesh=mesh)
             record = {'epoch': epoch + 1, 'step': int(state.step), 'train_loss': train_loss,
@@ -331,6 +382,8 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
                       'mean_logit_norm': float(sums['logit_norm']) / steps_per_epoch,
                       'test_loss': test['loss'], 'test_accuracy': test['accuracy'],
                       'seconds': time.perf_counter() - started}
+            if restart['changed'] and epoch == start_epoch:
+                record['restart'] = restart
             if state.teacher is not None:
                 teacher = evaluate_dataset(eval_fn, eman.teacher_view(state), test_images,
                                            test_ds.labels, batch_size=eval_batch, mesh=mesh)

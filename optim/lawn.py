@@ -189,8 +189,8 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
 
     Raises:
       ValueError: ``free_steps < 0``, an unknown ``projection``, ``target_norm <= 0``, and at
-        init/trace time a mask that does not match params (the message names the path), or
-        a constrained leaf that is not float or, with ``per_unit``, has fewer than 2 axes.
+        init/trace time a mask that does not match params (the message names the path), a
+        mask that selects nothing, or a constrained leaf that is not float or, with ``per_unit``, has fewer than 2 axes.
       TypeError: ``free_steps`` is not an int, or a mask entry is not a bool (at init/trace).
 
     The phases are the two branches of a ``jax.lax.cond``, so the free phase runs exactly
@@ -228,6 +228,10 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
         for leaf, path, flag in zip(leaves, paths, flags):
             if flag:
                 _check_constrained_leaf(leaf, path, per_unit)
+        if not any(flags):
+            raise ValueError('optim.lawn: the mask selects no parameter, so LAWN would '
+                             'constrain nothing; check the mask (e.g. regex_mask pattern) '
+                             'against the parameter paths')
         return flags
 
     def init_fn(params):

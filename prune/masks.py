@@ -75,28 +75,37 @@ def named_leaves(tree) -> tuple[list[str], list[Any], Any]:
     return [path_name(p) for p, _ in with_paths], [leaf for _, leaf in with_paths], treedef
 
 
-def check_masks(params, masks) -> None:
-    """Raise ``ValueError`` unless ``masks`` mirrors ``params`` (paths, shapes, 0/1 dtype).
+def check_like_params(params, tree, what: str, item: str | None = None) -> list:
+    """Raise ``ValueError`` unless ``tree`` has exactly the paths and leaf shapes of
+    ``params``; returns ``tree``'s leaves in ``params``' order.
 
-    The message names the first path (in sorted order) present in one tree and not the
-    other, or the first leaf of the wrong shape or dtype.
+    The message names ``what`` (a leaf: ``item``, default ``what``) and the first path (in sorted order) present in one tree and
+    not the other, or the first leaf of the wrong shape.
     """
+    item = item or what
     param_paths, param_leaves, _ = named_leaves(params)
-    mask_paths, mask_leaves, _ = named_leaves(masks)
-    if param_paths != mask_paths:
-        only_params, only_masks = set(param_paths) - set(mask_paths), set(mask_paths) - set(
+    tree_paths, tree_leaves, _ = named_leaves(tree)
+    if param_paths != tree_paths:
+        only_params, only_tree = set(param_paths) - set(tree_paths), set(tree_paths) - set(
             param_paths)
-        first = min(only_params | only_masks) if only_params | only_masks else next(
-            p for p, q in zip(param_paths, mask_paths) if p != q)
-        where = ('in params but not in the masks' if first in only_params else
-                 'in the masks but not in params' if first in only_masks else
+        first = min(only_params | only_tree) if only_params | only_tree else next(
+            p for p, q in zip(param_paths, tree_paths) if p != q)
+        where = (f'in params but not in the {what}' if first in only_params else
+                 f'in the {what} but not in params' if first in only_tree else
                  'at a different position in the two trees')
-        raise ValueError(f'mask tree does not match params: first differing path '
+        raise ValueError(f'{item} tree does not match params: first differing path '
                          f'{first!r} is {where}')
-    for path, leaf, mask in zip(param_paths, param_leaves, mask_leaves):
-        if jnp.shape(mask) != jnp.shape(leaf):
-            raise ValueError(f'mask for {path!r} has shape {jnp.shape(mask)}, the parameter '
+    for path, leaf, other in zip(param_paths, param_leaves, tree_leaves):
+        if jnp.shape(other) != jnp.shape(leaf):
+            raise ValueError(f'{item} for {path!r} has shape {jnp.shape(other)}, the parameter '
                              f'has shape {jnp.shape(leaf)}')
+    return tree_leaves
+
+
+def check_masks(params, masks) -> None:
+    """Raise ``ValueError`` unless ``masks`` mirrors ``params`` (paths, shapes, 0/1 dtype)."""
+    paths = named_leaves(params)[0]
+    for path, mask in zip(paths, check_like_params(params, masks, 'masks', 'mask')):
         dtype = jnp.asarray(mask).dtype
         if dtype not in (jnp.bool_, jnp.uint8):
             raise ValueError(f'mask for {path!r} has dtype {dtype}; use bool or uint8')

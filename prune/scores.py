@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from prune.masks import ChannelGroup, named_leaves
+from prune.masks import ChannelGroup, check_like_params, named_leaves
 
 MEASURES = ('magnitude', 'loss_preservation', 'biased_loss_preservation', 'grasp',
             'grad_norm_preservation', 'random')
@@ -171,13 +171,14 @@ def parameter_scores(measure: str, params, *, grads=None, hg=None, key=None) -> 
       key: PRNG key for ``random``.
     """
     _needs(measure, grads, hg, key)
-    paths, leaves, treedef = named_leaves(params)
+    _, leaves, treedef = named_leaves(params)
     if measure == 'random':
         keys = jax.random.split(key, len(leaves))
         return jax.tree_util.tree_unflatten(
             treedef, [jax.random.uniform(k, jnp.shape(p)) for k, p in zip(keys, leaves)])
-    grad_leaves = named_leaves(grads)[1] if grads is not None else [None] * len(leaves)
-    hg_leaves = named_leaves(hg)[1] if hg is not None else [None] * len(leaves)
+    grad_leaves = ([None] * len(leaves) if grads is None else
+                   check_like_params(params, grads, 'grads'))
+    hg_leaves = [None] * len(leaves) if hg is None else check_like_params(params, hg, 'hg')
     scores = [_signed_products(measure, p, g, h) for p, g, h in zip(leaves, grad_leaves,
                                                                      hg_leaves)]
     if measure == 'grad_norm_preservation':
@@ -199,6 +200,9 @@ def filter_scores(measure: str, params, groups: Sequence[ChannelGroup], *, grads
       ``{group name: float32 vector (width,)}``.
     """
     _needs(measure, grads, hg, key)
+    for name, tree in (('grads', grads), ('hg', hg)):
+        if tree is not None:
+            check_like_params(params, tree, name)
     lookup = {name: dict(zip(*named_leaves(tree)[:2])) if tree is not None else {}
               for name, tree in (('params', params), ('grads', grads), ('hg', hg))}
     out = {}

@@ -46,6 +46,7 @@ import time
 
 from tqdm.auto import tqdm
 
+from jaxnorm.cli import check_input_dir, check_output_dir, show_defaults
 from jaxnorm.papers import checks as checks_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -326,9 +327,12 @@ def main(argv=None) -> int:
     parser.add_argument('--seeds', type=int, default=3, help='seeds per statistical claim')
     parser.add_argument('--out', default='report', help='writes OUT/REPORT.md and OUT/cache')
     parser.add_argument('--data-dir', help='TFDS data dir (digits is prepared there if absent)')
+    show_defaults(parser)
     args = parser.parse_args(argv)
     try:
         sections = select_sections(args.only)
+        check_output_dir(args.out, '--out')
+        check_input_dir(args.data_dir, '--data-dir')
     except ValueError as error:
         parser.error(str(error))
     missing = [s.config() for s in sections if not args.quick and not os.path.isfile(s.config())]

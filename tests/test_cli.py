@@ -106,3 +106,19 @@ def _flatten(tree, prefix=''):
         else:
             out[f'{prefix}{key}'] = np.asarray(value)
     return out
+
+
+def test_console_scripts_resolve_to_mains_with_help(capsys):
+    import importlib
+    import tomllib
+    with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+        scripts = tomllib.load(f)['project']['scripts']
+    assert set(scripts) == {'jaxnorm-train', 'jaxnorm-prune', 'jaxnorm-continual',
+                            'jaxnorm-theory'}
+    for name, target in scripts.items():
+        module, function = target.split(':')
+        main = getattr(importlib.import_module(module), function)
+        with pytest.raises(SystemExit) as done:
+            main(['--help'])
+        assert done.value.code == 0
+        assert '(default: ' in capsys.readouterr().out, name

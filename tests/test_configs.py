@@ -10,6 +10,7 @@ import pytest
 from jaxnorm import config as config_lib
 from jaxnorm import models
 from jaxnorm.cli import config_file_defaults
+from jaxnorm.commands import continual as continual_command, prune as prune_command
 from jaxnorm.layers import norm_names
 from jaxnorm.pruning import PruneSettings
 
@@ -56,7 +57,7 @@ def test_every_config_is_accepted_by_its_script(path):
         assert cfg.norm in norm_names()
         assert all(cfg[k] == v for k, v in values.items() if not k.endswith('_kwargs'))
     elif script == 'scripts/prune.py':
-        module = load_script('prune')
+        module = prune_command
         parser = module.build_parser()
         argv = ['--config', path]
         file_values = config_file_defaults(parser, argv, extra_keys=('model_kwargs',))
@@ -64,7 +65,7 @@ def test_every_config_is_accepted_by_its_script(path):
         settings.check()
         assert settings == PruneSettings(**values)
     elif script == 'scripts/continual.py':
-        module = load_script('continual')
+        module = continual_command
         parser = module.build_parser()
         config_file_defaults(parser, ['--config', path])
         args = parser.parse_args(['--config', path])
@@ -82,7 +83,7 @@ def test_prune_flags_override_the_config_file(tmp_path):
     path = tmp_path / 'c.py'
     path.write_text("def get_config():\n    return {'model': 'vgg13', 'model_kwargs': "
                     "{'width': 0.5}, 'rounds': 7, 'target': 0.5}\n")
-    module = load_script('prune')
+    module = prune_command
     parser = module.build_parser()
     argv = ['--config', str(path), '--rounds', '3', '--model-option', 'channels=None']
     file_values = config_file_defaults(parser, argv, extra_keys=('model_kwargs',))
@@ -94,7 +95,7 @@ def test_prune_flags_override_the_config_file(tmp_path):
 def test_unknown_config_key_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / 'c.py'
     path.write_text("def get_config():\n    return {'learning_rate': 0.1}\n")
-    module = load_script('continual')
+    module = continual_command
     with pytest.raises(SystemExit) as exit_info:
         config_file_defaults(module.build_parser(), ['--config', str(path)])
     assert exit_info.value.code == 2
@@ -103,7 +104,7 @@ def test_unknown_config_key_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_missing_config_file_is_reported(tmp_path, capsys):
-    module = load_script('continual')
+    module = continual_command
     with pytest.raises(SystemExit):
         config_file_defaults(module.build_parser(), ['--config', str(tmp_path / 'no.py')])
     assert 'does not exist' in capsys.readouterr().err

@@ -1,10 +1,12 @@
-"""Tests for scripts/continual.py and the verdict rules of scripts/experiments/emr.py."""
+"""Tests for jaxnorm-continual (scripts/continual.py) and the verdict rules of scripts/experiments/emr.py."""
 import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
+
+from jaxnorm.commands import continual as continual_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,7 +19,7 @@ def _load(path, name):
 
 
 def test_continual_cli_runs_and_writes_matrices(tmp_path, capsys):
-    cli = _load('scripts/continual.py', 'continual_cli')
+    cli = continual_command
     out = tmp_path / 'run.json'
     assert cli.main(['--method', 'emr', '--importance', 'si', '--lr', '0.03', '--data-dir',
                      str(tmp_path / 'tfds'), '--out', str(out)]) == 0
@@ -29,7 +31,7 @@ def test_continual_cli_runs_and_writes_matrices(tmp_path, capsys):
 
 
 def test_continual_cli_bad_input_is_one_line(capsys):
-    cli = _load('scripts/continual.py', 'continual_cli')
+    cli = continual_command
     with pytest.raises(SystemExit):
         cli.main(['--importance', 'fisher'])
     err = capsys.readouterr().err

@@ -1,5 +1,4 @@
 """LAWN in the library: the default mask per architecture, the training loop and the CLI."""
-import importlib.util
 import os
 
 import jax
@@ -9,8 +8,7 @@ import pytest
 
 import optim
 from jaxnorm import config as config_lib, homogeneous, models, optimizers, train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from jaxnorm.commands import train as train_command
 
 
 def constrained_paths(mask):
@@ -114,10 +112,7 @@ def test_make_optimizer_free_steps_are_epochs_times_steps_per_epoch():
 
 
 def test_cli_flags_set_the_lawn_keys():
-    spec = importlib.util.spec_from_file_location('train_cli', os.path.join(ROOT, 'scripts',
-                                                                            'train.py'))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = train_command
     args = cli.build_parser().parse_args(
         ['--lawn-free-epochs', '3', '--lawn-mask', 'head/kernel', '--lawn-per-unit'])
     cfg = cli.config_from_args(args)

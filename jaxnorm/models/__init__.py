@@ -59,6 +59,7 @@ when the model is traced.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -100,11 +101,14 @@ def get_model(name: str, *, norm: str | NormSpec = 'bn', num_classes: int,
       An unbound flax module; initialize with ``model.init(rng, x)``.
 
     Raises:
-      ValueError: unknown model or norm name.
+      ValueError: unknown model or norm name, or ``num_classes < 1``.
       TypeError: an option the model does not take.
     """
     if name not in _MODELS:
         raise ValueError(f'unknown model {name!r}; valid names: {", ".join(_MODELS)}')
+    if (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+            or num_classes < 1):
+        raise ValueError(f'num_classes must be an int >= 1, got {num_classes!r}')
     module_class, config, valid_options = _MODELS[name]
     unknown = sorted(set(options) - set(valid_options))
     if unknown:

@@ -122,12 +122,22 @@ class ConvNormAct(nn.Module):
 MIN_IMAGE_SIZE = 8
 
 
+def check_floating_input(x, model_name: str) -> None:
+    """Raise a ``TypeError`` for integer (e.g. uint8 image) inputs, which models would
+    otherwise silently treat as values in [0, 255]."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f'{model_name} expects floating inputs, got {x.dtype}: convert and '
+                        'scale them first, e.g. x.astype(np.float32) / 255 and standardize '
+                        '(jaxnorm.data does both)')
+
+
 def check_image_input(x, min_size: int, model_name: str, *,
                       sequences: bool = False) -> None:
     """Raise a ``ValueError`` unless ``x`` is an NHWC batch with both sides >= ``min_size``.
 
     With ``sequences``, ``(N, L, C)`` batches with ``L >= min_size`` are accepted as well.
     """
+    check_floating_input(x, model_name)
     ranks = (3, 4) if sequences else (4,)
     if x.ndim not in ranks:
         expected = 'NHWC images (rank 4) or (N, L, C) sequences (rank 3)' if sequences else \

@@ -19,8 +19,8 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 
 from jaxnorm.layers import NormSpec
-from jaxnorm.models.common import (ConvNormAct, classify, plain_network_spec, resolve_norm,
-                                   scale_width)
+from jaxnorm.models.common import (ConvNormAct, check_floating_input, classify,
+                                   plain_network_spec, resolve_norm, scale_width)
 
 # Per conv layer: (output channels, kernel size, stride, padding).
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -57,6 +57,7 @@ class ConvNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
+        check_floating_input(x, self.model_name)
         if x.ndim < 3:
             raise ValueError(f'{self.model_name} expects a channels-last batch (N, *spatial, C) '
                              f'with at least one spatial axis, got shape {tuple(x.shape)}')

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 
 from jaxnorm.layers import NormSpec, conv_kernel_init
-from jaxnorm.models.common import classify, resolve_norm, scale_width
+from jaxnorm.models.common import check_floating_input, classify, resolve_norm, scale_width
 
 CONFIGS: dict[str, dict[str, Any]] = {
     'mlp': {},
@@ -52,6 +52,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
+        check_floating_input(x, self.model_name)
         if x.ndim < 2:
             raise ValueError(f'{self.model_name} expects a batch of rank >= 2 (batch first), '
                              f'got shape {tuple(x.shape)}')

@@ -31,7 +31,8 @@ import jax
 import numpy as np
 
 from jaxnorm import config as config_lib, parallel
-from jaxnorm.cli import OneLineErrorParser
+from jaxnorm.cli import (OneLineErrorParser, UsageError, check_input_dir, check_output_dir,
+                         show_defaults)
 
 
 def build_parser(description: str, *, default_seeds: int = 3) -> argparse.ArgumentParser:
@@ -52,11 +53,17 @@ def parse_args(description: str, argv: Sequence[str] | None = None, *,
                parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
     """Parse ``argv`` with :func:`build_parser` (or ``parser``) and check ``--seeds >= 2``."""
     parser = parser or build_parser(description)
+    show_defaults(parser)
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error('--seeds must be >= 2 (the table reports a standard deviation)')
     if getattr(args, 'config', None) and args.quick:
         parser.error("--config sets the papers' scale; drop --quick")
+    try:
+        check_output_dir(args.out, '--out')
+        check_input_dir(args.data_dir, '--data-dir')
+    except UsageError as error:
+        parser.error(str(error))
     return args
 
 
@@ -145,7 +152,7 @@ def fit_arms(config_path: str, arms: dict[str, dict], seeds: int, out_dir: str,
                 source=f'{config_path} + arm {arm!r}')
             try:
                 history = train.fit(config, resume=True).history
-            except train.NonFiniteLossError:  # a diverged run is a result: NaN from there on
+            except train.DivergenceError:  # a diverged run is a result: NaN from there on
                 history = metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
                 history += [dict.fromkeys(DIVERGED_KEYS, float('nan')) | {'epoch': epoch}
                             for epoch in range(len(history) + 1, config.epochs + 1)]

@@ -51,6 +51,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 from jaxnorm import continual as cl  # noqa: E402
+from jaxnorm.commands import continual as continual_command  # noqa: E402
 from jaxnorm.cli import config_file_defaults  # noqa: E402
 from jaxnorm.data import continual as dc  # noqa: E402
 from jaxnorm.papers import checks  # noqa: E402
@@ -352,15 +353,10 @@ def plot_lr(results: dict, path: str, title: str, lrs) -> str:
 
 
 def paper_setting(path: str) -> dict:
-    """What ``--config path`` runs: a ``scripts/continual.py`` config read with that script's
+    """What ``--config path`` runs: a ``scripts/continual.py`` config read with that command's
     flags (its benchmark, model, epochs, batch size, momentum and LR grid; the method and
     importance keys are ignored, the experiment runs every pair). ValueError on bad keys."""
-    sys.path.insert(0, os.path.join(REPO, 'scripts'))
-    try:
-        import continual as continual_script
-    finally:
-        sys.path.pop(0)
-    parser = continual_script.build_parser()
+    parser = continual_command.build_parser()
     parser.exit = parser.error = _raise_value_error
     config_file_defaults(parser, ['--config', path])
     args = parser.parse_args(['--config', path])

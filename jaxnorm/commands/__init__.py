@@ -1,0 +1,3 @@
+"""The command-line programs, installed as console scripts (``jaxnorm-train``,
+``jaxnorm-prune``, ``jaxnorm-continual``, ``jaxnorm-theory``); ``scripts/<name>.py`` are thin
+wrappers over them for a checkout."""
