@@ -31,6 +31,8 @@ import jax
 import numpy as np
 from jax.extend import core as jax_core
 
+from jaxnorm import portability
+
 
 class StepCost(NamedTuple):
     """XLA's analysis of one compiled step.
@@ -74,19 +76,12 @@ def _xla_analysis(jitted, *args, **kwargs):
     return np.array([float(analysis.get(k, 0.0)) for k in _OPERATIONS]), compiled
 
 
-def _equations(jaxpr):
-    for eqn in jaxpr.eqns:
-        yield eqn
-        if eqn.primitive.name != 'scan':  # a scan's body is handled by _loop_correction
-            for sub in jax_core.jaxprs_in_params(eqn.params):
-                yield from _equations(sub)
-
-
 def _loop_correction(jaxpr) -> tuple[np.ndarray, int]:
     """Operations XLA leaves out of ``jaxpr`` (scan bodies counted once), and the number of
     while loops whose trip count is unknown."""
     missing, uncounted = np.zeros(len(_OPERATIONS)), 0
-    for eqn in _equations(jaxpr):
+    # A scan's body is costed below, with its own nested loops.
+    for eqn in portability.equations(jaxpr, opaque=frozenset({'scan'})):
         if eqn.primitive.name == 'while':
             uncounted += 1
         if eqn.primitive.name != 'scan':

@@ -54,12 +54,15 @@ class LoweringError(RuntimeError):
         self.locations = tuple(locations)
 
 
-def _equations(jaxpr: jax_core.Jaxpr) -> Iterator[jax_core.JaxprEqn]:
-    """Every equation of ``jaxpr`` and of the jaxprs nested in its equations' parameters."""
+def equations(jaxpr: jax_core.Jaxpr, *, opaque: frozenset[str] = frozenset()
+              ) -> Iterator[jax_core.JaxprEqn]:
+    """Every equation of ``jaxpr`` and of the jaxprs nested in its equations' parameters,
+    except inside equations whose primitive is in ``opaque`` (yielded, not entered)."""
     for eqn in jaxpr.eqns:
         yield eqn
-        for sub in jax_core.jaxprs_in_params(eqn.params):
-            yield from _equations(sub)
+        if eqn.primitive.name not in opaque:
+            for sub in jax_core.jaxprs_in_params(eqn.params):
+                yield from equations(sub, opaque=opaque)
 
 
 def primitive_locations(fn: Callable, *args: Any, primitives=None, **kwargs) -> dict[str, list[str]]:
@@ -74,7 +77,7 @@ def primitive_locations(fn: Callable, *args: Any, primitives=None, **kwargs) -> 
     """
     closed = jax.make_jaxpr(fn)(*args, **kwargs)
     found: dict[str, list[str]] = {}
-    for eqn in _equations(closed.jaxpr):
+    for eqn in equations(closed.jaxpr):
         name = eqn.primitive.name
         if primitives is not None and name not in primitives:
             continue

@@ -49,7 +49,7 @@ class Paper:
     note: str = ''
 
 
-def _batch(batch: int, classes: int) -> dict:
+def _batch(batch: int) -> dict:
     return {'image': jax.ShapeDtypeStruct((batch, *CIFAR), jnp.float32),
             'label': jax.ShapeDtypeStruct((batch,), jnp.int32)}
 
@@ -80,7 +80,7 @@ def engine_part(label: str, cfg, steps: int, *, batch: int | None = None) -> Par
 
     def build():
         state, step = built()
-        return cost.step_cost(step, state, _batch(batch, classes))
+        return cost.step_cost(step, state, _batch(batch))
 
     def state_bytes():
         state, _ = built()
@@ -103,7 +103,7 @@ def forward_part(label: str, cfg, steps: int, batch: int) -> Part:
     def build():
         variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *CIFAR))))
         return cost.step_cost(lambda v, x: model.apply(v, x), variables,
-                              _batch(batch, classes)['image'])
+                              _batch(batch)['image'])
     return Part(label, build, steps, is_train_step=False)
 
 
@@ -136,7 +136,7 @@ def plain_part(label: str, model: nn.Module, tx: optax.GradientTransformation, s
     def state_bytes():
         params, _, opt_state = built()
         return cost.tree_bytes(params), cost.tree_bytes(opt_state)
-    return Part(label, lambda: cost.step_cost(step, *built(), _batch(batch, classes)), steps,
+    return Part(label, lambda: cost.step_cost(step, *built(), _batch(batch)), steps,
                 state_bytes)
 
 
