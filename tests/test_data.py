@@ -317,3 +317,13 @@ def test_loading_restores_the_users_tfds_progress_bar_setting(digits_dir, user_s
         assert tqdm_utils._active is user_setting
     finally:
         tfds.display_progress_bar(True)
+
+
+def test_load_standardized_uses_training_statistics_for_both_splits(tmp_path):
+    splits = data.load_standardized('digits', data_dir=str(tmp_path))
+    raw_train = splits.train.images.reshape(-1, splits.train.images.shape[-1]).astype(np.float64)
+    mean, std = raw_train.mean(0), raw_train.std(0)
+    np.testing.assert_allclose(splits.train_images, (splits.train.images - mean) / std, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(splits.test_images, (splits.test.images - mean) / std, rtol=1e-4, atol=1e-5)
+    assert splits.test_images.dtype == np.float32
+    np.testing.assert_array_equal(splits.test_labels, splits.test.labels)

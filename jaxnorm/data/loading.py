@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import difflib
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -395,3 +396,53 @@ def _resize_images(images: np.ndarray, image_size: int, method: str, name: str) 
         images,
         ((0, 0), (top, image_size - height - top), (left, image_size - width - left), (0, 0)),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class StandardizedSplits:
+    """A dataset's train and test splits with the training set's per-channel statistics.
+
+    Inputs are standardized as ``(x - mean) / std`` with ``(mean, std)`` from
+    :meth:`ArrayDataset.channel_stats` of the *training* split, for both splits, so no test
+    statistic leaks into training. ``train`` keeps the raw split for
+    :class:`~jaxnorm.data.BatchIterator` (which augments and then standardizes with the same
+    ``mean``/``std``).
+    """
+
+    train: ArrayDataset
+    test: ArrayDataset
+    mean: np.ndarray
+    std: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    def standardize(self, images: np.ndarray) -> np.ndarray:
+        """``(images - mean) / std`` in float32."""
+        return ((images - self.mean) / self.std).astype(np.float32)
+
+    @functools.cached_property
+    def train_images(self) -> np.ndarray:
+        return self.standardize(self.train.images)
+
+    @functools.cached_property
+    def test_images(self) -> np.ndarray:
+        return self.standardize(self.test.images)
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return self.train.labels
+
+    @property
+    def test_labels(self) -> np.ndarray:
+        return self.test.labels
+
+
+def load_standardized(name: str, *, data_dir: str | None = None, image_size: int | None = None,
+                      train_split: str = 'train', test_split: str = 'test') -> StandardizedSplits:
+    """:func:`load` both splits and standardize them with the training split's statistics."""
+    train = load(name, train_split, data_dir=data_dir, image_size=image_size)
+    test = load(name, test_split, data_dir=data_dir, image_size=image_size)
+    mean, std = train.channel_stats()
+    return StandardizedSplits(train, test, mean, std)
