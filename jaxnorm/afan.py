@@ -59,7 +59,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
+
+from jaxnorm import extension, losses
 
 POSITIONAL = (-1,)
 BATCH = (0, 1, 2)
@@ -154,12 +155,6 @@ class AFANAux(NamedTuple):
     clean_loss: jax.Array
     point_losses: jax.Array
     perturbation: jax.Array
-
-
-def mean_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Batch-mean softmax cross-entropy in float32 (the default loss)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                           labels).mean()
 
 
 # ----------------------------------------------------------------------------- normalization
@@ -304,7 +299,7 @@ def feature_pgd(tail_loss: Callable[[jax.Array, Any], tuple[jax.Array, Any]],
 
 
 def tail_loss_fn(apply_fn: Callable, variables: Any, batch: dict, layer: str, *,
-                 loss_fn: LossFn = mean_cross_entropy, rngs: dict | None = None
+                 loss_fn: LossFn = losses.mean_cross_entropy, rngs: dict | None = None
                  ) -> Callable[[jax.Array, Any], tuple[jax.Array, Any]]:
     """The loss of the network after ``layer`` as a function of that layer's output.
 
@@ -323,7 +318,7 @@ def tail_loss_fn(apply_fn: Callable, variables: Any, batch: dict, layer: str, *,
 
 
 def afan_loss(apply_fn: Callable, variables: Any, batch: dict, key: jax.Array,
-              config: AFANConfig, *, loss_fn: LossFn = mean_cross_entropy
+              config: AFANConfig, *, loss_fn: LossFn = losses.mean_cross_entropy
               ) -> tuple[jax.Array, AFANAux]:
     """The A-FAN training loss of one batch (see the module docstring for the maths).
 
@@ -377,35 +372,84 @@ def afan_loss(apply_fn: Callable, variables: Any, batch: dict, key: jax.Array,
 
 def from_run_config(config: Any, model: nn.Module | None = None,
                     image_shape: Sequence[int] | None = None) -> AFANConfig | None:
-    """The :class:`AFANConfig` of a run config's ``afan_*`` keys; None when ``afan_layer`` is
+    """The :class:`AFANConfig` of a run config's ``afan`` section; None when ``afan.layer`` is
     None or '' (``--afan ''`` turns off a config file's A-FAN).
 
     With ``model`` and ``image_shape`` the layer is also checked against the model (abstract
     trace, no compute); an unknown layer's error lists the valid module paths.
 
     Raises:
-      ValueError: a bad ``afan_*`` value, or a layer the model does not have.
+      ValueError: a bad ``afan.*`` value, or a layer the model does not have.
     """
-    if not config.afan_layer:
+    section = config.afan
+    if not section.layer:
         return None
-    if config.afan_statistics not in STATISTICS:
-        raise ValueError(f'unknown afan_statistics {config.afan_statistics!r}; choose one of '
-                         f'{tuple(STATISTICS)}')
     try:
         afan_config = AFANConfig(
-            layer=config.afan_layer, steps=config.afan_steps, step_size=config.afan_step_size,
-            epsilon=config.afan_epsilon, random_start=config.afan_random_start,
-            strengths=tuple(config.afan_strengths), normalize=config.afan_normalize,
-            stat_axes=STATISTICS[config.afan_statistics],
-            loss_weights=config.afan_loss_weights,
-            keep_attack_stats=config.afan_keep_attack_stats)
+            layer=section.layer, steps=section.steps, step_size=section.step_size,
+            epsilon=section.epsilon, random_start=section.random_start,
+            strengths=tuple(section.strengths), normalize=section.normalize,
+            stat_axes=STATISTICS[section.statistics], loss_weights=section.loss_weights,
+            keep_attack_stats=section.keep_attack_stats)
     except (TypeError, ValueError) as err:
-        raise ValueError(f'A-FAN settings (afan_*): {err}') from None
+        raise ValueError(f'A-FAN settings (afan.*): {err}') from None
     if model is not None:
         images = jnp.zeros((2, *image_shape))
         variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
         names = layer_names(model.apply, variables, images)
         if afan_config.layer not in names:
-            raise ValueError(f'afan_layer {afan_config.layer!r} is not a module of '
+            raise ValueError(f'afan.layer {afan_config.layer!r} is not a module of '
                              f'{type(model).__name__}; valid: {", ".join(names)}')
     return afan_config
+
+
+@extension.register
+class AdversarialFeatures(extension.Extension):
+    """A-FAN (arXiv:2103.12171) as a :mod:`jaxnorm.extension`: the step's loss becomes
+    :func:`afan_loss` at ``config.afan.layer``."""
+
+    name = 'afan'
+    summary = ('A-FAN (arXiv:2103.12171): train on PGD-perturbed, optionally adversarially '
+               'normalized features of one layer')
+    options = {
+        'layer': extension.Option(
+            None, "module path whose output is attacked, e.g. 'stage1_block3' (the repo's "
+            "stage-1 output); '' or None: off", str),
+        'steps': extension.Option(5, 'PGD sign steps'),
+        'step_size': extension.Option(0.5 / 255, 'PGD step, in feature units'),
+        'epsilon': extension.Option(None, 'l_inf clip of the perturbation (None: no clip)',
+                                    float),
+        'random_start': extension.Option(False, 'start uniformly in [-epsilon, epsilon]'),
+        'strengths': extension.Option((1.0,), 'interpolation points in [0, 1]'),
+        'normalize': extension.Option(
+            False, 'train on the adversarially normalized clean features'),
+        'statistics': extension.Option('positional', "normalization statistics ('positional'"
+                                       " is the repo's)", choices=tuple(STATISTICS)),
+        'loss_weights': extension.Option(
+            None, 'clean weight, then one per strength (None: uniform)', tuple),
+        'keep_attack_stats': extension.Option(
+            False, 'let the attack passes update BatchNorm statistics (repo behaviour)'),
+    }
+    switch = 'layer'
+
+    @classmethod
+    def check_section(cls, config: Any) -> None:
+        from_run_config(config)
+
+    def __init__(self, section: Any, context: extension.RunContext):
+        super().__init__(section, context)
+        self.settings = from_run_config(context.config, context.model, context.input_shape)
+
+    def identity(self) -> dict:
+        return {}  # the loss changes, not what a checkpoint holds
+
+    def wrap_loss(self, forward: extension.ForwardLoss) -> extension.ForwardLoss:
+        smoothing = self.context.config.label_smoothing
+        apply_fn = self.context.model.apply
+
+        def adversarial(params, batch_stats, batch, key):
+            loss, aux = afan_loss(
+                apply_fn, {'params': params, 'batch_stats': batch_stats}, batch, key,
+                self.settings, loss_fn=lambda z, y: losses.mean_cross_entropy(z, y, smoothing))
+            return loss, (aux.logits, aux.batch_stats)
+        return adversarial

@@ -32,23 +32,41 @@ def config_file_defaults(parser: argparse.ArgumentParser, argv, *,
     becomes that flag's default; keys in ``extra_keys`` (settings with no flag) are returned;
     any other key is an error naming the valid ones. Without ``--config`` nothing changes.
     """
-    from jaxnorm import config as config_lib
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument('--config')
     known, _ = pre.parse_known_args(argv)
     if not known.config:
         return {}
     try:
-        values = config_lib.read_config_file(known.config)
+        values = config_flag_values(parser, known.config, extra_keys=extra_keys)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
-    flags = {action.dest for action in parser._actions} - {'help', 'config'}
-    unknown = sorted(set(values) - flags - set(extra_keys))
-    if unknown:
-        parser.error(f'{known.config}: unknown setting(s) {", ".join(unknown)}; valid: '
-                     f'{", ".join(sorted(flags | set(extra_keys)))}')
+    flags = _flag_names(parser)
     parser.set_defaults(**{k: v for k, v in values.items() if k in flags})
     return {k: v for k, v in values.items() if k in extra_keys}
+
+
+def config_flag_values(parser: argparse.ArgumentParser, path: str, *,
+                       extra_keys: tuple[str, ...] = ()) -> dict:
+    """``get_config()`` of config file ``path``, checked against ``parser``'s flags.
+
+    Every key must name a flag of ``parser`` (dashes as underscores) or be one of
+    ``extra_keys``. Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming
+    the valid keys for any other key, so a library caller gets exceptions, not an exit.
+    """
+    from jaxnorm import config as config_lib
+    values = config_lib.read_config_file(path)
+    flags = _flag_names(parser)
+    unknown = sorted(set(values) - flags - set(extra_keys))
+    if unknown:
+        raise ValueError(f'{path}: unknown setting(s) {", ".join(unknown)}; valid: '
+                         f'{", ".join(sorted(flags | set(extra_keys)))}')
+    return values
+
+
+def _flag_names(parser: argparse.ArgumentParser) -> set[str]:
+    """Destinations of ``parser``'s flags a config file may set (not ``help``, ``config``)."""
+    return {action.dest for action in parser._actions} - {'help', 'config'}
 
 
 class UsageError(ValueError):

@@ -16,16 +16,40 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from jaxnorm import extension
+
 OPTIMIZERS = ('sgd', 'adam', 'adamw', 'lamb')
 SCHEDULES = ('constant', 'cosine', 'step', 'linear')
-LAWN_PROJECTIONS = ('gradient', 'update', 'none')
 # Settings that do not change what a run computes: they may differ when it is resumed.
 PRESENTATION_KEYS = ('workdir', 'progress', 'keep_checkpoints', 'data_dir', 'eval_batch_size',
                      'divergence_factor')
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The defaults: ResNet-20 with BatchNorm on the embedded digits data (CPU, ~1 minute)."""
+    """The defaults: ResNet-20 with BatchNorm on the embedded digits data (CPU, ~1 minute).
+
+    Every registered extension (:mod:`jaxnorm.extension`) adds its section,
+    ``config.<name>.<option>``, off by default.
+    """
+    c = core_config()
+    for name, cls in extension.registered().items():
+        if name in c:
+            raise ValueError(f'extension {cls.__qualname__} is named {name!r}, a core key')
+        c[name] = section_config(cls)
+    return c
+
+
+def section_config(cls: type[extension.Extension]) -> ml_collections.ConfigDict:
+    """An extension's section with its defaults, typed like the core keys."""
+    section = ml_collections.ConfigDict()
+    for key, option in cls.options.items():
+        section[key] = (ml_collections.FieldReference(None, field_type=option.value_type)
+                        if option.default is None else option.default)
+    return section
+
+
+def core_config() -> ml_collections.ConfigDict:
+    """The settings of the engine itself, without extension sections."""
     c = ml_collections.ConfigDict()
     c.model = 'resnet20'
     c.model_kwargs = ml_collections.ConfigDict({}, type_safe=False)
@@ -50,35 +74,9 @@ def default_config() -> ml_collections.ConfigDict:
     # (norm scales/offsets and biases), the usual choice for large-batch training.
     c.no_decay_norm_and_bias = False
     c.label_smoothing = 0.0
-    # LAWN (optim.lawn, arXiv:2108.05839): None trains without it; else the free-phase epochs
-    # before the norms of the final homogeneous sub-network are frozen. lawn_mask is a regex
-    # on parameter paths (e.g. 'head/kernel'); None: the layers after the last normalization.
-    c.lawn_free_epochs = ml_collections.FieldReference(None, field_type=float)
-    c.lawn_mask = ml_collections.FieldReference(None, field_type=str)
-    c.lawn_per_unit = False
-    c.lawn_projection = 'gradient'
-    c.lawn_target_norm = ml_collections.FieldReference(None, field_type=float)
-    c.lawn_reset_inner_state = False
-    # A-FAN (jaxnorm.afan, arXiv:2103.12171): None trains without it; else the module path
-    # whose output is attacked (e.g. 'stage1_block3', the repo's stage-1 output). PGD of
-    # afan_steps sign steps of afan_step_size, clipped to afan_epsilon if set; the loss
-    # averages the clean loss and the losses at the afan_strengths interpolation points
-    # (afan_loss_weights: clean first, then one per strength; None: uniform), optionally on
-    # the adversarially normalized features, statistics 'positional' (repo) or 'batch'.
-    c.afan_layer = ml_collections.FieldReference(None, field_type=str)
-    c.afan_steps = 5
-    c.afan_step_size = 0.5 / 255
-    c.afan_epsilon = ml_collections.FieldReference(None, field_type=float)
-    c.afan_random_start = False
-    c.afan_strengths = (1.0,)
-    c.afan_normalize = False
-    c.afan_statistics = 'positional'
-    c.afan_loss_weights = ml_collections.FieldReference(None, field_type=tuple)
-    c.afan_keep_attack_stats = False
-    # EMAN (jaxnorm.eman, arXiv:2101.08482): None trains without a teacher; else the EMA
-    # momentum m of a teacher (params and BN statistics, eval mode) evaluated every epoch.
-    c.eman_momentum = ml_collections.FieldReference(None, field_type=float)
     c.seed = 0
+    # Seeds trained at once by one vmapped step: seed, seed + 1, ..., seed + num_seeds - 1.
+    c.num_seeds = 1
     # Stop at the first step whose loss exceeds this many times the reference loss (see
     # jaxnorm.divergence); non-finite losses and gradients always stop. None: only those.
     c.divergence_factor = ml_collections.FieldReference(1e3, field_type=float)
@@ -108,21 +106,47 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any], *,
                     source: str = 'overrides') -> ml_collections.ConfigDict:
-    """Return a copy of ``config`` with ``overrides`` applied; unknown keys are errors."""
+    """Return a copy of ``config`` with ``overrides`` applied; unknown keys are errors.
+
+    An extension's option is ``'<section>.<option>'`` (``{'teacher.momentum': 0.99}``) or a
+    nested mapping (``{'teacher': {'momentum': 0.99}}``).
+    """
     config = copy.deepcopy(config)
-    for key, value in overrides.items():
-        if key not in config:
+    for key, value in flatten(overrides).items():
+        section, _, option = key.rpartition('.')
+        if section and section not in sections(config):
+            raise ValueError(f'{source}: unknown config section {section!r} in {key!r}; '
+                             f"sections: {', '.join(sections(config))}")
+        target = config[section] if section else config
+        if option not in target:
             raise ValueError(f'{source}: unknown config key {key!r}; valid keys: '
-                             f"{', '.join(sorted(config.keys()))}")
-        if key in ('model_kwargs', 'norm_kwargs'):
-            config[key] = ml_collections.ConfigDict(dict(value or {}), type_safe=False)
+                             f"{', '.join(sorted(target.keys()))}")
+        if not section and option in ('model_kwargs', 'norm_kwargs'):
+            config[option] = ml_collections.ConfigDict(dict(value or {}), type_safe=False)
             continue
         try:
-            config[key] = value
+            target[option] = value
         except TypeError as err:
             raise ValueError(f'{source}: bad value {value!r} for {key!r}: {err}') from None
     validate(config)
     return config
+
+
+def sections(config: ml_collections.ConfigDict) -> list[str]:
+    """The extension sections of ``config``."""
+    return [name for name in extension.registered() if name in config]
+
+
+def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{'teacher': {'momentum': 0.9}}`` -> ``{'teacher.momentum': 0.9}``; kwargs dicts stay
+    whole (their keys are the model's or norm's, not config keys)."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and key not in ('model_kwargs', 'norm_kwargs'):
+            flat.update({f'{key}.{k}': v for k, v in flatten(value).items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -133,7 +157,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f'unknown schedule {config.schedule!r}; choose one of {SCHEDULES}')
     positive = {'epochs': config.epochs, 'batch_size': config.batch_size,
                 'eval_batch_size': config.eval_batch_size, 'lr': config.lr,
-                'keep_checkpoints': config.keep_checkpoints}
+                'keep_checkpoints': config.keep_checkpoints, 'num_seeds': config.num_seeds}
     for key, value in positive.items():
         if not value > 0:
             raise ValueError(f'{key} must be positive, got {value}')
@@ -149,24 +173,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError('weight_decay and warmup_epochs must be non-negative')
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f'label_smoothing must be in [0, 1), got {config.label_smoothing}')
-    if config.lawn_free_epochs is None and (config.lawn_mask or config.lawn_per_unit):
-        raise ValueError('lawn_mask and lawn_per_unit need lawn_free_epochs (LAWN is off)')
-    if config.lawn_free_epochs is not None and config.lawn_free_epochs < 0:
-        raise ValueError(f'lawn_free_epochs must be >= 0, got {config.lawn_free_epochs}')
-    if config.lawn_projection not in LAWN_PROJECTIONS:
-        raise ValueError(f'unknown lawn_projection {config.lawn_projection!r}; choose one of '
-                         f'{LAWN_PROJECTIONS}')
-    if config.lawn_target_norm is not None and not config.lawn_target_norm > 0:
-        raise ValueError(f'lawn_target_norm must be positive, got {config.lawn_target_norm}')
-    if config.eman_momentum is not None and not 0.0 <= config.eman_momentum <= 1.0:
-        raise ValueError(f'eman_momentum must be in [0, 1] (e.g. 0.999), '
-                         f'got {config.eman_momentum}')
     from jaxnorm import models  # the model, norm and their options, before any data loads
     models.get_model(config.model, norm=config.norm, num_classes=1,
                      norm_kwargs=dict(config.norm_kwargs), **config.model_kwargs)
-    if config.afan_layer:
-        from jaxnorm import afan
-        afan.from_run_config(config)
+    for name, cls in extension.registered().items():
+        if name in config:
+            extension.check_choices(cls, config[name])
+            cls.check_section(config)
 
 
 def changes_from_saved(saved_config_path: str, config: ml_collections.ConfigDict) -> dict:
@@ -176,6 +189,7 @@ def changes_from_saved(saved_config_path: str, config: ml_collections.ConfigDict
         return {}
     with open(saved_config_path) as f:
         saved = json.load(f)
-    now = json.loads(config.to_json_best_effort())
+    saved = flatten(saved)
+    now = flatten(json.loads(config.to_json_best_effort()))
     return {key: (saved.get(key), value) for key, value in now.items()
             if key not in PRESENTATION_KEYS and saved.get(key) != value}

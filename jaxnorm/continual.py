@@ -23,7 +23,7 @@ import optax
 
 import optim
 from jaxnorm.data.continual import Benchmark
-from jaxnorm.train import cross_entropy
+from jaxnorm.losses import mean_cross_entropy
 
 METHODS = ('finetune', 'quadratic', 'emr')
 HEAD_MASK = r'^(?!head)'  # regularize every parameter except the heads
@@ -189,7 +189,7 @@ def make_sequence(setup: Setup, benchmark: Benchmark):
                 x, y = x_train[task][idx], y_train[task][idx]
 
                 def loss(p):
-                    return cross_entropy(apply(p, x)[:, task], y).mean()
+                    return mean_cross_entropy(apply(p, x)[:, task], y)
                 grads = jax.grad(loss)(params)
                 extra = {}
                 if setup.importance == 'mas':

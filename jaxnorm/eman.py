@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnorm import extension
+
 Momentum = Union[float, optax.Schedule]
 TEACHERS = ('eman', 'ema')
 
@@ -150,18 +152,36 @@ def apply_teacher(apply_fn: Callable, teacher: TeacherState, x: jax.Array, *,
     return jax.lax.stop_gradient(out)
 
 
-def with_teacher_update(train_step: Callable, momentum: Momentum) -> Callable:
-    """Wrap ``train_step(state, batch) -> (state, metrics)`` of :mod:`jaxnorm.train` so that
-    the state's ``teacher`` (a dict of :class:`TeacherState` fields) follows the student after
-    every optimizer step (:func:`update` with ``momentum``)."""
-    def step(state, batch):
-        state, metrics = train_step(state, batch)
-        teacher = update(TeacherState(**state.teacher), state.params, state.batch_stats, momentum)
-        return state.replace(teacher=teacher._asdict()), metrics
-    return step
+@extension.register
+class Teacher(extension.Extension):
+    """EMAN (arXiv:2101.08482) as a :mod:`jaxnorm.extension`: a :class:`TeacherState` that
+    follows the student after every step (:func:`update`) and is evaluated, in eval mode,
+    after every epoch (``teacher_test_loss``, ``teacher_test_accuracy``)."""
 
+    name = 'eman'
+    summary = ('EMAN (arXiv:2101.08482): an EMA teacher of params and BN statistics, '
+               'evaluated every epoch')
+    options = {'momentum': extension.Option(
+        None, 'EMA momentum m of the teacher, e.g. 0.999 (None: no teacher)', float)}
+    switch = 'momentum'
 
-def teacher_view(state):
-    """A :class:`jaxnorm.train.TrainState` whose variables are its teacher's (for eval)."""
-    return state.replace(params=state.teacher['params'],
-                         batch_stats=state.teacher['batch_stats'])
+    @classmethod
+    def check_section(cls, config: Any) -> None:
+        m = config.eman.momentum
+        if m is not None and not 0.0 <= m <= 1.0:
+            raise ValueError(f'eman.momentum must be in [0, 1] (e.g. 0.999), got {m}')
+
+    def init_state(self, params: Any, batch_stats: Any) -> TeacherState:
+        return init(params, batch_stats)
+
+    def after_step(self, train_state: Any) -> Any:
+        teacher = update(self.state_of(train_state), train_state.params,
+                         train_state.batch_stats, self.section.momentum)
+        return self.with_state(train_state, teacher)
+
+    def epoch_metrics(self, train_state: Any, evaluate: Callable[[Any], dict]) -> dict:
+        teacher = self.state_of(train_state)
+        result = evaluate(train_state.replace(params=teacher.params,
+                                              batch_stats=teacher.batch_stats))
+        return {'teacher_test_loss': result['loss'],
+                'teacher_test_accuracy': result['accuracy']}

@@ -15,8 +15,8 @@ BN does to a network:
 
 ``get_model(name, norm='mimic', ...)`` builds the whole architecture (no BN in the body, conv
 biases, the learnable residual scale, the init gain, the last BN); see
-:mod:`jaxnorm.layers`. ``jaxnorm.optimizers.make_optimizer`` chains the projection when
-``config.norm == 'mimic'``.
+:mod:`jaxnorm.layers`. In :func:`jaxnorm.train.fit` the :class:`WeightMeanExtension` chains
+the projection after every step when ``config.norm == 'mimic'`` (``mimicnorm.project``).
 
 Layer selection (:func:`weight_mean_mask`), the authors' rule [code: ``meanweigh`` in
 ``Cifar100/main.py``]: a leaf is centred when it is a conv kernel (named ``kernel``, rank >= 3,
@@ -42,9 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxnorm import extension
 from jaxnorm import functional as F
 from jaxnorm._norm_layers import BatchNorm
-from optim._params import MaskOrFn, mask_flags, path_name, require_params
+from jaxnorm.trees import MaskOrFn, key_name, mask_flags, named_leaves, require_params
 
 MIN_FAN_IN = 50
 # Conv init variances c / fan_in of the authors' models: ResNets 2, plain VGGs 2.8, close to
@@ -85,9 +86,8 @@ def weight_mean_mask(params: Any, min_fan_in: int = MIN_FAN_IN) -> Any:
       {'conv': {'bias': False, 'kernel': True}, 'head': {'kernel': False}}
     """
     def selected(path, leaf):
-        last = path[-1] if path else None
-        name = getattr(last, 'key', getattr(last, 'name', None))
-        return name == 'kernel' and is_centered_kernel(np.shape(leaf), min_fan_in)
+        return (bool(path) and key_name(path[-1]) == 'kernel'
+                and is_centered_kernel(np.shape(leaf), min_fan_in))
 
     return jax.tree_util.tree_map_with_path(selected, params)
 
@@ -96,10 +96,10 @@ def _mask_flags(mask: MaskOrFn, params: Any) -> list[bool]:
     """One Python bool per leaf of ``params`` (``optim`` mask rules), each selected leaf checked
     to be a floating kernel that can be centred."""
     flags = mask_flags(mask, params)
-    for flag, (path, leaf) in zip(flags, jax.tree_util.tree_flatten_with_path(params)[0]):
+    for flag, name, leaf in zip(flags, *named_leaves(params, placeholders=True)[:2]):
         if flag and (np.ndim(leaf) < 2 or not jnp.issubdtype(jnp.result_type(leaf),
                                                              jnp.floating)):
-            raise ValueError(f'weight-mean mask selects {path_name(path)!r} of shape '
+            raise ValueError(f'weight-mean mask selects {name!r} of shape '
                              f'{np.shape(leaf)}; only floating kernels with the output filters '
                              'on the last axis (rank >= 2) can be centred')
     return flags
@@ -126,7 +126,7 @@ def center_kernels(params: Any, mask: MaskOrFn = weight_mean_mask) -> Any:
       TypeError: a mask entry is not a Python bool.
     """
     flags = _mask_flags(mask, params)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
+    _, leaves, treedef = named_leaves(params, placeholders=True)
     return jax.tree_util.tree_unflatten(
         treedef, [F.weight_center(leaf) if flag else leaf for leaf, flag in zip(leaves, flags)])
 
@@ -172,7 +172,7 @@ def weight_mean_projection(mask: MaskOrFn = weight_mean_mask) -> optax.GradientT
     def update_fn(updates, state, params=None):
         require_params(params, 'weight_mean_projection')
         flags = _mask_flags(mask, params)
-        param_leaves, treedef = jax.tree_util.tree_flatten(params)
+        _, param_leaves, treedef = named_leaves(params, placeholders=True)
         update_leaves = treedef.flatten_up_to(updates)
 
         def project(u, p):
@@ -234,7 +234,29 @@ class LogitBatchNorm(BatchNorm):
     use_bias: bool = False
 
 
+
+@extension.register
+class WeightMeanExtension(extension.Extension):
+    """The weight-mean projection after every optimizer step of a ``norm='mimic'`` run (a
+    :mod:`jaxnorm.extension`); kernels are selected by :func:`weight_mean_mask` with the
+    norm's ``min_fan_in`` option."""
+
+    name = 'mimicnorm'
+    summary = ("MimicNorm (arXiv:2010.09278): with norm 'mimic', centre the conv kernels' "
+               'filters after every step')
+    options = {'project': extension.Option(
+        True, "chain the weight-mean projection when norm is 'mimic' (False: ablation)")}
+
+    @classmethod
+    def is_active(cls, config: Any) -> bool:
+        return config.norm == 'mimic' and config.mimicnorm.project
+
+    def wrap_optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:
+        min_fan_in = dict(self.context.config.norm_kwargs).get('min_fan_in', MIN_FAN_IN)
+        return optax.chain(tx, weight_mean_projection(
+            lambda params: weight_mean_mask(params, min_fan_in)))
+
 __all__ = ['LogitBatchNorm', 'MIN_FAN_IN', 'PLAIN_GAIN', 'RESIDUAL_GAIN', 'RESIDUAL_SCALE',
-           'WeightMeanProjectionState', 'center_kernels', 'centered_kernel_init',
+           'WeightMeanExtension', 'WeightMeanProjectionState', 'center_kernels', 'centered_kernel_init',
            'is_centered_kernel', 'residual_scale_init', 'weight_mean_mask',
            'weight_mean_projection']

@@ -1,20 +1,17 @@
-"""Optimizers for :func:`jaxnorm.train.fit`: schedules, weight decay and the paper transforms.
+"""Optimizers for :func:`jaxnorm.train.fit`: schedules and weight decay.
 
 :func:`make_optimizer` turns a run config into one ``optax.GradientTransformation``: the named
-base optimizer with its learning-rate schedule and weight decay, wrapped in the transforms the
-config switches on (LAWN's norm constraint, ``optim.lawn``), and, for ``norm='mimic'``,
-MimicNorm's weight-mean projection after the step (:mod:`jaxnorm.mimicnorm`).
+base optimizer with its learning-rate schedule and weight decay. Methods that change the update
+rule (:mod:`jaxnorm.extension`) wrap it through ``wrap``.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
 import optax
 
-import optim
-from jaxnorm import mimicnorm
 
 
 def make_schedule(name: str, lr: float, total_steps: int, warmup_steps: int = 0,
@@ -50,62 +47,32 @@ def weight_decay_mask(params: Any) -> Any:
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
-                   lawn_mask: Any = None) -> optax.GradientTransformation:
+                   wrap: Callable[[optax.GradientTransformation], optax.GradientTransformation]
+                   | None = None) -> optax.GradientTransformation:
     """The optimizer named by ``config.optimizer`` with its schedule and weight decay.
 
     ``sgd`` and ``adam`` use coupled L2 decay (added to the gradient, as the papers' PyTorch
     code does); ``adamw`` and ``lamb`` use decoupled decay. With
-    ``config.no_decay_norm_and_bias`` only kernels are decayed. With
-    ``config.lawn_free_epochs`` set, the optimizer is wrapped in :func:`optim.lawn`
-    constraining ``lawn_mask`` (a bool tree or ``params -> bool tree``), or the leaves whose
-    path matches the regex ``config.lawn_mask`` when that is set. With ``config.norm ==
-    'mimic'`` the result is chained with :func:`jaxnorm.mimicnorm.weight_mean_projection`, so
-    every step lands on centred conv kernels (selected with the norm's ``min_fan_in``).
+    ``config.no_decay_norm_and_bias`` only kernels are decayed.
+
+    Args:
+      config: the run config.
+      steps_per_epoch: optimizer steps per epoch (schedules are set in epochs).
+      wrap: applied to the update rule before coupled decay is prepended, so a wrapper
+        that projects gradients (e.g. onto a sphere's tangent space) also removes the decay
+        from the weights it constrains; extensions' ``wrap_optimizer`` hooks.
     """
-    tx = _base_optimizer(config, steps_per_epoch, lawn_mask)
-    if config.norm != 'mimic':
-        return tx
-    min_fan_in = dict(config.norm_kwargs).get('min_fan_in', mimicnorm.MIN_FAN_IN)
-    return optax.chain(tx, mimicnorm.weight_mean_projection(
-        lambda params: mimicnorm.weight_mean_mask(params, min_fan_in)))
-
-
-def _base_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
-                    lawn_mask: Any = None) -> optax.GradientTransformation:
+    wrap = wrap or (lambda tx: tx)
     decay_at = (None if config.lr_decay_epochs is None else
                 [round(epoch * steps_per_epoch) for epoch in config.lr_decay_epochs])
     schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
                              round(config.warmup_epochs * steps_per_epoch), decay_at)
     mask = weight_decay_mask if config.no_decay_norm_and_bias else None
     if config.optimizer in ('sgd', 'adam'):
-        base = (optax.sgd(schedule, momentum=config.momentum or None)
-                if config.optimizer == 'sgd' else optax.adam(schedule))
-        base = with_lawn(base, config, steps_per_epoch, lawn_mask)
+        base = wrap(optax.sgd(schedule, momentum=config.momentum or None)
+                    if config.optimizer == 'sgd' else optax.adam(schedule))
         if not config.weight_decay:
             return base
-        # Coupled decay enters LAWN's gradient, whose tangent projection then removes it
-        # from the constrained weights (a decay there would only fight the fixed norm).
         return optax.chain(optax.add_decayed_weights(config.weight_decay, mask), base)
     factory = optax.adamw if config.optimizer == 'adamw' else optax.lamb
-    return with_lawn(factory(schedule, weight_decay=config.weight_decay, mask=mask), config,
-                     steps_per_epoch, lawn_mask)
-
-
-def lawn_constrained_mask(config: ml_collections.ConfigDict, default: Any = None) -> Any:
-    """The regex mask of ``config.lawn_mask`` when set, else ``default``."""
-    return optim.regex_mask(config.lawn_mask) if config.lawn_mask else default
-
-
-def with_lawn(tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
-              steps_per_epoch: int, lawn_mask: Any = None) -> optax.GradientTransformation:
-    """``tx`` wrapped in :func:`optim.lawn` as ``config.lawn_*`` says (``tx`` when it is off)."""
-    if config.lawn_free_epochs is None:
-        return tx
-    lawn_mask = lawn_constrained_mask(config, lawn_mask)
-    if lawn_mask is None:
-        raise ValueError('LAWN needs the constrained parameters: set config.lawn_mask to a '
-                         'regex on parameter paths or pass lawn_mask')
-    return optim.lawn(tx, free_steps=round(config.lawn_free_epochs * steps_per_epoch),
-                      mask=lawn_mask, per_unit=config.lawn_per_unit,
-                      projection=config.lawn_projection, target_norm=config.lawn_target_norm,
-                      reset_inner_state=config.lawn_reset_inner_state)
+    return wrap(factory(schedule, weight_decay=config.weight_decay, mask=mask))

@@ -59,3 +59,28 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
     sharding = batch_sharded(mesh)
     return {key: jax.make_array_from_process_local_data(sharding, value)
             for key, value in local_batch.items()}
+
+
+class SeedPlacement:
+    """Where a seed-batched run's arrays live: every state leaf and train batch has a leading
+    seed axis of length ``num_seeds``.
+
+    When the devices divide the seeds evenly, the seed axis is spread over them (each device
+    trains its own seeds, with no communication); otherwise the state is replicated and each
+    seed's batch is split over the devices, as in a one-seed run. Seed-batched runs are
+    single-process.
+    """
+
+    def __init__(self, mesh: Mesh, num_seeds: int):
+        if jax.process_count() > 1:
+            raise ValueError('seed-batched runs (num_seeds > 1) run in one process; start one '
+                             'process per seed group instead')
+        self.mesh, self.num_seeds = mesh, num_seeds
+        self.by_seed = num_seeds % mesh.size == 0
+        self.state = batch_sharded(mesh) if self.by_seed else replicated(mesh)
+        self.train_batch = (batch_sharded(mesh) if self.by_seed else
+                            NamedSharding(mesh, PartitionSpec(None, DATA_AXIS)))
+        self.eval_batch = replicated(mesh) if self.by_seed else batch_sharded(mesh)
+
+    def put(self, batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict:
+        return {key: jax.device_put(value, sharding) for key, value in batch.items()}

@@ -98,18 +98,14 @@ class PruneRunner:
     def __init__(self, settings: PruneSettings, mesh=None):
         settings.check()
         self.settings = s = settings
-        train_ds = data.load(s.dataset, 'train', data_dir=s.data_dir)
-        test_ds = data.load(s.dataset, 'test', data_dir=s.data_dir)
-        mean, std = train_ds.channel_stats()
-        self.train_images = ((train_ds.images - mean) / std).astype(np.float32)
-        self.train_labels = train_ds.labels
-        self.test_images = ((test_ds.images - mean) / std).astype(np.float32)
-        self.test_labels = test_ds.labels
-        self.num_classes = train_ds.num_classes
+        splits = data.load_standardized(s.dataset, data_dir=s.data_dir)
+        self.train_images, self.train_labels = splits.train_images, splits.train_labels
+        self.test_images, self.test_labels = splits.test_images, splits.test_labels
+        self.num_classes = splits.num_classes
         self.mesh = parallel.data_mesh() if mesh is None else mesh
         self.batches = lambda seed: data.BatchIterator(
-            train_ds, s.batch_size, seed=seed, augment=data.default_augment(s.dataset),
-            mean=mean, std=std)
+            splits.train, s.batch_size, seed=seed, augment=data.default_augment(s.dataset),
+            mean=splits.mean, std=splits.std)
         self.steps_per_epoch = len(self.batches(0))
         self.model = models.get_model(s.model, norm=s.norm, num_classes=self.num_classes,
                                       **s.model_kwargs)

@@ -29,9 +29,8 @@ over ``capture_intermediates``, which records outputs but cannot inject taps, an
 a Python loop *at trace time*; the compiled program is one XLA computation with no loop over
 layers at run time.
 
-Also here: the probe networks of the paper that are not named models, :func:`uniform_resnet`
-(one stage of 27 residual blocks at constant width, norm.md 1.6(b)) and :func:`uniform_cnn`
-(the repo's ``cfg_uniform``: a plain CNN of constant width, used for the rank experiments).
+The paper's probe networks that are not named models, ``uniform_resnet`` and ``uniform_cnn``,
+live in :mod:`jaxnorm.models.uniform` and are re-exported here, next to the probes.
 """
 from __future__ import annotations
 
@@ -41,10 +40,9 @@ from typing import Any, Callable, Mapping, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
-from jaxnorm.models.resnet import ResNet
-from jaxnorm.models.vgg import VGG
+from jaxnorm.losses import mean_cross_entropy
+from jaxnorm.models.uniform import uniform_cnn, uniform_resnet
 
 LAYER_SELECTIONS = ('blocks', 'activations', 'convs')
 TAPPED = (nn.Conv, nn.Dense)
@@ -233,8 +231,7 @@ def probe_arrays(model_or_apply: nn.Module | Callable, variables: Any, images: j
                          f'got {tuple(labels.shape)}')
     forward = functools.partial(_instrumented_forward, apply_fn, variables, images,
                                 select=select, tapped=tapped, train=train)
-    loss_fn = loss_fn or (lambda logits, y: jnp.mean(
-        optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y)))
+    loss_fn = loss_fn or mean_cross_entropy
 
     if labels is None:
         _, selected, _ = forward(None)
@@ -311,31 +308,6 @@ def probe(model_or_apply: nn.Module | Callable, variables: Any,
         variables, images, labels)
     return {'layers': layer_names, **({'tapped': tapped_names} if labels is not None else {}),
             **arrays}
-
-
-# ----------------------------------------------------------------------------- probe networks
-
-
-def uniform_resnet(norm: str = 'bn', *, num_blocks: int = 27, width: int = 32,
-                   num_classes: int = 10, norm_kwargs: Mapping[str, Any] | None = None,
-                   skipinit: bool = False, preact: bool = False) -> ResNet:
-    """A post-activation ResNet of ``num_blocks`` BasicBlocks at one constant width.
-
-    The deep ResNet of norm.md 1.6(b) (27 blocks of width 32): one stage, so every shortcut is
-    the identity and nothing resets the residual stream's variance, unlike ``resnet56_wide``
-    whose three stages (also 27 blocks) start with a conv + norm projection.
-    """
-    return ResNet(num_classes=num_classes, stage_sizes=(num_blocks,), stage_widths=(width,),
-                  stem_width=width, shortcut='conv3x3', norm=norm, norm_kwargs=norm_kwargs,
-                  skipinit=skipinit, preact=preact, model_name=f'uniform_resnet{num_blocks}')
-
-
-def uniform_cnn(norm: str = 'bn', *, depth: int = 20, width: int = 64, num_classes: int = 10,
-                norm_kwargs: Mapping[str, Any] | None = None) -> VGG:
-    """The repo's ``cfg_uniform(depth)``: ``depth`` 3x3 conv-norm-act layers of ``width``
-    channels, no downsampling, global average pool and Dense (non-residual)."""
-    return VGG(num_classes=num_classes, layers=(width,) * depth, norm=norm,
-               norm_kwargs=norm_kwargs, model_name=f'uniform_cnn{depth}')
 
 
 __all__ = ['LAYER_SELECTIONS', 'TAPPED', 'channel_variance', 'mean_cosine', 'probe',

@@ -1,12 +1,17 @@
-"""optax GradientTransformations for the papers reproduced in jaxnorm; depends only on jax/optax."""
+"""optax GradientTransformations for the papers reproduced in jaxnorm; depends only on jax/optax
+and the params-tree helpers of :mod:`jaxnorm.trees` (``path_name`` and ``regex_mask`` are
+re-exported here)."""
+from jaxnorm.trees import path_name, regex_mask
 from optim import importance
+from optim.continual import ContinualState, new_task
 from optim.emr import emr
-from optim.lawn import LawnState, constrained_norms, lawn, path_name, regex_mask
+from optim.importance import ImportanceState, ImportanceTracker
+from optim.lawn import LawnState, constrained_norms, lawn
 from optim.orthoreg import (OrthoRegState, gram, layer_weights, orthonormality, orthoreg,
                              orthoreg_penalty)
-from optim.quadratic import ContinualState, ewc, mas, new_task, quadratic, rwalk, si
+from optim.quadratic import ewc, mas, quadratic, rwalk, si
 
-__all__ = ['ContinualState', 'LawnState', 'constrained_norms', 'emr', 'ewc', 'importance',
-           'lawn', 'layer_weights', 'mas', 'new_task', 'gram', 'orthonormality', 'orthoreg',
-           'orthoreg_penalty', 'OrthoRegState', 'path_name', 'quadratic', 'regex_mask', 'rwalk',
-           'si']
+__all__ = ['ContinualState', 'ImportanceState', 'ImportanceTracker', 'LawnState',
+           'constrained_norms', 'emr', 'ewc', 'importance', 'lawn', 'layer_weights', 'mas',
+           'new_task', 'gram', 'orthonormality', 'orthoreg', 'orthoreg_penalty',
+           'OrthoRegState', 'path_name', 'quadratic', 'regex_mask', 'rwalk', 'si']

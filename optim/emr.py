@@ -27,11 +27,59 @@ References:
 """
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import optax
 
+from jaxnorm.trees import MaskOrFn
 from optim import importance as imp
-from optim._params import MaskOrFn
-from optim.quadratic import continual_transform
+from optim.continual import with_importance
+
+ALPHA_EPS = 1e-20  # keeps alpha defined where both importances are 0
+
+
+def interpolate(steps, params, importance: imp.ImportanceState, selected):
+    """EMR's interpolation towards the anchor, applied to the inner step.
+
+    .. math::
+
+        \\alpha = \\frac{\\sqrt{\\Omega_{cur}}}{\\sqrt{\\Omega_{cur}} + \\sqrt{\\Omega_{prev}}
+        + 10^{-20}}, \\qquad u' = \\alpha \\odot u - (1 - \\alpha) \\odot (\\theta - \\theta^*)
+
+    on the selected leaves (float32, returned in the step's dtype), so that
+    :math:`\\theta + u' = \\alpha \\odot (\\theta + u) + (1 - \\alpha) \\odot \\theta^*`.
+
+    Args:
+      steps: the inner optimizer's update :math:`u`.
+      params: :math:`\\theta`, the parameters the step starts from.
+      importance: the tracker's state after this step (``anchor`` :math:`\\theta^*`,
+        ``omega_cur``, ``omega_prev``).
+      selected: tree of Python bools like ``params`` (:func:`jaxnorm.trees.mask_tree`).
+
+    Returns:
+      :math:`u'`, with ``steps``' structure; unselected leaves are ``steps``' own.
+
+    Example:
+      >>> new_steps = interpolate(steps, params, state.importance, mask_tree(None, params))
+    """
+    def leaf(keep, u, w, anchor, current, past):
+        if not keep:
+            return u
+        root = jnp.sqrt(current)
+        alpha = root / (root + jnp.sqrt(past) + ALPHA_EPS)
+        return (alpha * u.astype(jnp.float32) - (1.0 - alpha)
+                * (w.astype(jnp.float32) - anchor.astype(jnp.float32))).astype(u.dtype)
+
+    return jax.tree.map(leaf, selected, steps, params, importance.anchor, importance.omega_cur,
+                        importance.omega_prev)
+
+
+def _interpolate_once_anchored(steps, params, importance: imp.ImportanceState, selected):
+    """:func:`interpolate` once a previous task exists; the inner step before that."""
+    # A cond, not a select: on the first task the update must be inner's bit for bit.
+    return jax.lax.cond(importance.has_anchor,
+                        lambda s: interpolate(s, params, importance, selected),
+                        lambda s: s, steps)
 
 
 def emr(inner: optax.GradientTransformation, importance: str = 'ewc', *,
@@ -58,14 +106,18 @@ def emr(inner: optax.GradientTransformation, importance: str = 'ewc', *,
         trace time a mask not matching params, or MAS without ``mas_grads``.
 
     Example:
-      >>> tx = emr(optax.sgd(0.03, momentum=0.9), 'si', mask=regex_mask('^(?!head)'))
+      >>> tx = emr(optax.sgd(0.03, momentum=0.9), 'si', mask=optim.regex_mask('^(?!head)'))
       >>> state = tx.init(params)
       >>> for task in tasks:
       ...     for batch in task:
       ...         grads = jax.grad(loss)(params, batch)
       ...         updates, state = tx.update(grads, state, params)
       ...         params = optax.apply_updates(params, updates)
-      ...     state = new_task(state, params)
+      ...     state = optim.new_task(state, params)
+
+    References:
+      Lubana, Trivedi, Koutra, Dick, arXiv:2102.02805.
     """
-    return continual_transform(inner, importance=importance, mode='emr', mask=mask,
-                               momentum=momentum, path=path, damping=damping)
+    tracker = imp.ImportanceTracker(importance, momentum, path, damping)
+    return with_importance(inner, tracker, mask=mask, name='optim.emr',
+                           after=_interpolate_once_anchored)

@@ -29,6 +29,12 @@ point and damping :math:`\\xi` (1e-10):
 * SI: :math:`\\Omega = r / ((\\theta - \\theta^*)^2 + \\xi)`;
 * RWalk: :math:`\\Omega = F + r / (F (\\theta - \\theta^*)^2 + \\xi)`.
 
+:class:`ImportanceTracker` keeps these sums over a sequence of tasks (:class:`ImportanceState`):
+it updates them after every step and, at a task boundary (:func:`merge_task`), merges the
+finished task's importance into the past one, :math:`\\Omega_{prev} \\leftarrow (\\Omega_{prev} +
+\\Omega_{task}) / 2`, and moves the anchor :math:`\\theta^*` to the current parameters.
+:func:`optim.quadratic` and :func:`optim.emr` are built on it.
+
 References:
   Kirkpatrick et al. 2017 (EWC); Aljundi et al. 2018 (MAS); Zenke et al. 2017 (SI);
   Chaudhry et al. 2018 (RWalk); Lubana, Trivedi, Koutra, Dick, `How do Quadratic Regularizers
@@ -37,10 +43,13 @@ References:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+import dataclasses
+from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from jaxnorm.trees import aligned
 
 IMPORTANCES = ('ewc', 'mas', 'si', 'rwalk')
 PATHS = ('abs', 'relu')
@@ -184,3 +193,163 @@ def current_importance(name: str, running, fisher, params, anchor,
     if name == 'si':
         return si_importance(running, params, anchor, damping)
     return rwalk_importance(running, fisher, params, anchor, damping)
+
+
+class ImportanceState(NamedTuple):
+    """What :class:`ImportanceTracker` keeps across steps and tasks.
+
+    Attributes:
+      has_anchor: bool scalar, False until the first :func:`merge_task` (during the first
+        task there is no past to protect).
+      anchor: :math:`\\theta^*`, the parameters at the end of the previous task (the params'
+        dtypes).
+      start: the parameters at the start of the current task (origin of SI's path term).
+      omega_prev: float32 importance of past tasks.
+      running: float32 EMA :math:`r` of the online term of the current task.
+      fisher: float32 EMA :math:`F` of :math:`(g \\odot \\theta)^2` (RWalk only; zeros otherwise).
+      omega_cur: float32 importance of the current task after the last step.
+    """
+
+    has_anchor: jax.Array
+    anchor: Any
+    start: Any
+    omega_prev: Any
+    running: Any
+    fisher: Any
+    omega_cur: Any
+
+
+def _zeros32(tree):
+    return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), jnp.float32), tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportanceTracker:
+    """One online importance estimator, accumulated step by step over a sequence of tasks.
+
+    After an optimizer step :math:`\\theta_{t+1} = \\theta_t + u_t` taken on the minibatch
+    gradient :math:`g_t`, every selected leaf is updated as
+
+    .. math::
+
+        r \\leftarrow m\\,x_t + (1 - m)\\,r, \\qquad
+        F \\leftarrow m\\,(g_t \\odot \\theta_t)^2 + (1 - m)\\,F \\ \\text{(RWalk)}, \\qquad
+        \\Omega_{cur} = \\Omega(r, F, \\theta_{t+1}, \\theta^*),
+
+    with the online term :math:`x_t` and the importance :math:`\\Omega` of the estimator
+    (module docstring); unselected leaves keep zeros. :func:`merge_task` closes a task.
+
+    Attributes:
+      importance: ``'ewc'``, ``'mas'``, ``'si'`` or ``'rwalk'``.
+      momentum: :math:`m`, the EMA weight of the new term, in (0, 1] (0.8 in the EMR
+        authors' code); an array under ``optax.inject_hyperparams``.
+      path: ``'abs'`` or ``'relu'``, SI/RWalk's path term (:func:`path_term`).
+      damping: :math:`\\xi` > 0 in SI/RWalk's normalization.
+
+    Raises:
+      ValueError: unknown importance or path, momentum outside (0, 1], damping <= 0.
+
+    Example:
+      >>> tracker = ImportanceTracker('si')
+      >>> state = tracker.init(params)
+      >>> selected = jaxnorm.trees.mask_tree(None, params)      # every leaf
+      >>> state = tracker.update(state, grads, params, steps, selected)  # after each step
+      >>> state = merge_task(state, params)                     # between tasks
+    """
+
+    importance: str
+    momentum: Any = 0.8
+    path: str = 'abs'
+    damping: Any = DAMPING
+
+    def __post_init__(self):
+        check_importance(self.importance)
+        if self.path not in PATHS:
+            raise ValueError(f'unknown path {self.path!r}; choose one of {PATHS}')
+        if isinstance(self.momentum, (int, float)) and not 0 < self.momentum <= 1:
+            raise ValueError(f'momentum must be in (0, 1], got {self.momentum}')
+        if isinstance(self.damping, (int, float)) and not self.damping > 0:
+            raise ValueError(f'damping must be positive, got {self.damping}')
+
+    def init(self, params) -> ImportanceState:
+        """No anchor yet; both anchor and start are copies of ``params``, the sums zero."""
+        zeros = _zeros32(params)
+        return ImportanceState(
+            has_anchor=jnp.zeros([], jnp.bool_), anchor=jax.tree.map(jnp.array, params),
+            start=jax.tree.map(jnp.array, params), omega_prev=zeros, running=zeros,
+            fisher=zeros, omega_cur=zeros)
+
+    def update(self, state: ImportanceState, grads, params, steps, selected, *,
+               mas_grads=None) -> ImportanceState:
+        """The state after one optimizer step (class docstring).
+
+        Args:
+          state: the state before the step.
+          grads: the task gradient :math:`g_t` of the step (before any penalty).
+          params: :math:`\\theta_t`, the parameters the step started from.
+          steps: the update :math:`u_t` the step applied.
+          selected: tree of Python bools like ``params`` (:func:`jaxnorm.trees.mask_tree`).
+          mas_grads: for MAS, the gradient of :func:`squared_output_norm` at this step.
+
+        Raises:
+          ValueError: MAS without ``mas_grads``, or ``mas_grads`` not shaped like params.
+        """
+        m = self.momentum
+        moved = jax.tree.map(lambda w, u: w.astype(jnp.float32) + u.astype(jnp.float32),
+                             params, steps)
+        if self.importance == 'ewc':
+            terms = jax.tree.map(lambda g: jnp.square(g.astype(jnp.float32)), grads)
+        elif self.importance == 'mas':
+            if mas_grads is None:
+                raise ValueError("importance='mas' needs the gradient of the squared output "
+                                 'norm at every step: pass update(..., mas_grads=grads_of_norm) '
+                                 '(see optim.importance.squared_output_norm)')
+            terms = jax.tree.map(lambda e: jnp.abs(e.astype(jnp.float32)),
+                                 aligned(params, mas_grads, 'mas_grads tree'))
+        else:
+            terms = path_term(grads, moved, state.start, self.path)
+
+        def ema(keep, old, new):
+            return m * new + (1.0 - m) * old if keep else old
+
+        running = jax.tree.map(ema, selected, state.running, terms)
+        fisher = state.fisher
+        if self.importance == 'rwalk':
+            fisher = jax.tree.map(ema, selected, fisher, jax.tree.map(
+                lambda g, w: jnp.square(g.astype(jnp.float32) * w.astype(jnp.float32)),
+                grads, params))
+        current = current_importance(self.importance, running, fisher, moved, state.anchor,
+                                     self.damping)
+        omega_cur = jax.tree.map(lambda keep, new, old: new if keep else old, selected,
+                                 current, state.omega_cur)
+        return state._replace(running=running, fisher=fisher, omega_cur=omega_cur)
+
+
+def merge_task(state: ImportanceState, params, omega=None) -> ImportanceState:
+    """Close a task: :math:`\\Omega_{prev} \\leftarrow (\\Omega_{prev} + \\Omega_{task}) / 2`.
+
+    :math:`\\Omega_{task}` is ``omega`` if given (an offline importance, e.g.
+    :func:`ewc_importance`), else the online importance after the last step. Anchor and SI's
+    start become ``params`` (in the anchor's dtypes), the running sums 0, ``has_anchor`` True.
+    Shapes and dtypes are kept, so jitted updates do not retrace.
+
+    Args:
+      state: the tracker's state.
+      params: the parameters at the end of the finished task.
+      omega: optional importance tree like ``params``.
+
+    Raises:
+      ValueError: ``params`` or ``omega`` does not match the state (missing or extra paths,
+        shapes), named by :func:`jaxnorm.trees.check_like`.
+    """
+    params = aligned(state.anchor, params, 'params tree', against='the importance state')
+    task = state.omega_cur
+    if omega is not None:
+        task = aligned(state.anchor, omega, 'omega tree', against='the importance state')
+    merged = jax.tree.map(lambda p, t: 0.5 * (p + jnp.asarray(t, jnp.float32)),
+                          state.omega_prev, task)
+    anchor = jax.tree.map(lambda a, p: jnp.asarray(p, a.dtype), state.anchor, params)
+    return ImportanceState(
+        has_anchor=jnp.ones([], jnp.bool_), anchor=anchor, start=anchor, omega_prev=merged,
+        running=_zeros32(state.running), fisher=_zeros32(state.fisher),
+        omega_cur=_zeros32(state.omega_cur))

@@ -28,16 +28,15 @@ References:
 """
 from __future__ import annotations
 
-import re
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optim._params import (MaskOrFn, flatten_with_placeholders, is_placeholder, mask_flags,
-                           path_name, require_params)
+from jaxnorm.trees import (MaskOrFn, check_like, is_placeholder, mask_flags, named_leaves,
+                           require_params)
 
 PROJECTIONS = ('gradient', 'update', 'none')
 
@@ -57,51 +56,12 @@ class LawnState(NamedTuple):
     inner_state: optax.OptState
 
 
-def regex_mask(pattern: str) -> Callable[[Any], Any]:
-    """A mask function: True for the leaves whose path matches ``pattern`` (``re.search``).
-
-    Paths are the tree keys joined by ``/``, e.g. ``head/kernel`` or ``dense1/kernel``.
-
-    Args:
-      pattern: regular expression searched in each leaf's path.
-
-    Returns:
-      ``params -> bool tree``, raising ``ValueError`` when no leaf matches (a typo would
-      otherwise silently constrain nothing).
-
-    Raises:
-      ValueError: ``pattern`` is not a valid regular expression.
-
-    Example:
-      >>> mask = regex_mask(r'head/kernel$')
-      >>> mask({'head': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)}})
-      {'head': {'bias': False, 'kernel': True}}
-    """
-    try:
-        compiled = re.compile(pattern)
-    except re.error as err:
-        raise ValueError(f'invalid mask pattern {pattern!r}: {err}') from None
-
-    def mask_fn(params):
-        leaves, paths, treedef = flatten_with_placeholders(params)
-        flags = [not is_placeholder(leaf) and bool(compiled.search(path_name(path)))
-                 for leaf, path in zip(leaves, paths)]
-        if not any(flags):
-            names = ', '.join(path_name(p) for p in paths[:8])
-            raise ValueError(f'mask pattern {pattern!r} matches no parameter; paths look '
-                             f'like: {names}')
-        return jax.tree_util.tree_unflatten(treedef, flags)
-
-    return mask_fn
-
-
-def _check_constrained_leaf(leaf, path, per_unit: bool) -> None:
+def _check_constrained_leaf(leaf, name: str, per_unit: bool) -> None:
     if not jnp.issubdtype(leaf.dtype, jnp.floating):
-        raise ValueError(f'constrained parameter {path_name(path)!r} has non-float dtype '
-                         f'{leaf.dtype}')
+        raise ValueError(f'constrained parameter {name!r} has non-float dtype {leaf.dtype}')
     if per_unit and leaf.ndim < 2:
         raise ValueError(f'per_unit needs kernels with >= 2 axes (units last), but '
-                         f'constrained parameter {path_name(path)!r} has shape {leaf.shape}')
+                         f'constrained parameter {name!r} has shape {leaf.shape}')
 
 
 def _sq_norm(x: jax.Array, per_unit: bool) -> jax.Array:
@@ -137,12 +97,12 @@ def constrained_norms(params, mask: MaskOrFn, per_unit: bool = False) -> dict[st
     Returns:
       ``{path: norm}``: a float32 scalar per leaf, or a vector of unit norms.
     """
-    leaves, paths, _ = flatten_with_placeholders(params)
+    names, leaves, _ = named_leaves(params, placeholders=True)
     out = {}
-    for leaf, path, flag in zip(leaves, paths, mask_flags(mask, params)):
+    for leaf, name, flag in zip(leaves, names, mask_flags(mask, params)):
         if flag:
             norm = jnp.sqrt(_sq_norm(leaf, per_unit))
-            out[path_name(path)] = norm.reshape(-1) if per_unit else norm
+            out[name] = norm.reshape(-1) if per_unit else norm
     return out
 
 
@@ -171,7 +131,7 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
       inner: any optax optimizer (SGD-momentum, Adam, LAMB, a chain).
       free_steps: number of unconstrained updates before the switch (>= 0).
       mask: tree of Python bools matching params (or a prefix of it), or a function
-        ``params -> such a tree`` (:func:`regex_mask`); True marks a constrained leaf.
+        ``params -> such a tree`` (``optim.regex_mask``); True marks a constrained leaf.
         Placeholders (``None``, ``optax.MaskedNode``) are never constrained.
       per_unit: one norm per output unit, over every axis but the last (flax Dense
         ``(in, out)`` and conv ``HWIO`` kernels), instead of one per leaf.
@@ -200,7 +160,7 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
 
     Example:
       >>> params = {'hidden': {'kernel': jnp.ones((3, 4))}, 'head': {'kernel': jnp.ones((4, 2))}}
-      >>> tx = lawn(optax.adam(1e-2), free_steps=0, mask=regex_mask('head/kernel'))
+      >>> tx = lawn(optax.adam(1e-2), free_steps=0, mask=optim.regex_mask('head/kernel'))
       >>> state = tx.init(params)
       >>> grads = jax.tree.map(jnp.ones_like, params)
       >>> updates, state = tx.update(grads, state, params)
@@ -223,11 +183,11 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
     inner = optax.with_extra_args_support(inner)
 
     def constrained(params) -> list[bool]:
-        leaves, paths, _ = flatten_with_placeholders(params)
+        names, leaves, _ = named_leaves(params, placeholders=True)
         flags = mask_flags(mask, params)
-        for leaf, path, flag in zip(leaves, paths, flags):
+        for leaf, name, flag in zip(leaves, names, flags):
             if flag:
-                _check_constrained_leaf(leaf, path, per_unit)
+                _check_constrained_leaf(leaf, name, per_unit)
         if not any(flags):
             raise ValueError('optim.lawn: the mask selects no parameter, so LAWN would '
                              'constrain nothing; check the mask (e.g. regex_mask pattern) '
@@ -235,7 +195,7 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
         return flags
 
     def init_fn(params):
-        leaves, _, treedef = flatten_with_placeholders(params)
+        _, leaves, treedef = named_leaves(params, placeholders=True)
         targets = [jnp.zeros_like(_sq_norm(leaf, per_unit)) if flag else None
                    for leaf, flag in zip(leaves, constrained(params))]
         return LawnState(count=jnp.zeros([], jnp.int32),
@@ -245,11 +205,9 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
     def update_fn(updates, state, params=None, **extra_args):
         require_params(params, 'optim.lawn')
         flags = constrained(params)
-        weights, _, treedef = flatten_with_placeholders(params)
-        grads, _, updates_def = flatten_with_placeholders(updates)
-        if updates_def != treedef:
-            raise ValueError('updates and params have different tree structures')
-        old_targets, _, _ = flatten_with_placeholders(state.target_norms)
+        _, weights, treedef = named_leaves(params, placeholders=True)
+        grads = check_like(params, updates, 'updates tree')
+        old_targets = named_leaves(state.target_norms, placeholders=True)[1]
         at_switch = state.count == free_steps
         targets = []
         for w, flag, old in zip(weights, flags, old_targets):
@@ -278,7 +236,7 @@ def lawn(inner: optax.GradientTransformation, *, free_steps: int, mask: MaskOrFn
             inner_grads = project(grads) if projection == 'gradient' else grads
             steps, inner_state = inner.update(jax.tree_util.tree_unflatten(treedef, inner_grads),
                                               inner_state, params, **extra_args)
-            steps, _, _ = flatten_with_placeholders(steps)
+            steps = named_leaves(steps, placeholders=True)[1]
             moves = project(steps) if projection == 'update' else steps
             out = []
             for u, move, w, target, keep in zip(steps, moves, weights, targets, on_sphere):

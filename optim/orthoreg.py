@@ -44,8 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optim._params import (MaskOrFn, flatten_with_placeholders, is_placeholder, mask_flags,
-                           path_name, require_params)
+from jaxnorm.trees import MaskOrFn, is_placeholder, mask_flags, named_leaves, require_params
 
 SIZES = ('gram', 'filters')
 
@@ -68,18 +67,17 @@ def gram(kernel: jax.Array) -> jax.Array:
 
 def _selected(params, mask: MaskOrFn | None) -> list[tuple[str, Any]]:
     """``(path, leaf)`` of every regularized kernel, after checking the mask."""
-    leaves, paths, _ = flatten_with_placeholders(params)
+    names, leaves, _ = named_leaves(params, placeholders=True)
     if mask is None:
         flags = [not is_placeholder(leaf) and jnp.ndim(leaf) >= 2 for leaf in leaves]
     else:
         flags = mask_flags(mask, params)
     chosen = []
-    for leaf, path, flag in zip(leaves, paths, flags):
+    for leaf, name, flag in zip(leaves, names, flags):
         # Biases and normalizer vectors have no Gram matrix: a mask such as
         # regex_mask('^(?!head)') selects the kernels among them.
         if not flag or jnp.ndim(leaf) < 2:
             continue
-        name = path_name(path)
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             raise ValueError(f'orthoreg: selected parameter {name!r} is not float')
         chosen.append((name, leaf))
@@ -197,11 +195,11 @@ def orthoreg(strength, *, mask: MaskOrFn | None = None, size: str = 'gram'
             return updates, state
         penalty_grads = jax.grad(lambda p: orthoreg_penalty(p, mask, size))(params)
         flags = {name for name, _ in _selected(params, mask)}
-        u_leaves, u_paths, treedef = flatten_with_placeholders(updates)
-        g_leaves, _, _ = flatten_with_placeholders(penalty_grads)
-        out = [u if is_placeholder(u) or path_name(p) not in flags
+        u_names, u_leaves, treedef = named_leaves(updates, placeholders=True)
+        g_leaves = named_leaves(penalty_grads, placeholders=True)[1]
+        out = [u if is_placeholder(u) or name not in flags
                else (u + strength * g).astype(u.dtype)
-               for u, g, p in zip(u_leaves, g_leaves, u_paths)]
+               for u, g, name in zip(u_leaves, g_leaves, u_names)]
         return jax.tree_util.tree_unflatten(treedef, out), state
 
     return optax.GradientTransformation(init_fn, update_fn)

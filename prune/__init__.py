@@ -1,4 +1,4 @@
-"""Network pruning on any params pytree; depends only on jax/optax (and :mod:`optim` helpers).
+"""Network pruning on any params pytree; depends only on jax/optax and :mod:`jaxnorm.trees`.
 
 * :mod:`prune.masks`: mask trees, channel groups, structured and unstructured masks;
 * :mod:`prune.optimizer`: :func:`masked_optimizer`, the optax wrapper keeping pruned entries 0;
@@ -18,6 +18,7 @@
 Reference: Lubana & Dick, `A Gradient Flow Framework for Analyzing Network Pruning
 <https://arxiv.org/abs/2009.11839>`_, ICLR 2021.
 """
+from jaxnorm.trees import named_leaves
 from prune import unify, unify_storage
 from prune.accounting import filter_report, layer_report
 from prune.admm import (AdmmState, TiedState, admm, admm_gap, admm_penalty, install_codes,
@@ -32,8 +33,8 @@ from prune.lottery import (EpochLedger, LotteryResult, imp_rate, imp_sparsities,
                            lottery_arms, magnitude_correlation, magnitude_round, rewind,
                            weight_overlap)
 from prune.masks import (ChannelGroup, Slot, apply_masks, channels_alive, check_alive,
-                         check_groups, check_masks, check_ratio, count_kept, named_leaves,
-                         ones_masks, select_leaves, structured_masks, unstructured_masks)
+                         check_groups, check_masks, check_ratio, count_kept, ones_masks,
+                         select_leaves, structured_masks, unstructured_masks)
 from prune.optimizer import MaskedState, install_masks, masked_optimizer
 from prune.schedules import round_fractions, select_survivors, surviving_fraction
 from prune.scores import (MEASURES, check_measure, classifier_loss, filter_scores,

@@ -19,7 +19,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from prune.masks import check_masks, named_leaves
+from jaxnorm.trees import named_leaves
+from prune.masks import check_masks
 
 
 def layer_report(params, masks=None, *, positions: Mapping[str, int] | None = None,

@@ -35,9 +35,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optim._params import require_params
+from jaxnorm.trees import named_leaves, require_params
 from prune import unify
-from prune.masks import named_leaves
 from prune.unify import FREE, UNIFIED, UnifySpec
 
 class AdmmState(NamedTuple):

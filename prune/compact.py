@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prune.masks import ChannelGroup, check_alive, check_groups, named_leaves
+from jaxnorm.trees import named_leaves
+from prune.masks import ChannelGroup, check_alive, check_groups
 
 
 def compact(variables: Mapping[str, Any], groups: Sequence[ChannelGroup],

@@ -36,7 +36,8 @@ from typing import Callable, Iterable
 import jax
 import jax.numpy as jnp
 
-from prune.masks import Slot, named_leaves
+from jaxnorm.trees import named_leaves
+from prune.masks import Slot
 
 
 def _wide(x) -> jax.Array:

@@ -43,7 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prune.masks import ChannelGroup, Slot, named_leaves
+from jaxnorm.trees import named_leaves
+from prune.masks import ChannelGroup, Slot
 
 SCOPES = ('filter', 'group')
 

@@ -45,8 +45,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prune.masks import (apply_masks, check_masks, check_ratio, named_leaves, ones_masks,
-                         select_leaves, unstructured_masks)
+from jaxnorm.trees import aligned, check_like, named_leaves
+from prune.masks import (apply_masks, check_masks, check_ratio, ones_masks, select_leaves,
+                         unstructured_masks)
 
 Train = Callable[[Any, Any, int, jax.Array], Any]
 ARMS = ('lottery', 'reinit', 'finetune')
@@ -113,15 +114,13 @@ def imp_sparsities(rate: float, rounds: int) -> np.ndarray:
 
 
 def _selection(params, select):
-    """``select`` (default: leaves with >= 2 axes) as a bool tree mirroring ``params``."""
+    """``select`` (default: leaves with >= 2 axes; a prefix tree is expanded) as a tree of
+    Python bools mirroring ``params``."""
     select = select_leaves(params) if select is None else select
-    flags = jax.tree.leaves(select)
-    if len(flags) != len(jax.tree.leaves(params)):
-        raise ValueError('select must be a bool tree mirroring params (e.g. '
-                         'prune.select_leaves(params))')
-    if not any(bool(f) for f in flags):
+    flags = [bool(f) for f in check_like(params, select, 'select tree', prefix=True)]
+    if not any(flags):
         raise ValueError('select chooses no leaf; pass e.g. prune.select_leaves(params)')
-    return select
+    return jax.tree_util.tree_unflatten(named_leaves(params, placeholders=True)[2], flags)
 
 
 def _ranks(scores: jax.Array) -> jax.Array:
@@ -208,8 +207,8 @@ def lottery_arms(train: Train, init_params, reinit_params, key: jax.Array, *,
     arm_epochs = epochs if arm_epochs is None else int(arm_epochs)
     if isinstance(batch_dims, bool) or not isinstance(batch_dims, int) or batch_dims < 0:
         raise ValueError(f'batch_dims must be an integer >= 0, got {batch_dims!r}')
-    if jax.tree.structure(init_params) != jax.tree.structure(reinit_params):
-        raise ValueError('reinit_params must have the tree structure of init_params')
+    reinit_params = aligned(init_params, reinit_params, 'reinit_params tree',
+                            against='init_params')
     one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x)[batch_dims:], x.dtype),
                        init_params)
     select = _selection(one, select)

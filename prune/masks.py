@@ -18,8 +18,8 @@ described; :mod:`jaxnorm.models.channels` describes the jaxnorm models.
 **Unstructured pruning** keeps the top-scoring entries of the leaves selected by a path regex
 and a minimum number of axes (:func:`select_leaves`, :func:`unstructured_masks`).
 
-Paths are the tree keys joined by ``/`` (``'layer2/conv/kernel'``), as in
-:func:`optim.lawn.path_name`.
+Paths are the tree keys joined by ``/`` (``'layer2/conv/kernel'``), as everywhere in jaxnorm
+(:mod:`jaxnorm.trees`).
 
 References:
   Lubana & Dick, `A Gradient Flow Framework for Analyzing Network Pruning
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim.lawn import path_name, regex_mask
+from jaxnorm.trees import check_like, is_placeholder, named_leaves, regex_mask
 
 
 class Slot(NamedTuple):
@@ -69,43 +69,15 @@ class ChannelGroup(NamedTuple):
     batch_stats: tuple[Slot, ...] = ()
 
 
-def named_leaves(tree) -> tuple[list[str], list[Any], Any]:
-    """``(paths, leaves, treedef)`` of a pytree, paths joined by ``/``."""
-    with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    return [path_name(p) for p, _ in with_paths], [leaf for _, leaf in with_paths], treedef
-
-
-def check_like_params(params, tree, what: str, item: str | None = None) -> list:
-    """Raise ``ValueError`` unless ``tree`` has exactly the paths and leaf shapes of
-    ``params``; returns ``tree``'s leaves in ``params``' order.
-
-    The message names ``what`` (a leaf: ``item``, default ``what``) and the first path (in sorted order) present in one tree and
-    not the other, or the first leaf of the wrong shape.
-    """
-    item = item or what
-    param_paths, param_leaves, _ = named_leaves(params)
-    tree_paths, tree_leaves, _ = named_leaves(tree)
-    if param_paths != tree_paths:
-        only_params, only_tree = set(param_paths) - set(tree_paths), set(tree_paths) - set(
-            param_paths)
-        first = min(only_params | only_tree) if only_params | only_tree else next(
-            p for p, q in zip(param_paths, tree_paths) if p != q)
-        where = (f'in params but not in the {what}' if first in only_params else
-                 f'in the {what} but not in params' if first in only_tree else
-                 'at a different position in the two trees')
-        raise ValueError(f'{item} tree does not match params: first differing path '
-                         f'{first!r} is {where}')
-    for path, leaf, other in zip(param_paths, param_leaves, tree_leaves):
-        if jnp.shape(other) != jnp.shape(leaf):
-            raise ValueError(f'{item} for {path!r} has shape {jnp.shape(other)}, the parameter '
-                             f'has shape {jnp.shape(leaf)}')
-    return tree_leaves
-
-
 def check_masks(params, masks) -> None:
-    """Raise ``ValueError`` unless ``masks`` mirrors ``params`` (paths, shapes, 0/1 dtype)."""
-    paths = named_leaves(params)[0]
-    for path, mask in zip(paths, check_like_params(params, masks, 'masks', 'mask')):
+    """Raise ``ValueError`` unless ``masks`` mirrors ``params`` (paths, shapes, 0/1 dtype).
+
+    Missing and extra paths and wrong shapes are named by :func:`jaxnorm.trees.check_like`.
+    """
+    paths, leaves, _ = named_leaves(params, placeholders=True)
+    for path, leaf, mask in zip(paths, leaves, check_like(params, masks, 'mask tree')):
+        if is_placeholder(leaf):
+            continue
         dtype = jnp.asarray(mask).dtype
         if dtype not in (jnp.bool_, jnp.uint8):
             raise ValueError(f'mask for {path!r} has dtype {dtype}; use bool or uint8')
@@ -254,7 +226,8 @@ def unstructured_masks(scores, sparsity: float, select, *, scope: str = 'layer')
       scores: tree mirroring params with a score per entry (e.g. from
         :func:`prune.scores.parameter_scores`); higher is more important.
       sparsity: fraction of the selected entries to prune, in [0, 1).
-      select: bool tree (e.g. :func:`select_leaves`); unselected leaves stay all-True.
+      select: bool tree (e.g. :func:`select_leaves`), or a prefix of one; unselected leaves
+        stay all-True.
       scope: ``'layer'`` or ``'global'``.
 
     Returns:
@@ -263,10 +236,8 @@ def unstructured_masks(scores, sparsity: float, select, *, scope: str = 'layer')
     sparsity = check_ratio(sparsity, 'sparsity')
     if scope not in ('layer', 'global'):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
-    paths, leaves, treedef = named_leaves(scores)
-    flags = jax.tree.leaves(select)
-    if len(flags) != len(leaves):
-        raise ValueError('select does not match the score tree')
+    _, leaves, treedef = named_leaves(scores)
+    flags = check_like(scores, select, 'select tree', against='the scores', prefix=True)
     chosen = [i for i, flag in enumerate(flags) if flag]
     if not chosen:
         raise ValueError('select chooses no leaf to prune')

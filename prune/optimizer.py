@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optim._params import require_params
+from jaxnorm.trees import require_params
 from prune.masks import check_masks, ones_masks
 
 

@@ -40,9 +40,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from prune.masks import ChannelGroup, check_like_params, named_leaves
+from jaxnorm.losses import mean_cross_entropy
+from jaxnorm.trees import check_like, named_leaves
+from prune.masks import ChannelGroup
 
 MEASURES = ('magnitude', 'loss_preservation', 'biased_loss_preservation', 'grasp',
             'grad_norm_preservation', 'random')
@@ -82,8 +83,7 @@ def classifier_loss(apply_fn: Callable, model_state: Mapping[str, Any], *,
                                  mutable=list(model_state))
         else:
             logits = apply_fn(variables, batch['image'], train=False)
-        logits = _wide(logits) / temperature
-        return optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+        return mean_cross_entropy(_wide(logits) / temperature, batch['label'])
 
     return loss_fn
 
@@ -177,8 +177,8 @@ def parameter_scores(measure: str, params, *, grads=None, hg=None, key=None) -> 
         return jax.tree_util.tree_unflatten(
             treedef, [jax.random.uniform(k, jnp.shape(p)) for k, p in zip(keys, leaves)])
     grad_leaves = ([None] * len(leaves) if grads is None else
-                   check_like_params(params, grads, 'grads'))
-    hg_leaves = [None] * len(leaves) if hg is None else check_like_params(params, hg, 'hg')
+                   check_like(params, grads, 'grads tree'))
+    hg_leaves = [None] * len(leaves) if hg is None else check_like(params, hg, 'hg tree')
     scores = [_signed_products(measure, p, g, h) for p, g, h in zip(leaves, grad_leaves,
                                                                      hg_leaves)]
     if measure == 'grad_norm_preservation':
@@ -202,7 +202,7 @@ def filter_scores(measure: str, params, groups: Sequence[ChannelGroup], *, grads
     _needs(measure, grads, hg, key)
     for name, tree in (('grads', grads), ('hg', hg)):
         if tree is not None:
-            check_like_params(params, tree, name)
+            check_like(params, tree, f'{name} tree')
     lookup = {name: dict(zip(*named_leaves(tree)[:2])) if tree is not None else {}
               for name, tree in (('params', params), ('grads', grads), ('hg', hg))}
     out = {}

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prune.masks import named_leaves
+from jaxnorm.trees import named_leaves
 
 FREE, UNIFIED, PRUNED = 0, 1, 2
 SCOPES = ('layer', 'global')

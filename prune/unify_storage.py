@@ -14,7 +14,7 @@ from typing import Any, Mapping, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from prune.masks import named_leaves
+from jaxnorm.trees import named_leaves
 from prune.unify import (FREE, PRUNED, UNIFIED, Grid, UnifySpec, block_stats, constrained,
                          from_blocks, grid, to_blocks, valid_entries)
 

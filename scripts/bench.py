@@ -14,12 +14,14 @@ Subcommands:
   memory  compiled train-step memory (XLA memory analysis) of MimicNorm vs BN vs none.
   peak    ResNet-20 train-step FLOP/s as a fraction of the measured fp32 matmul peak, beside
           single convs and the step without normalization (scripts/bench_peak.py).
+  seeds   S = 8 seeds trained by one vmapped engine step vs the same 8 one after another,
+          for the MLP, a small CNN and ResNet-20 on digits (jaxnorm.seed_bench).
   cost    for each paper's ``paper`` config: FLOPs per step, parameter, optimizer-state and
           activation memory, steps in the whole run and hours on an H100 at 40 % of its
           dense TF32 peak, from the compiled step on CPU (scripts/bench_cost.py).
 
 Every subcommand prints a markdown table headed by the machine description; ``--json PATH``
-also writes the raw numbers. Variants are timed round-robin (scripts/bench_timing.py), so
+also writes the raw numbers. Variants are timed round-robin (jaxnorm.timing), so
 background load slows them alike and the ratios hold.
 
 Examples:
@@ -31,6 +33,7 @@ Examples:
   python scripts/bench.py prune --models resnet20 --fractions 0.75 --batch-size 256
   python scripts/bench.py peak --xla-flags
   python scripts/bench.py cost --papers LAWN EMR
+  python scripts/bench.py seeds --num-seeds 8
 """
 from __future__ import annotations
 
@@ -41,8 +44,6 @@ import os
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-# Runnable from a checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -53,9 +54,12 @@ import optim  # noqa: E402
 import prune  # noqa: E402
 from jaxnorm import layers, mimicnorm  # noqa: E402
 from jaxnorm.cli import OneLineErrorParser  # noqa: E402
+from jaxnorm.losses import mean_cross_entropy  # noqa: E402
 from jaxnorm.models import channels, get_model  # noqa: E402
+from jaxnorm.timing import median_times, threaded  # noqa: E402
+# The benchmark's sibling modules: importable because Python puts this file's folder first.
 from bench_flax import FLAX_BUILTINS, OUR_OPTIONS, flax_spec  # noqa: E402
-from bench_timing import Result, machine, make_train_step, median_times, threaded  # noqa: E402
+from bench_timing import Result, machine, make_train_step  # noqa: E402
 
 def setup_line(args, what: str) -> str:
     return (f'{what}, batch {args.batch_size}, {args.image_size}x{args.image_size}x3; '
@@ -158,7 +162,7 @@ def classifier_setup(model_name: str, batch_size: int, image_size: int):
     def loss(params):
         logits, _ = model.apply({**variables, 'params': params}, x, train=True,
                                 mutable=['batch_stats'])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return mean_cross_entropy(logits, labels)
     return model, variables, loss
 
 
@@ -244,7 +248,7 @@ def step_memory(model_name: str, norm: str, batch_size: int, image_size: int) ->
         def loss_fn(params):
             logits, updates = model.apply({**variables, 'params': params}, x, train=True,
                                           mutable=['batch_stats'])
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            loss = mean_cross_entropy(logits, labels)
             return loss, updates
         grads, updates = jax.grad(loss_fn, has_aux=True)(variables['params'])
         param_updates, opt_state = tx.update(grads, opt_state, variables['params'])
@@ -322,7 +326,23 @@ def bench_cost(args) -> Result:
          'docs/paper_costs.md.'], rows)
 
 
-BENCHES = {'cost': bench_cost, 'norms': bench_norms, 'torch': bench_torch, 'hvp': bench_hvp, 'optim': bench_optim,
+def bench_seeds(args) -> Result:
+    from jaxnorm import seed_bench
+    timings = [seed_bench.time_seeds(model, num_seeds=args.num_seeds, batch_size=args.batch_size,
+                                     repeats=args.repeats) for model in args.models]
+    rows = [[t.model, f'{t.batched_ms:.1f}', f'{t.sequential_ms:.1f}', f'{t.speedup:.2f}x']
+            for t in timings]
+    return Result(
+        f'seeds: {args.num_seeds} seeds in one vmapped engine step vs the same steps one seed '
+        'after another',
+        f'digits 8x8, batch {args.batch_size} per seed, one device; ms per round (every seed '
+        f'one step), median of {args.repeats} round-robin rounds after 2 warm-up rounds',
+        ['model', 'batched ms', 'in turn ms', 'speed-up'], rows,
+        ['Compile, data loading and evaluation excluded (jaxnorm.seed_bench).'],
+        [t._asdict() | {'speedup': t.speedup} for t in timings])
+
+
+BENCHES = {'cost': bench_cost, 'seeds': bench_seeds, 'norms': bench_norms, 'torch': bench_torch, 'hvp': bench_hvp, 'optim': bench_optim,
            'prune': bench_prune, 'memory': bench_memory, 'peak': bench_peak}
 
 
@@ -387,6 +407,11 @@ def build_parser() -> OneLineErrorParser:
     costs.add_argument('--utilization', type=float, default=0.4,
                        help='fraction of the H100 peak assumed (default 0.4)')
     timing_flags(costs, batch_size=128)
+    seeds = commands.add_parser('seeds', help='S seeds batched in one engine step vs one after '
+                                'another (MLP, small CNN, ResNet-20 on digits)')
+    seeds.add_argument('--models', nargs='+', default=['mlp', 'cnn_small', 'resnet20'])
+    seeds.add_argument('--num-seeds', type=int, default=8)
+    timing_flags(seeds, batch_size=64, quick_batch=None)
     return parser
 
 

@@ -21,8 +21,9 @@ import optax
 
 import optim
 import prune
-from jaxnorm import afan, config as config_lib, cost, models, optimizers, parallel, train
+from jaxnorm import config as config_lib, cost, models, parallel, train
 from jaxnorm.continual import MultiHeadCNN
+from jaxnorm.losses import mean_cross_entropy
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 CIFAR = (32, 32, 3)
@@ -54,9 +55,10 @@ def _batch(batch: int) -> dict:
             'label': jax.ShapeDtypeStruct((batch,), jnp.int32)}
 
 
-def _abstract_state(model, tx):
+def _abstract_state(model, tx, extensions=()):
     mesh = parallel.data_mesh(jax.devices()[:1])
-    return jax.eval_shape(lambda: train.create_train_state(model, tx, CIFAR, seed=0, mesh=mesh))
+    return jax.eval_shape(lambda: train.create_train_state(model, tx, CIFAR, seed=0, mesh=mesh,
+                                                           extensions=extensions))
 
 
 # ----------------------------------------------------------------------------- engine steps
@@ -69,13 +71,10 @@ def engine_part(label: str, cfg, steps: int, *, batch: int | None = None) -> Par
 
     @functools.cache
     def built():
-        model = models.get_model(cfg.model, norm=cfg.norm, num_classes=classes,
-                                 norm_kwargs=dict(cfg.norm_kwargs), **cfg.model_kwargs)
-        tx = optimizers.make_optimizer(cfg, CIFAR_TRAIN // cfg.batch_size,
-                                       optimizers.lawn_constrained_mask(cfg))
-        state = _abstract_state(model, tx)
+        model, extensions, tx = train.build(cfg, CIFAR, classes, CIFAR_TRAIN // cfg.batch_size)
+        state = _abstract_state(model, tx, extensions)
         step = functools.partial(train.train_step, label_smoothing=cfg.label_smoothing,
-                                 afan_config=afan.from_run_config(cfg, model, CIFAR))
+                                 extensions=extensions)
         return state, step
 
     def build():
@@ -128,7 +127,7 @@ def plain_part(label: str, model: nn.Module, tx: optax.GradientTransformation, s
     def step(params, stats, opt_state, batch):
         def loss(p):
             logits, updates = forward({'params': p, 'batch_stats': stats}, batch['image'])
-            return train.cross_entropy(logits, batch['label']).mean(), updates
+            return mean_cross_entropy(logits, batch['label']), updates
         (value, updates), grads = jax.value_and_grad(loss, has_aux=True)(params)
         changes, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, changes), updates, opt_state, value
@@ -138,14 +137,6 @@ def plain_part(label: str, model: nn.Module, tx: optax.GradientTransformation, s
         return cost.tree_bytes(params), cost.tree_bytes(opt_state)
     return Part(label, lambda: cost.step_cost(step, *built(), _batch(batch)), steps,
                 state_bytes)
-
-
-def small_cnn(last: int, norm: str, classes: int = 10) -> nn.Module:
-    """The pruning experiments' three-conv CNNs (16, 32/2, ``last``/2 filters of 3x3) as the
-    library's :class:`~jaxnorm.models.ConvNet`: the same convs, so the same FLOPs to within
-    the head (OrthoReg's pools globally before it, a 64x10 instead of 4096x10 matmul)."""
-    return models.ConvNet(num_classes=classes, norm=norm,
-                          layers=((16, 3, 1, 1), (32, 3, 2, 1), (last, 3, 2, 1)))
 
 
 def _sgd(lr=0.1, wd=0.0):
@@ -191,7 +182,10 @@ def papers() -> list[Paper]:
     lanes_b = SEEDS * eman['steps'] * len(eman['fractions'])  # stock FixMatch
     unify_epochs = unify['pretrain_epochs'] + 3 * len(unify['ratios']) * (
         unify['admm_epochs'] + 3 * unify['retrain_epochs'])
-    plain_lawn = engine_config('lawn', lawn_free_epochs=None, lawn_mask=None)
+    # OrthoReg's CNN with its convs as convolutions: the experiment computes them as patch
+    # matmuls (for vmapped weights on CPU), whose patch extraction XLA would count as a conv.
+    orthoreg_cnn = models.SmallCNN(10, norm='bn', global_pool=True)
+    plain_lawn = engine_config('lawn', **{'lawn.free_epochs': None, 'lawn.mask': None})
     return [
         Paper('LAWN', f'{lawn.model}, batch {lawn.batch_size}, {lawn.optimizer}; plain and '
               'LAWN arms', [engine_part('plain', plain_lawn, engine_runs(lawn)),
@@ -201,8 +195,8 @@ def papers() -> list[Paper]:
                 'group_size': 16, 'unbiased': True}), engine_runs(bbn, arms=4))],
               'GN at group size 16 stands for all four (same convs)'),
         Paper('A-FAN', f'{afan_cfg.model}, batch {afan_cfg.batch_size}; baseline and A-FAN '
-              f'({afan_cfg.afan_steps} PGD steps)', [
-                  engine_part('baseline', engine_config('afan', afan_layer=None),
+              f'({afan_cfg.afan.steps} PGD steps)', [
+                  engine_part('baseline', engine_config('afan', **{'afan.layer': None}),
                               engine_runs(afan_cfg)),
                   engine_part('A-FAN', afan_cfg, engine_runs(afan_cfg))]),
         Paper('MimicNorm', f'{mimic.model} on {mimic.dataset}, batch {mimic.batch_size}; BN '
@@ -225,7 +219,8 @@ def papers() -> list[Paper]:
               '110-1,400 GiB (CPU estimate): evaluate in chunks first'),
         Paper('lottery tickets', f"small CNN and MLP (no norm), batch {lottery['batch']}; "
               f"{lottery['rounds'] + 3} runs each", [
-                  plain_part('CNN', small_cnn(32, 'none'), prune.masked_optimizer(_sgd()),
+                  plain_part('CNN', models.SmallCNN(10, features=(16, 32, 32)),
+                             prune.masked_optimizer(_sgd()),
                              lottery_steps, batch=lottery['batch']),
                   plain_part('MLP', models.get_model('mlp', norm='none', num_classes=10,
                                                      hidden=(300, 100)),
@@ -234,10 +229,10 @@ def papers() -> list[Paper]:
               'tiny networks: latency, not FLOPs, bounds the time'),
         Paper('OrthoReg', f"3-conv CNN with BN, batch {ortho['batch']}; dense, score, 30 "
               'fine-tunes', [
-                  plain_part('dense', small_cnn(64, 'bn'), optax.chain(
+                  plain_part('dense', orthoreg_cnn, optax.chain(
                       optim.orthoreg(ortho['kappa']), _sgd(ortho['lr'], ortho['weight_decay'])),
                       2 * SEEDS * ortho['dense_epochs'] * ortho_batch, batch=ortho['batch']),
-                  plain_part('fine-tune', small_cnn(64, 'bn'), prune.masked_optimizer(
+                  plain_part('fine-tune', orthoreg_cnn, prune.masked_optimizer(
                       _sgd(ortho['lr'], ortho['weight_decay'])),
                       SEEDS * 10 * ortho['tune_epochs'] * ortho_batch, batch=ortho['batch'])],
               f"scoring runs {ortho['n_sample']:,} images in one batch (~200 GiB CPU estimate)"),
@@ -251,7 +246,7 @@ def papers() -> list[Paper]:
               'evaluation of 10k images in one batch per lane (~230 GiB CPU estimate)'),
         Paper('weight unification', f"small CNN on CIFAR-100, Adam, batch {unify['batch_size']}; "
               f'{unify_epochs} epochs per seed', [
-                  plain_part('train', small_cnn(64, 'none', classes=100), optax.adam(unify['lr']),
+                  plain_part('train', models.SmallCNN(100), optax.adam(unify['lr']),
                              SEEDS * unify_epochs * epoch_steps(unify['batch_size']),
                              batch=unify['batch_size'], classes=100)]),
     ]

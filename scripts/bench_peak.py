@@ -22,10 +22,11 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from bench_timing import make_train_step, median_times, threaded
+from bench_timing import make_train_step
+from jaxnorm.losses import mean_cross_entropy
 from jaxnorm.models import get_model
+from jaxnorm.timing import median_times, threaded
 
 NOMINAL_FORWARD_MACS = 40.8e6  # ResNet-20, one 32x32 image, forward (He et al.'s count)
 CANDIDATE_FLAGS = ('--xla_cpu_enable_fast_math=true', '--xla_cpu_use_xnnpack=true',
@@ -78,8 +79,7 @@ def forward_call(batch: int, size: int):
 
     def forward(variables):
         logits, _ = model.apply(variables, x, train=True, mutable=['batch_stats'])
-        return optax.softmax_cross_entropy_with_integer_labels(
-            logits, jnp.zeros(batch, jnp.int32)).mean()
+        return mean_cross_entropy(logits, jnp.zeros(batch, jnp.int32))
     fn = jax.jit(forward)
     return (lambda: fn(variables)), compiled_flops(forward, variables)
 

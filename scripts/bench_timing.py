@@ -1,20 +1,20 @@
-"""Timing shared by the benchmarks: jitted train steps, threaded state, round-robin medians.
+"""What the benchmarks share besides the timing itself: a jitted train step on random inputs,
+the result table and the machine description.
 
-Every benchmark compares variants measured side by side in one process: the variants' calls
-are interleaved (round-robin), so background load slows them alike and the ratios hold.
+Every benchmark compares variants measured side by side in one process, timed round-robin by
+:func:`jaxnorm.timing.median_times` (so background load slows them alike and the ratios hold).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import platform
-import statistics
-import time
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
-import optax
+
+from jaxnorm.losses import mean_cross_entropy
 
 
 def make_train_step(model: nn.Module, batch_size: int, image_size: int):
@@ -27,7 +27,7 @@ def make_train_step(model: nn.Module, batch_size: int, image_size: int):
     def loss_fn(params, batch_stats):
         logits, updates = model.apply({'params': params, 'batch_stats': batch_stats}, x,
                                       train=True, mutable=['batch_stats'])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        loss = mean_cross_entropy(logits, labels)
         return loss, updates.get('batch_stats', {})
 
     @jax.jit
@@ -38,31 +38,6 @@ def make_train_step(model: nn.Module, batch_size: int, image_size: int):
         return params, batch_stats, loss
 
     return step, (params, batch_stats)
-
-
-def threaded(step, state) -> Callable[[], Any]:
-    """A zero-argument call of ``step(*state)`` that feeds the step's first outputs (the new
-    state) into the next call; it returns every output, so timing blocks on all of them."""
-    state = list(state)
-
-    def call():
-        outputs = step(*state)
-        state[:] = outputs[:len(state)]
-        return outputs
-    return call
-
-
-def median_times(calls: dict, repeats: int, warmup: int) -> dict[str, float]:
-    """Median wall time (ms) of each zero-argument call, timed round-robin after warm-up."""
-    for _ in range(warmup):  # the first call compiles
-        jax.block_until_ready([call() for call in calls.values()])
-    times = {key: [] for key in calls}
-    for _ in range(repeats):  # round-robin: background load hits every variant alike
-        for key, call in calls.items():
-            start = time.perf_counter()
-            jax.block_until_ready(call())
-            times[key].append(time.perf_counter() - start)
-    return {key: 1e3 * statistics.median(t) for key, t in times.items()}
 
 
 @dataclasses.dataclass

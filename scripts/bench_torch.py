@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench_timing import make_train_step, median_times, threaded
+from bench_timing import make_train_step
 from jaxnorm.models import get_model
+from jaxnorm.timing import median_times, threaded
 
 EPSILON = 1e-5
 RELU_GAIN = math.sqrt(2 * math.pi / (math.pi - 1))

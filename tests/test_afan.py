@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnorm import afan, models
+from jaxnorm import afan, losses, models
 from jaxnorm import config as config_lib, train
 
 LAYER = 'stage1_block3'  # the repo's perturbation point: the output of stage 1
@@ -101,7 +101,7 @@ def test_normalized_features_carry_the_adversarial_statistics(axes):
 
 def _clean_loss_and_stats(model, variables, batch):
     logits, updates = model.apply(variables, batch['image'], train=True, mutable=['batch_stats'])
-    return afan.mean_cross_entropy(logits, batch['label']), updates['batch_stats']
+    return losses.mean_cross_entropy(logits, batch['label']), updates['batch_stats']
 
 
 def test_attack_statistics_are_discarded_by_default(resnet):
@@ -146,12 +146,12 @@ def test_config_errors_name_the_problem(resnet):
     model = resnet[0]
     cfg = config_lib.default_config()
     with pytest.raises(ValueError, match='valid: stem, .*stage1_block3'):
-        afan.from_run_config(config_lib.apply_overrides(cfg, {'afan_layer': 'stage9'}), model,
+        afan.from_run_config(config_lib.apply_overrides(cfg, {'afan.layer': 'stage9'}), model,
                              (8, 8, 1))
     with pytest.raises(ValueError, match='strengths'):
-        config_lib.apply_overrides(cfg, {'afan_layer': LAYER, 'afan_strengths': (1.5,)})
+        config_lib.apply_overrides(cfg, {'afan.layer': LAYER, 'afan.strengths': (1.5,)})
     with pytest.raises(ValueError, match='random_start'):
-        config_lib.apply_overrides(cfg, {'afan_layer': LAYER, 'afan_random_start': True})
+        config_lib.apply_overrides(cfg, {'afan.layer': LAYER, 'afan.random_start': True})
 
 
 def test_fit_uses_the_afan_loss_and_strength_zero_is_the_clean_run(tmp_path):
@@ -164,8 +164,8 @@ def test_fit_uses_the_afan_loss_and_strength_zero_is_the_clean_run(tmp_path):
 
     clean = run('clean')
     # The MLP with BatchNorm (dense1 -> norm1 -> act1 -> dense2 -> ...) keeps this test cheap.
-    zero = run('zero', afan_layer='act1', afan_strengths=(0.0,))
-    attacked = run('afan', afan_layer='act1', afan_steps=2, afan_step_size=0.05)
+    zero = run('zero', afan={'layer': 'act1', 'strengths': (0.0,)})
+    attacked = run('afan', afan={'layer': 'act1', 'steps': 2, 'step_size': 0.05})
     for key in ('train_loss', 'test_loss', 'test_accuracy'):
         assert zero[key] == pytest.approx(clean[key], rel=1e-5, abs=1e-6), key
     assert abs(attacked['train_loss'] - clean['train_loss']) > 1e-3

@@ -114,7 +114,7 @@ def test_console_scripts_resolve_to_mains_with_help(capsys):
     with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
         scripts = tomllib.load(f)['project']['scripts']
     assert set(scripts) == {'jaxnorm-train', 'jaxnorm-prune', 'jaxnorm-continual',
-                            'jaxnorm-theory'}
+                            'jaxnorm-theory', 'jaxnorm-reproduce'}
     for name, target in scripts.items():
         module, function = target.split(':')
         main = getattr(importlib.import_module(module), function)

@@ -1,9 +1,9 @@
 """The paper-scale configs in scripts/configs/ and the ``--config`` handling of the scripts."""
 import dataclasses
 import glob
+import importlib
 import importlib.util
 import os
-import sys
 
 import pytest
 
@@ -18,21 +18,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, 'scripts', 'configs', '*.py')))
 
 
-def load_script(name):
-    path = os.path.join(REPO, 'scripts', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'_script_{name.replace("/", "_")}', path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def load_experiment(name):
-    sys.path.insert(0, os.path.join(REPO, 'scripts', 'experiments'))
-    try:
-        return load_script(f'experiments/{name}')
-    finally:
-        sys.path.pop(0)
+    """The experiment module behind ``scripts/experiments/<name>.py``."""
+    return importlib.import_module(f'jaxnorm.papers.{name}')
 
 
 def value_of(setting, key):
@@ -56,7 +44,7 @@ def test_every_config_is_accepted_by_its_script(path):
         assert cfg.model in models.model_names()
         assert cfg.norm in norm_names()
         assert all(cfg[k] == v for k, v in values.items() if not k.endswith('_kwargs'))
-    elif script == 'scripts/prune.py':
+    elif script == 'scripts/prune_model.py':
         module = prune_command
         parser = module.build_parser()
         argv = ['--config', path]
@@ -116,7 +104,7 @@ def test_an_empty_afan_layer_turns_off_the_config_files_afan():
     cfg = config_lib.load_config_file(path)
     assert afan.from_run_config(cfg, models.get_model(cfg.model, num_classes=10),
                                 (32, 32, 3)).layer == 'stage1_block9'
-    assert afan.from_run_config(config_lib.apply_overrides(cfg, {'afan_layer': ''})) is None
+    assert afan.from_run_config(config_lib.apply_overrides(cfg, {'afan.layer': ''})) is None
 
 
 SECTIONS = ('lawn', 'flow_pruning', 'beyond_bn', 'emr', 'unification', 'lottery', 'afan',
@@ -125,7 +113,7 @@ SECTIONS = ('lawn', 'flow_pruning', 'beyond_bn', 'emr', 'unification', 'lottery'
 
 @pytest.mark.parametrize('name', SECTIONS)
 def test_each_experiment_accepts_its_papers_scale_config(name, tmp_path):
-    """What ``scripts/reproduce.py`` without --quick passes: scripts/configs/<name>.py."""
+    """What the report without --quick passes: scripts/configs/<name>.py."""
     module = load_experiment(name)
     path = os.path.join(REPO, 'scripts', 'configs', f'{name}.py')
     setting = module.paper_setting(path)

@@ -1,4 +1,4 @@
-"""Tests for optim.importance, optim.quadratic (EWC/MAS/SI/RWalk) and optim.emr.
+"""Tests for optim.importance (estimators, tracker), optim.quadratic (EWC/MAS/SI/RWalk), optim.emr.
 
 References are written out independently: numpy formulas for the interpolation, analytic
 gradients of a linear softmax model, and numpy re-simulations of the online importances.
@@ -9,8 +9,11 @@ import numpy as np
 import optax
 import pytest
 
+import jaxnorm.trees
 import optim
 from optim import importance as imp
+from optim.emr import interpolate
+from optim.quadratic import penalize
 
 RNG = np.random.default_rng(0)
 
@@ -138,7 +141,8 @@ def test_emr_step_interpolates_with_relative_importance():
         stepped = np.asarray(params['body'][name]) - lr * g
         expect = alpha * stepped + (1 - alpha) * np.asarray(anchor['body'][name])
         np.testing.assert_allclose(new['body'][name], expect, atol=1e-6)
-        np.testing.assert_allclose(state.omega_cur['body'][name], current, rtol=1e-6)
+        np.testing.assert_allclose(state.importance.omega_cur['body'][name], current,
+                                   rtol=1e-6)
     np.testing.assert_allclose(new['head']['kernel'], np.asarray(params['head']['kernel'])
                                - lr * np.asarray(grads['head']['kernel']), atol=1e-6)
 
@@ -150,6 +154,80 @@ def test_emr_is_stable_for_any_learning_rate():
     state = optim.new_task(tx.init(anchor), anchor, omega=_like(params, 1e3, positive=True))
     new, _ = _step(tx, state, _like(params), params)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(new))
+
+
+# ---------------------------------------------------------------- penalty and interpolation
+
+def _importance_state(params, past, current, anchor):
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params)
+    return imp.ImportanceState(has_anchor=jnp.ones([], jnp.bool_), anchor=anchor, start=anchor,
+                               omega_prev=past, running=zeros, fisher=zeros,
+                               omega_cur=current)
+
+
+def test_penalize_adds_the_penalty_gradient_to_selected_leaves_only():
+    params, anchor, grads = _params(), _params(), _like(_params())
+    past = _like(params, positive=True)
+    state = _importance_state(params, past, past, anchor)
+    selected = jaxnorm.trees.mask_tree(HEAD_FREE, params)
+    out = penalize(grads, params, state, selected, strength=0.3)
+    for name in ('kernel', 'bias'):
+        w, a, o, g = (np.asarray(t['body'][name], np.float64)
+                      for t in (params, anchor, past, grads))
+        np.testing.assert_allclose(out['body'][name], g + 2 * 0.3 * o * (w - a), rtol=1e-6,
+                                   atol=1e-7)
+    assert out['head']['kernel'] is grads['head']['kernel']
+
+
+def test_interpolate_moves_selected_leaves_towards_the_anchor_by_relative_importance():
+    params, anchor, steps = _params(), _params(), _like(_params())
+    past, current = _like(params, positive=True), _like(params, positive=True)
+    current['body']['bias'] = current['body']['bias'].at[0].set(0.0)  # alpha = 0: the anchor
+    state = _importance_state(params, past, current, anchor)
+    out = interpolate(steps, params, state, jaxnorm.trees.mask_tree(HEAD_FREE, params))
+    for name in ('kernel', 'bias'):
+        w, a, u, c, o = (np.asarray(t['body'][name], np.float64)
+                         for t in (params, anchor, steps, current, past))
+        alpha = np.sqrt(c) / (np.sqrt(c) + np.sqrt(o))
+        np.testing.assert_allclose(w + out['body'][name], alpha * (w + u) + (1 - alpha) * a,
+                                   rtol=1e-5, atol=1e-6)
+    assert float(params['body']['bias'][0] + out['body']['bias'][0]) == pytest.approx(
+        float(anchor['body']['bias'][0]), abs=1e-6)
+    assert out['head']['kernel'] is steps['head']['kernel']
+
+
+def test_pieces_pass_optax_masked_placeholders_through():
+    params = {'body': _params()['body'], 'head': optax.MaskedNode()}
+    state = imp.ImportanceTracker('ewc').init(params)
+    selected = jaxnorm.trees.mask_tree(None, params)
+    assert selected == {'body': {'bias': True, 'kernel': True}, 'head': False}
+    for out in (penalize(params, params, state, selected, 1.0),
+                interpolate(params, params, state, selected)):
+        assert isinstance(out['head'], optax.MaskedNode)
+
+
+def test_tracker_leaves_unselected_leaves_at_zero():
+    params = _params()
+    tracker = imp.ImportanceTracker('rwalk', momentum=0.5)
+    state = tracker.init(params)
+    grads, steps = _like(params), _like(params, 0.1)
+    selected = jaxnorm.trees.mask_tree(HEAD_FREE, params)
+    state = tracker.update(state, grads, params, steps, selected)
+    for tree in (state.running, state.fisher, state.omega_cur):
+        np.testing.assert_array_equal(tree['head']['kernel'], 0.0)
+    g, w = (np.asarray(t['body']['kernel'], np.float64) for t in (grads, params))
+    np.testing.assert_allclose(state.fisher['body']['kernel'], 0.5 * (g * w) ** 2, rtol=1e-6)
+    # path term |g * (theta_{t+1} - start)| with start = theta_t: |g * u| (float32 rounding
+    # of theta + u - theta limits the agreement)
+    u = np.asarray(steps['body']['kernel'], np.float64)
+    np.testing.assert_allclose(state.running['body']['kernel'], 0.5 * np.abs(g * u), rtol=1e-4)
+
+
+def test_tracker_rejects_bad_settings_at_construction():
+    with pytest.raises(ValueError, match='unknown path'):
+        imp.ImportanceTracker('si', path='square')
+    with pytest.raises(ValueError, match='damping must be positive'):
+        imp.ImportanceTracker('si', damping=0.0)
 
 
 # ---------------------------------------------------------------- importances
@@ -222,8 +300,8 @@ def test_online_si_and_rwalk_match_a_numpy_simulation(kind):
     delta2 = (theta - start) ** 2  # the anchor is the initial params during task 1
     expect = (run / (delta2 + xi) if kind == 'si'
               else fisher + run / (fisher * delta2 + xi))
-    np.testing.assert_allclose(state.running['w'], run, rtol=1e-4)
-    np.testing.assert_allclose(state.omega_cur['w'], expect, rtol=1e-3)
+    np.testing.assert_allclose(state.importance.running['w'], run, rtol=1e-4)
+    np.testing.assert_allclose(state.importance.omega_cur['w'], expect, rtol=1e-3)
 
 
 def test_online_ewc_and_mas_are_emas_of_their_terms():
@@ -236,8 +314,8 @@ def test_online_ewc_and_mas_are_emas_of_their_terms():
         state, p = tx.init(params), params
         for g, e in zip(grads, extra):
             p, state = _step(tx, state, {'w': g}, p, mas_grads={'w': e})
-        np.testing.assert_allclose(state.omega_cur['w'], 0.8 * terms[1] + 0.16 * terms[0],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(state.importance.omega_cur['w'],
+                                   0.8 * terms[1] + 0.16 * terms[0], rtol=1e-6)
 
 
 def test_new_task_halves_past_importance():
@@ -247,8 +325,8 @@ def test_new_task_halves_past_importance():
     state = optim.new_task(tx.init(params), params, omega=a)
     state = optim.new_task(state, params, omega=b)
     jax.tree.map(lambda got, x, y: np.testing.assert_allclose(got, (x / 2 + y) / 2, rtol=1e-6),
-                 state.omega_prev, a, b)
-    assert bool(state.has_anchor)
+                 state.importance.omega_prev, a, b)
+    assert bool(state.importance.has_anchor)
 
 
 # ---------------------------------------------------------------- optax integration
@@ -300,9 +378,10 @@ def test_clear_errors():
     params = _params()
     tx = optim.emr(optax.sgd(0.1), 'ewc')
     state = tx.init(params)
-    with pytest.raises(ValueError, match='does not match the optimizer state'):
+    with pytest.raises(ValueError, match="params tree does not match the importance state: "
+                                         "missing from the params tree: 'head/kernel'"):
         optim.new_task(state, {'body': params['body']})
-    with pytest.raises(ValueError, match='has shape'):
+    with pytest.raises(ValueError, match=r"'body/bias' has shape \(3, 1\) in the params tree"):
         optim.new_task(state, jax.tree.map(lambda x: jnp.zeros(x.shape + (1,)), params))
     with pytest.raises(ValueError, match='unknown importance'):
         optim.emr(optax.sgd(0.1), 'fisher')
@@ -325,5 +404,5 @@ def test_bfloat16_params_keep_their_dtype():
         state = optim.new_task(state, optax.apply_updates(params, updates))
         updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), state, params)
         assert {x.dtype for x in jax.tree.leaves(updates)} == {jnp.dtype(jnp.bfloat16)}
-        assert state.anchor['body']['kernel'].dtype == jnp.bfloat16
-        assert state.omega_prev['body']['kernel'].dtype == jnp.float32
+        assert state.importance.anchor['body']['kernel'].dtype == jnp.bfloat16
+        assert state.importance.omega_prev['body']['kernel'].dtype == jnp.float32

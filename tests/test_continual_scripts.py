@@ -1,21 +1,12 @@
-"""Tests for jaxnorm-continual (scripts/continual.py) and the verdict rules of scripts/experiments/emr.py."""
-import importlib.util
+"""Tests for jaxnorm-continual (scripts/continual.py) and the verdict rules of the EMR
+experiment (jaxnorm.papers.emr)."""
 import json
-import os
 
 import numpy as np
 import pytest
 
 from jaxnorm.commands import continual as continual_command
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from jaxnorm.papers import emr
 
 
 def test_continual_cli_runs_and_writes_matrices(tmp_path, capsys):
@@ -82,7 +73,6 @@ def _outcomes(emr_module, results):
 
 
 def test_emr_checks_are_declared_claims_powered_for_the_papers_effects():
-    emr = _load('scripts/experiments/emr.py', 'emr_experiment')
     declared = emr.declare_checks(3)
     assert {k: (c.kind, c.test, c.aggregate) for k, c in declared.items()} == {
         k: ('claim', 'superiority', 'all') for k in ('accuracy', 'forgetting', 'stability')}
@@ -98,7 +88,6 @@ def test_emr_checks_are_declared_claims_powered_for_the_papers_effects():
 
 
 def test_emr_checks_follow_their_rules():
-    emr = _load('scripts/experiments/emr.py', 'emr_experiment')
     # EMR 10 points more accurate (forgets 1 point less: QR 10 %, EMR 9 %) at every LR, far
     # below at LR 0.1 (outside the grid, so not a cell); QR at one λ varies by 30 points over
     # the reference LRs 0.03 / 0.01 while EMR varies by the seed noise only.
@@ -123,7 +112,6 @@ def test_emr_checks_follow_their_rules():
 
 
 def test_emr_one_cell_without_a_gain_refutes_the_all_cells_claim():
-    emr = _load('scripts/experiments/emr.py', 'emr_experiment')
     # MAS at LR 0.01: EMR equals QR up to seed noise; the interval around 0 lies below the
     # paper's 6.2 points, so that cell is refuted and aggregate 'all' refutes the claim.
     gains = {imp: [0.1, 0.1, 0.0 if imp == 'mas' else 0.1] for imp in emr.IMPORTANCES}
@@ -137,7 +125,6 @@ def test_emr_one_cell_without_a_gain_refutes_the_all_cells_claim():
 
 
 def test_emr_noisy_gain_is_inconclusive_and_a_steadier_qr_refutes_stability():
-    emr = _load('scripts/experiments/emr.py', 'emr_experiment')
     # QR at one λ is flat over the LRs; EMR is 10 points above QR at LR 0.03 and 10 below at
     # 0.01, with seeds that disagree wildly (jitter sd ~20 points).
     results = _results(emr, {imp: [0.0] * 3 for imp in emr.IMPORTANCES}, qr_level=0.5,

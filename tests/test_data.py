@@ -327,3 +327,12 @@ def test_load_standardized_uses_training_statistics_for_both_splits(tmp_path):
     np.testing.assert_allclose(splits.test_images, (splits.test.images - mean) / std, rtol=1e-4, atol=1e-5)
     assert splits.test_images.dtype == np.float32
     np.testing.assert_array_equal(splits.test_labels, splits.test.labels)
+
+
+def test_load_standardized_resizes_both_splits_as_load_does(tmp_path):
+    splits = data.load_standardized('digits', data_dir=str(tmp_path), image_size=12,
+                                    resize='bilinear')
+    resized = data.load('digits', 'test', data_dir=str(tmp_path), image_size=12,
+                        resize='bilinear')
+    assert splits.train_images.shape[1:] == splits.test_images.shape[1:] == (12, 12, 1)
+    np.testing.assert_array_equal(splits.test.images, resized.images)

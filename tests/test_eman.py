@@ -103,7 +103,7 @@ def data_dir(tmp_path_factory):
 
 
 def _config(tmp_path, data_dir, name, **overrides):
-    base = {'model': 'mlp', 'epochs': 2, 'batch_size': 64, 'lr': 0.05, 'eman_momentum': 0.9,
+    base = {'model': 'mlp', 'epochs': 2, 'batch_size': 64, 'lr': 0.05, 'eman.momentum': 0.9,
             'workdir': str(tmp_path / name), 'progress': False, 'data_dir': data_dir}
     base.update(overrides)
     return config_lib.apply_overrides(config_lib.default_config(), base)
@@ -119,7 +119,7 @@ def test_fit_records_teacher_metrics_and_resume_continues_identically(tmp_path, 
                for r in full.history)
     # The checkpointed teacher moved once per optimizer step.
     saved = checkpoints.load_arrays(str(tmp_path / 'full'))
-    assert int(saved['teacher']['step']) == int(saved['step']) == full.history[-1]['step']
+    assert int(saved['extensions']['eman']['step']) == int(saved['step']) == full.history[-1]['step']
 
     def stop_after_first_epoch(epoch, record):
         if epoch == 0:
@@ -128,7 +128,7 @@ def test_fit_records_teacher_metrics_and_resume_continues_identically(tmp_path, 
     with pytest.raises(Interrupt):
         train.fit(cfg, on_epoch_end=stop_after_first_epoch)
     resumed = train.fit(cfg, resume=True)
-    for a, b in zip(jax.tree.leaves(full.state.teacher), jax.tree.leaves(resumed.state.teacher)):
+    for a, b in zip(jax.tree.leaves(full.state.extensions), jax.tree.leaves(resumed.state.extensions)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert [r['teacher_test_accuracy'] for r in resumed.history] == [
         r['teacher_test_accuracy'] for r in full.history]
@@ -136,10 +136,10 @@ def test_fit_records_teacher_metrics_and_resume_continues_identically(tmp_path, 
 
 def test_fit_with_momentum_zero_teacher_equals_student(tmp_path, data_dir):
     """With m = 0 the teacher copies the student after every step, so its metrics are the same."""
-    result = train.fit(_config(tmp_path, data_dir, 'copy', epochs=1, eman_momentum=0.0))
+    result = train.fit(_config(tmp_path, data_dir, 'copy', epochs=1, **{'eman.momentum': 0.0}))
     for a, b in zip(jax.tree.leaves((result.state.params, result.state.batch_stats)),
-                    jax.tree.leaves((result.state.teacher['params'],
-                                     result.state.teacher['batch_stats']))):
+                    jax.tree.leaves((result.state.extensions['eman'].params,
+                                     result.state.extensions['eman'].batch_stats))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     record = result.history[-1]
     assert record['teacher_test_accuracy'] == record['test_accuracy']

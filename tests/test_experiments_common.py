@@ -1,15 +1,10 @@
-"""scripts/experiments/common.py: the papers'-scale config handling and spreading runs."""
-import os
-import sys
-
+"""jaxnorm.papers.common: the papers'-scale config handling and spreading runs."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'scripts', 'experiments'))
-import common  # noqa: E402
+from jaxnorm.papers import common
 
 
 def write_config(tmp_path, body, name='paper.py'):
@@ -58,7 +53,7 @@ def test_spread_runs_gives_each_device_its_share_and_keeps_the_result():
 
 def test_lottery_runs_a_papers_scale_config_file(tmp_path):
     import json
-    import lottery
+    from jaxnorm.papers import lottery
     config = write_config(tmp_path, "{'models': ('mlp',), 'lrs': (0.01, 0.2), 'epochs': 2, "
                                     "'rounds': 1, 'sparsity': 0.5}")
     assert lottery.paper_setting(config)['epochs'] == 2

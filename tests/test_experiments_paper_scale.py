@@ -1,8 +1,7 @@
 """The experiments' papers'-scale path (``--config``) on tiny digits configs."""
+import importlib
 import json
 import math
-import os
-import sys
 
 import flax.linen as nn
 import jax
@@ -10,10 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxnorm import config as config_lib, train
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'scripts', 'experiments'))
-import common  # noqa: E402
+from jaxnorm.papers import common
 
 TINY = ("{'model': 'resnet20', 'model_kwargs': {'width': 0.25}, 'dataset': 'digits', "
         "'epochs': 1, 'batch_size': 64, 'lr': 0.05, 'progress': False%s}")
@@ -26,17 +22,17 @@ def write_config(tmp_path, extra=''):
 
 
 def test_afan_arms_are_the_library_fit_runs(tmp_path):
-    import afan
-    config = write_config(tmp_path, ", 'afan_layer': 'stage1_block3', 'afan_steps': 1")
+    from jaxnorm.papers import afan
+    config = write_config(tmp_path, , 'afan.layer': 'stage1_block3', 'afan.steps': 1")
     out = tmp_path / 'out'
     assert afan.main(['--config', config, '--seeds', '2', '--out', str(out)]) == 0
     results = json.loads((out / 'afan' / 'results.json').read_text())
     # Independent reference: the same config and seed trained directly by jaxnorm.train.fit.
     direct = train.fit(config_lib.apply_overrides(config_lib.load_config_file(config), {
-        'afan_layer': None, 'seed': 1, 'workdir': str(tmp_path / 'direct')}))
+        'afan.layer': None, 'seed': 1, 'workdir': str(tmp_path / 'direct')}))
     assert results['runs']['final_accuracy']['baseline'][1] == direct.history[-1][
         'test_accuracy']
-    assert results['config']['afan_layer'] == 'stage1_block3'
+    assert results['config']['afan']['layer'] == 'stage1_block3'
     assert [(c['name'], c['kind']) for c in results['checks']] == [('accuracy', 'claim'),
                                                                   ('cost', 'sanity')]
     assert sorted(p.name for p in (out / 'afan' / 'runs').iterdir()) == [
@@ -52,8 +48,8 @@ def test_a_diverged_arm_keeps_its_epochs_as_nan(tmp_path):
 
 
 def test_unification_positions_match_the_cnn_outputs():
-    import unification
-    model = unification.SmallCNN(10)
+    from jaxnorm.papers import unification
+    model = unification.build('cnn', 10)
     x = jnp.zeros((1, 32, 24, 3))
     variables = model.init(jax.random.key(0), x)
     _, state = model.apply(variables, x, capture_intermediates=lambda m, _: isinstance(
@@ -68,7 +64,7 @@ def test_unification_positions_match_the_cnn_outputs():
 
 @pytest.mark.parametrize('name', ['orthoreg', 'eman', 'lottery', 'unification'])
 def test_config_and_quick_are_exclusive(name, tmp_path, capsys):
-    module = __import__(name)
+    module = importlib.import_module(f'jaxnorm.papers.{name}')
     with pytest.raises(SystemExit):
         module.main(['--quick', '--config', write_config(tmp_path)])
     assert "drop --quick" in capsys.readouterr().err
@@ -81,12 +77,12 @@ def direct_fit(config, seed, workdir, **overrides):
 
 
 def test_lawn_arms_are_the_library_fit_runs(tmp_path):
-    import lawn
+    from jaxnorm.papers import lawn
     path = tmp_path / 'lawn.py'
     path.write_text("def get_config():\n    return {'model': 'mlp', 'norm': 'ln', 'model_kwargs': "
                     "{'hidden': (32,)}, 'dataset': 'digits', 'epochs': 2, 'batch_size': 128, "
-                    "'optimizer': 'adam', 'lr': 2e-3, 'lawn_free_epochs': 1.0, "
-                    "'lawn_mask': 'head/kernel', 'progress': False}\n")
+                    "'optimizer': 'adam', 'lr': 2e-3, 'lawn.free_epochs': 1.0, "
+                    "'lawn.mask': 'head/kernel', 'progress': False}\n")
     assert lawn.main(['--config', str(path), '--seeds', '2', '--out', str(tmp_path / 'o')]) == 0
     results = json.loads((tmp_path / 'o' / 'lawn' / 'results.json').read_text())
     history = direct_fit(str(path), 1, tmp_path / 'direct')
@@ -98,7 +94,7 @@ def test_lawn_arms_are_the_library_fit_runs(tmp_path):
 
 
 def test_beyond_bn_paper_training_records_fits_epoch_losses(tmp_path):
-    import beyond_bn
+    from jaxnorm.papers import beyond_bn
     path = tmp_path / 'bbn.py'
     path.write_text("def get_config():\n    return {'model': 'mlp', 'model_kwargs': "
                     "{'hidden': (64,)}, 'dataset': 'digits', 'epochs': 2, 'batch_size': 128, "

@@ -302,8 +302,8 @@ def test_bad_arguments_fail_at_construction(kwargs, error, message):
 
 
 @pytest.mark.parametrize('mask, error, message', [
-    ({'hidden': False, 'head': True}, ValueError, "no mask entry for parameter 'conv/kernel'"),
-    ({**MASK, 'extra': {'kernel': True}}, ValueError, "mask entry 'extra/kernel' names no"),
+    ({'hidden': False, 'head': True}, ValueError, "missing from the mask: 'conv/kernel'"),
+    ({**MASK, 'extra': {'kernel': True}}, ValueError, "not in params: 'extra/kernel'"),
     ({'hidden': False, 'conv': True, 'head': 1}, TypeError, "'head' must be a Python bool"),
     (optim.regex_mask('typo_head'), ValueError, "'typo_head' matches no parameter"),
     ({'hidden': {'kernel': False, 'bias': True}, 'conv': False, 'head': False}, ValueError,

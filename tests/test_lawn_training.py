@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxnorm.extension
+import jaxnorm.lawn
 import optim
 from jaxnorm import config as config_lib, homogeneous, models, optimizers, train
 from jaxnorm.commands import train as train_command
@@ -56,9 +58,9 @@ def small_config(tmp_path, data_dir, **overrides):
 
 
 @pytest.mark.parametrize('overrides', [
-    {'lawn_free_epochs': 1.0},
-    {'lawn_free_epochs': 1.0, 'optimizer': 'sgd', 'lr': 0.05, 'weight_decay': 5e-4,
-     'norm': 'none', 'lawn_per_unit': True},
+    {'lawn.free_epochs': 1.0},
+    {'lawn.free_epochs': 1.0, 'optimizer': 'sgd', 'lr': 0.05, 'weight_decay': 5e-4,
+     'norm': 'none', 'lawn.per_unit': True},
 ])
 def test_fit_with_lawn_logs_frozen_norms_and_logit_norms(tmp_path, data_dir, overrides):
     result = train.fit(small_config(tmp_path, data_dir, **overrides))
@@ -78,23 +80,25 @@ def test_fit_with_lawn_logs_frozen_norms_and_logit_norms(tmp_path, data_dir, ove
 
 
 def test_fit_with_a_mask_that_matches_nothing_fails_before_training(tmp_path, data_dir):
-    cfg = small_config(tmp_path, data_dir, lawn_free_epochs=1.0, lawn_mask='no_such_layer')
+    cfg = small_config(tmp_path, data_dir, **{'lawn.free_epochs': 1.0, 'lawn.mask': 'no_such_layer'})
     with pytest.raises(ValueError, match="'no_such_layer' matches no parameter"):
         train.fit(cfg)
     assert not os.path.exists(tmp_path / 'run' / 'metrics.jsonl')
 
 
 def test_config_rejects_lawn_options_without_lawn_and_negative_free_epochs():
-    with pytest.raises(ValueError, match='need lawn_free_epochs'):
-        config_lib.apply_overrides(config_lib.default_config(), {'lawn_mask': 'head'})
-    with pytest.raises(ValueError, match='lawn_free_epochs must be >= 0'):
-        config_lib.apply_overrides(config_lib.default_config(), {'lawn_free_epochs': -1.0})
+    with pytest.raises(ValueError, match=r'need lawn\.free_epochs'):
+        config_lib.apply_overrides(config_lib.default_config(), {'lawn.mask': 'head'})
+    with pytest.raises(ValueError, match=r'lawn\.free_epochs must be >= 0'):
+        config_lib.apply_overrides(config_lib.default_config(), {'lawn.free_epochs': -1.0})
 
 
 def test_make_optimizer_free_steps_are_epochs_times_steps_per_epoch():
     cfg = config_lib.apply_overrides(config_lib.default_config(), {
-        'lawn_free_epochs': 2.0, 'lawn_mask': 'w', 'weight_decay': 0.0, 'optimizer': 'adam'})
-    tx = optimizers.make_optimizer(cfg, steps_per_epoch=3)
+        'lawn.free_epochs': 2.0, 'lawn.mask': 'w', 'weight_decay': 0.0, 'optimizer': 'adam'})
+    extension = jaxnorm.lawn.Lawn(cfg.lawn, jaxnorm.extension.RunContext(
+        cfg, model=None, input_shape=(2,), num_classes=2, steps_per_epoch=3))
+    tx = optimizers.make_optimizer(cfg, steps_per_epoch=3, wrap=extension.wrap_optimizer)
     params = {'w': jnp.ones((2, 2))}
     state, step = tx.init(params), jax.jit(tx.update)
     for t in range(8):
@@ -116,5 +120,5 @@ def test_cli_flags_set_the_lawn_keys():
     args = cli.build_parser().parse_args(
         ['--lawn-free-epochs', '3', '--lawn-mask', 'head/kernel', '--lawn-per-unit'])
     cfg = cli.config_from_args(args)
-    assert (cfg.lawn_free_epochs, cfg.lawn_mask, cfg.lawn_per_unit) == (3.0, 'head/kernel', True)
-    assert cli.config_from_args(cli.build_parser().parse_args([])).lawn_free_epochs is None
+    assert (cfg.lawn.free_epochs, cfg.lawn.mask, cfg.lawn.per_unit) == (3.0, 'head/kernel', True)
+    assert cli.config_from_args(cli.build_parser().parse_args([])).lawn.free_epochs is None

@@ -19,7 +19,8 @@ from jax.interpreters import mlir
 
 import optim
 import prune
-from jaxnorm import afan, eman, layers, mimicnorm, models, parallel, portability, theory, train
+from jaxnorm import config as config_lib
+from jaxnorm import eman, layers, losses, mimicnorm, models, parallel, portability, theory, train
 from jaxnorm.models import channels
 from prune.unify import UnifySpec
 
@@ -86,14 +87,39 @@ def test_data_parallel_step_keeps_its_sharding_over_eight_devices():
     assert 'sdy.sharding<@mesh, [{"data"}' in exported.mlir_module()
 
 
-def test_afan_and_eman_steps_lower():
-    _, state = small_state('bn')
-    config = afan.AFANConfig(layer='layer2', steps=2, step_size=0.01)
-    assert_exports(functools.partial(train.train_step, afan_config=config), state, batch_spec())
+def engine_state(overrides: dict, mesh=None, seeds=None):
+    """The abstract state, extensions and step options of a config's engine run."""
+    cfg = config_lib.apply_overrides(config_lib.default_config(),
+                                     {'model': 'cnn_small', **overrides})
+    model, extensions, tx = train.build(cfg, IMAGE, 10, steps_per_epoch=100)
+    mesh = mesh or parallel.data_mesh(jax.devices()[:1])
+    state = jax.eval_shape(lambda: train.create_train_state(
+        model, tx, IMAGE, seed=0, mesh=mesh, extensions=extensions, seeds=seeds))
+    return state, extensions
 
+
+def test_extension_steps_lower():
+    """A-FAN's loss, EMAN's after-step teacher and LAWN's wrapped optimizer in one step."""
+    state, extensions = engine_state({'afan.layer': 'layer2', 'afan.steps': 2,
+                                      'eman.momentum': 0.999, 'lawn.free_epochs': 1.0})
+    assert [ext.name for ext in extensions] == ['afan', 'eman', 'lawn']
+    assert_exports(functools.partial(train.train_step, extensions=extensions), state,
+                   batch_spec())
     teacher = jax.eval_shape(eman.init, state.params, state.batch_stats)
     update = functools.partial(eman.update, momentum=eman.cosine_momentum(0.999, 100))
     assert_exports(lambda t, p, s: update(t, p, s), teacher, state.params, state.batch_stats)
+
+
+def test_seed_batched_step_spreads_the_seeds_over_eight_devices():
+    mesh = parallel.data_mesh(jax.devices('cpu'))
+    state, extensions = engine_state({'eman.momentum': 0.9}, mesh, seeds=range(8))
+    train_fn, _ = train.compile_steps(mesh, 0.0, extensions, num_seeds=8)
+    batch = {key: spec((8, *value.shape), value.dtype, None)
+             for key, value in batch_spec(n=16).items()}
+    exported = assert_exports(train_fn, state, batch)
+    assert exported.nr_devices == 8
+    assert all(s.spec == parallel.batch_sharded(mesh).spec
+               for s in [*exported.in_shardings_jax(mesh), *exported.out_shardings_jax(mesh)])
 
 
 # ----------------------------------------------------------------------------- optax transforms
@@ -200,7 +226,7 @@ def test_importance_estimates_and_theory_probes_lower(scored_model):
 
     def batch_loss(p, batch):
         logits = model.apply({'params': p, **stats}, batch['image'])
-        return train.cross_entropy(logits, batch['label']).mean()
+        return losses.mean_cross_entropy(logits, batch['label'])
 
     def outputs(p, x):
         return model.apply({'params': p, **stats}, x)

@@ -413,3 +413,86 @@ def test_resnet20_on_sequences_uses_three_tap_convs_and_the_2d_parameter_layout(
     for path, leaf in flat_1d.items():
         other = flat_2d[path].shape
         assert leaf.shape == (other if len(other) < 4 else (other[0], *other[2:])), path
+
+
+# ----------------------------------------------------------------------------- SmallCNN
+
+
+def _small_cnn_reference(params, stats_update, x, features, global_pool):
+    """SmallCNN(norm='bn') in training mode written out: 'SAME' convs with bias, batch
+    statistics (biased variance, eps 1e-5), scale and bias, ReLU, then the head."""
+    h = x
+    for index in range(1, len(features) + 1):
+        conv = params[f'conv{index}']
+        strides = 1 if index == 1 else 2
+        h = jax.lax.conv_general_dilated(h, conv['kernel'], (strides, strides), 'SAME',
+                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                         precision='highest') + conv['bias']
+        mean, var = h.mean((0, 1, 2)), h.var((0, 1, 2))
+        np.testing.assert_allclose(stats_update[f'norm{index}']['mean'], 0.1 * mean,
+                                   rtol=1e-4, atol=1e-6)  # momentum 0.9 from 0
+        norm = params[f'norm{index}']
+        h = np.maximum((h - mean) / np.sqrt(var + BN_EPS) * norm['scale'] + norm['bias'], 0)
+    h = h.mean((1, 2)) if global_pool else h.reshape(h.shape[0], -1)
+    return h @ params['head']['kernel'] + params['head']['bias']
+
+
+@pytest.mark.parametrize('global_pool, patch_convs', [(True, True), (False, False)])
+def test_small_cnn_with_bn_is_conv_batchnorm_relu_written_out(global_pool, patch_convs):
+    from jaxnorm.models import SmallCNN
+    features = (4, 6, 8)
+    model = SmallCNN(5, features=features, norm='bn', global_pool=global_pool,
+                     patch_convs=patch_convs)
+    x = jax.random.normal(jax.random.key(0), (6, 8, 8, 3))
+    variables = _random_params(model, x.shape)
+    logits, updates = jax.jit(lambda v: model.apply(v, x, train=True,
+                                                    mutable=['batch_stats']))(variables)
+    expected = _small_cnn_reference(jax.tree.map(np.asarray, variables['params']),
+                                    updates['batch_stats'], np.asarray(x), features,
+                                    global_pool)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_small_cnn_norm_slots_are_the_librarys_normalizers():
+    import flax.linen as nn
+
+    from jaxnorm import layers
+    from jaxnorm.models import SmallCNN
+    called = {}
+
+    def record(next_fun, args, kwargs, context):
+        called[context.module.name] = type(context.module)
+        return next_fun(*args, **kwargs)
+
+    for norm, expected in (('bn', layers.BatchNorm), ('gn', layers.GroupNorm),
+                           ('none', layers.Identity)):
+        model = SmallCNN(3, features=(4, 8), norm=norm)
+        x = jnp.ones((2, 8, 8, 1))
+        variables = model.init(jax.random.key(0), x)
+        called.clear()
+        with nn.intercept_methods(record):
+            model.apply(variables, x, train=True, mutable=['batch_stats'])
+        assert called['norm1'] is expected and called['norm2'] is expected, norm
+        assert not any(issubclass(kind, nn.BatchNorm) for kind in called.values())
+
+
+@pytest.mark.parametrize('features, norm, global_pool, side', [
+    ((16, 32, 32), 'none', False, 8),  # the lottery experiment's CNN on digits
+    ((16, 32, 64), 'none', False, 32),  # unification's, on CIFAR
+    ((16, 32, 64), 'bn', True, 8),  # OrthoReg's
+    ((5, 7), 'bn', False, 9),  # odd side: 'SAME' stride 2 rounds up
+])
+def test_small_cnn_parameter_count_closed_form(features, norm, global_pool, side):
+    from jaxnorm.models import SmallCNN
+    classes, channels = 10, 3
+    model = SmallCNN(classes, features=features, norm=norm, global_pool=global_pool)
+    variables = _init_shapes(model, (1, side, side, channels))
+    widths = (channels, *features)
+    convs = sum(9 * c_in * c_out + c_out for c_in, c_out in zip(widths, widths[1:]))
+    norms = 2 * sum(features) if norm == 'bn' else 0
+    last = side
+    for _ in features[1:]:
+        last = -(-last // 2)  # ceil: 'SAME' padding at stride 2
+    head_in = features[-1] * (1 if global_pool else last * last)
+    assert _count(variables['params']) == convs + norms + head_in * classes + classes
+    assert _count(variables.get('batch_stats', {})) == norms

@@ -43,19 +43,21 @@ def test_structured_masks_cover_filter_norm_and_next_input():
         np.testing.assert_array_equal(a, b)
 
 
-def test_mask_tree_mismatch_names_the_first_differing_path():
+def test_mask_tree_mismatch_names_the_differing_paths():
     params = random_params()
     masks = prune.ones_masks(params)
     del masks['norm1']['bias']
-    with pytest.raises(ValueError, match=r"first differing path 'norm1/bias' is in params"):
+    with pytest.raises(ValueError, match=r"mask tree does not match params: missing from the "
+                                         r"mask tree: 'norm1/bias'$"):
         prune.apply_masks(params, masks)
     masks = prune.ones_masks(params)
     masks['extra'] = {'kernel': jnp.ones((2,), bool)}
-    with pytest.raises(ValueError, match=r"'extra/kernel' is in the masks but not in params"):
+    with pytest.raises(ValueError, match=r"does not match params: not in params: "
+                                         r"'extra/kernel'$"):
         prune.apply_masks(params, masks)
     masks = prune.ones_masks(params)
     masks['head']['kernel'] = jnp.ones((3, 4), bool)
-    with pytest.raises(ValueError, match=r"mask for 'head/kernel' has shape \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"'head/kernel' has shape \(3, 4\) in the mask tree"):
         jax.jit(prune.apply_masks)(params, masks)
 
 
@@ -122,7 +124,7 @@ def test_masked_optimizer_pins_pruned_weights_at_zero_under_momentum_and_decay(m
                                              decay)
         for k in params:
             np.testing.assert_allclose(params[k], reference[k], rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="first differing path 'w'"):
+    with pytest.raises(ValueError, match="missing from the mask tree: 'w'"):
         prune.install_masks(state, {'b': masks['b']})
 
 
@@ -141,6 +143,18 @@ def test_unstructured_masks_keep_the_top_scores_per_layer_and_globally():
             assert kept.sum() == keep
             np.testing.assert_array_equal(kept, flat >= threshold)
         assert np.all(masks['head']['kernel']) and np.all(masks['norm1']['scale'])
+
+
+def test_unstructured_select_may_be_a_prefix_tree_and_must_match_the_scores():
+    params = random_params(2)
+    prefix = {'conv1': True, 'conv2': True, 'norm1': False, 'head': False}
+    full = prune.select_leaves(params, r'^conv')
+    for a, b in zip(jax.tree.leaves(prune.unstructured_masks(params, 0.5, prefix)),
+                    jax.tree.leaves(prune.unstructured_masks(params, 0.5, full))):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"select tree does not match the scores: missing "
+                                         r"from the select tree: 'head/bias', 'head/kernel'"):
+        prune.unstructured_masks(params, 0.5, {'conv1': True, 'conv2': True, 'norm1': False})
 
 
 @pytest.mark.parametrize('target, rounds', [(0.75, 25), (0.75, 5), (0.5, 1), (0.9, 7), (0.0, 3)])

@@ -1,20 +1,21 @@
-"""scripts/reproduce.py: verdict rule, caching by config hash, atomic sections, the report."""
-import importlib.util
+"""jaxnorm.papers.reproduce: verdict rule, caching by a hash of the code and settings, atomic
+sections, the report."""
 import os
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from jaxnorm.papers import reproduce as reproduce_module
+
 REPO = Path(__file__).resolve().parents[1]
 
-# A stand-in experiment: counts its runs in a file and writes the report contract, with the
-# checks' outcomes, an optional failure and an optional schema break read from environment
-# variables.
+# A stand-in experiment, the module ``fakepapers.fake`` of a temporary checkout: counts its runs
+# in a file and writes the report contract, with the checks' outcomes, an optional failure and
+# an optional schema break read from environment variables.
 FAKE_EXPERIMENT = textwrap.dedent('''
     import argparse, json, os, sys, time
-    import fake_helper
+    from fakepapers import helper
     from jaxnorm.papers import checks
     parser = argparse.ArgumentParser()
     parser.add_argument('--quick', action='store_true')
@@ -47,28 +48,32 @@ FAKE_EXPERIMENT = textwrap.dedent('''
         del results['checks'][0]['outcome']
         json.dump(results, open(path, 'w'))
 ''')
-
-
-def load_reproduce_script():
-    spec = importlib.util.spec_from_file_location('reproduce', REPO / 'scripts' / 'reproduce.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules['reproduce'] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+# The experiment imports ``helper``, which imports ``constants`` only inside a function: the
+# section depends on ``constants`` indirectly and lazily, and not at all on ``unrelated``.
+FAKE_MODULES = {
+    '__init__.py': '',
+    'fake.py': FAKE_EXPERIMENT,
+    'helper.py': 'def value():\n    from fakepapers import constants\n    return constants.VALUE\n',
+    'constants.py': 'VALUE = 1\n',
+    'unrelated.py': 'VALUE = 2\n',
+}
 
 
 @pytest.fixture
 def reproduce(tmp_path, monkeypatch):
-    module = load_reproduce_script()
-    experiments = tmp_path / 'experiments'
-    experiments.mkdir()
-    (experiments / 'fake.py').write_text(FAKE_EXPERIMENT)
-    (experiments / 'fake_helper.py').write_text('VALUE = 1\n')
-    monkeypatch.setattr(module, 'EXPERIMENTS', str(experiments))
-    monkeypatch.setattr(module, 'SECTIONS', (module.Section('fake', 'Fake paper (arXiv:0)'),))
+    """The report with one section, ``fake``, run from the package ``fakepapers`` of a
+    temporary checkout (found, hashed and run there)."""
+    package = tmp_path / 'checkout' / 'fakepapers'
+    package.mkdir(parents=True)
+    for name, source in FAKE_MODULES.items():
+        (package / name).write_text(source)
+    monkeypatch.setattr(reproduce_module, 'REPO', str(package.parent))
+    monkeypatch.setattr(reproduce_module, 'PACKAGE', 'fakepapers')
+    monkeypatch.setattr(reproduce_module, 'SECTIONS',
+                        (reproduce_module.Section('fake', 'Fake paper (arXiv:0)'),))
     monkeypatch.setenv('FAKE_RUN_LOG', str(tmp_path / 'runs.txt'))
     monkeypatch.setenv('FAKE_HOLDS', '1,0')
-    return module
+    return reproduce_module
 
 
 @pytest.mark.parametrize('outcomes, expected', [
@@ -110,7 +115,7 @@ def test_a_finished_section_is_cached_and_a_changed_config_reruns(reproduce, tmp
 def test_without_quick_each_section_runs_its_config_file(reproduce, tmp_path, monkeypatch):
     configs, out = tmp_path / 'configs', tmp_path / 'report'
     configs.mkdir()
-    monkeypatch.setattr(reproduce, 'CONFIGS', str(configs))
+    monkeypatch.setattr(reproduce, 'configs_dir', lambda: str(configs))
     with pytest.raises(SystemExit):  # no scripts/configs/fake.py: refused before running
         reproduce.main(['--out', str(out)])
     assert not (tmp_path / 'runs.txt').exists()
@@ -126,8 +131,8 @@ def test_without_quick_each_section_runs_its_config_file(reproduce, tmp_path, mo
 
 
 def test_every_section_has_a_papers_scale_config():
-    module = load_reproduce_script()
-    assert [s.name for s in module.SECTIONS if not os.path.isfile(s.config())] == []
+    sections = reproduce_module.SECTIONS
+    assert [s.name for s in sections if not os.path.isfile(s.config())] == []
 
 
 def test_a_failed_section_leaves_no_cache_entry_and_reports_its_log(reproduce, tmp_path,
@@ -150,27 +155,47 @@ def test_a_results_file_breaking_the_schema_is_refused_naming_the_field(reproduc
     assert not (tmp_path / 'report' / 'REPORT.md').exists()
 
 
-@pytest.mark.parametrize('edited', ['fake.py', 'fake_helper.py'])
-def test_changing_code_the_section_imports_invalidates_the_cache(reproduce, tmp_path, edited):
-    out = tmp_path / 'report'
+def test_the_cache_key_follows_indirect_and_lazy_imports_and_nothing_else(reproduce):
+    section, arguments = reproduce.SECTIONS[0], ['--quick', '--seeds', '3']
+    package = Path(reproduce.REPO) / 'fakepapers'
+    sources = {os.path.relpath(path, package) for path in reproduce.section_sources(
+        section.module)}
+    assert sources == {'__init__.py', 'fake.py', 'helper.py', 'constants.py'}
+    key = reproduce.cache_key(section, arguments)
+    assert key.startswith('fake-') and key == reproduce.cache_key(section, arguments)
+    (package / 'unrelated.py').write_text('VALUE = 3\n')
+    assert reproduce.cache_key(section, arguments) == key
+    # constants.py is imported only inside helper.value(), which the section never calls here.
+    (package / 'constants.py').write_text('VALUE = 4\n')
+    assert reproduce.cache_key(section, arguments) != key
+
+
+@pytest.mark.parametrize('edited', ['fake.py', 'constants.py'])
+def test_changing_code_the_section_imports_reruns_it(reproduce, tmp_path, edited):
+    out, package = tmp_path / 'report', Path(reproduce.REPO) / 'fakepapers'
     reproduce.main(['--quick', '--out', str(out)])
-    (Path(reproduce.EXPERIMENTS) / 'unrelated.py').write_text('# not imported\n')
+    (package / 'unrelated.py').write_text('# edited, never imported\n')
     reproduce.main(['--quick', '--out', str(out)])
     assert len((tmp_path / 'runs.txt').read_text().split()) == 1
-    source = Path(reproduce.EXPERIMENTS) / edited
+    source = package / edited
     source.write_text(source.read_text() + '\n# edited\n')
     reproduce.main(['--quick', '--out', str(out)])
     assert len((tmp_path / 'runs.txt').read_text().split()) == 2
 
 
-def test_a_section_hashes_the_repository_modules_it_imports():
-    module = load_reproduce_script()
-    lawn = module.Section('lawn', 'LAWN')
-    sources = {os.path.relpath(path, REPO) for path in module.local_sources(lawn.script())}
-    # Direct, package-level and sibling imports, followed transitively; nothing unrelated.
-    assert {'scripts/experiments/lawn.py', 'scripts/experiments/lawn_report.py',
-            'optim/lawn.py', 'jaxnorm/train.py', 'jaxnorm/_stats.py'} <= sources
-    assert not {'jaxnorm/theory.py', 'prune/scores.py'} & sources
+@pytest.mark.parametrize('section, imported', [
+    ('lawn', {'jaxnorm/papers/lawn.py', 'jaxnorm/papers/lawn_report.py',
+              'jaxnorm/papers/common.py', 'optim/lawn.py', 'jaxnorm/train.py'}),
+    # Modules that once lived in scripts/ and escaped the hash.
+    ('mimicnorm', {'jaxnorm/papers/mimicnorm.py', 'jaxnorm/timing.py'}),
+    ('emr', {'jaxnorm/papers/emr.py', 'jaxnorm/commands/continual.py', 'jaxnorm/continual.py'}),
+])
+def test_a_section_hashes_the_repository_modules_it_imports(section, imported):
+    sources = {os.path.relpath(path, REPO) for path in reproduce_module.section_sources(
+        f'jaxnorm.papers.{section}')}
+    assert imported <= sources
+    assert all(not path.startswith(('scripts/', 'tests/')) for path in sources)
+    assert not {'jaxnorm/papers/reproduce.py', 'prune/scores.py'} & sources
 
 
 def test_bad_arguments_name_the_choices(reproduce, capsys):
@@ -182,7 +207,8 @@ def test_bad_arguments_name_the_choices(reproduce, capsys):
     assert '--seeds must be >= 3' in capsys.readouterr().err
 
 
-def test_every_registered_section_has_its_experiment_script():
-    module = load_reproduce_script()
-    for section in module.SECTIONS:
-        assert os.path.exists(section.script()), section.name
+def test_every_section_has_its_experiment_module_and_command_line():
+    for section in reproduce_module.SECTIONS:
+        path = REPO / Path(*section.module.split('.')).with_suffix('.py')
+        assert path.is_file(), section.name
+        assert (REPO / 'scripts' / 'experiments' / f'{section.name}.py').is_file(), section.name

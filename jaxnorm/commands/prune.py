@@ -11,11 +11,11 @@ Measures: magnitude, loss_preservation, biased_loss_preservation, grasp,
 grad_norm_preservation, random, and dense (no pruning, same schedule).
 
 Examples:
-  python scripts/prune.py
-  python scripts/prune.py --measures magnitude grasp grad_norm_preservation --seeds 3
-  python scripts/prune.py --model resnet20 --target 0.5 --rounds 1 --finetune-epochs 20
-  python scripts/prune.py --model vgg13 --dataset cifar10 --model-option width=1 --rounds 25
-  python scripts/prune.py --config scripts/configs/flow_pruning.py   # the paper's scale (GPU)
+  python scripts/prune_model.py
+  python scripts/prune_model.py --measures magnitude grasp grad_norm_preservation --seeds 3
+  python scripts/prune_model.py --model resnet20 --target 0.5 --rounds 1 --finetune-epochs 20
+  python scripts/prune_model.py --model vgg13 --dataset cifar10 --model-option width=1 --rounds 25
+  python scripts/prune_model.py --config scripts/configs/flow_pruning.py   # the paper's scale (GPU)
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         runner, records = pruning.run_all(settings, args.measures, list(range(args.seeds)))
     except (ValueError, TypeError, OSError) as error:
-        print(f'prune.py: error: {error}', file=sys.stderr)
+        print(f'{parser.prog}: error: {error}', file=sys.stderr)
         return 1
     workdir = args.workdir or os.path.join(
         'runs', f'prune-{settings.model}-{time.strftime("%Y%m%d-%H%M%S")}')

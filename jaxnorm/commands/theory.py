@@ -59,13 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_model(args):
-    from jaxnorm import models, theory
+    from jaxnorm import models
     norm_kwargs, options = dict(args.norm_option), dict(args.model_option)
     valid = (*models.model_names(), *PROBE_NETWORKS)
     if args.model not in valid:
         raise ValueError(f"unknown model {args.model!r}; valid names: {', '.join(valid)}")
     if args.model in PROBE_NETWORKS:
-        factory = getattr(theory, args.model)
+        factory = getattr(models, args.model)
         try:
             return factory(args.norm, num_classes=args.num_classes, norm_kwargs=norm_kwargs,
                            **options)
@@ -89,11 +89,10 @@ def make_batch(args):
                                     args.num_classes)
         return images, labels
     from jaxnorm import data
-    ds = data.load('digits', 'train', data_dir=args.data_dir, image_size=args.image_size,
-                   resize='bilinear')
-    mean, std = ds.channel_stats()
-    chosen = np.random.default_rng(args.seed).permutation(len(ds))[:args.batch_size]
-    return (ds.images[chosen] - mean) / std, ds.labels[chosen] % args.num_classes
+    splits = data.load_standardized('digits', data_dir=args.data_dir,
+                                    image_size=args.image_size, resize='bilinear')
+    chosen = np.random.default_rng(args.seed).permutation(len(splits.train))[:args.batch_size]
+    return splits.train_images[chosen], splits.train_labels[chosen] % args.num_classes
 
 
 def plot(out: dict, title: str, path: str) -> None:

@@ -10,6 +10,7 @@ Examples:
   python scripts/train.py --config scripts/configs/digits_resnet20.py --workdir runs/a --resume
   python scripts/train.py --model mlp --optimizer adam --lr 1e-3 --lawn-free-epochs 3
   python scripts/train.py --afan stage1_block3 --afan-steps 5 --afan-step-size 0.002
+  python scripts/train.py --model mlp --num-seeds 8   # 8 seeds in one vmapped step
   # multi-process (one command per process or per host):
   python scripts/train.py --coordinator-address HOST:1234 --num-processes 2 --process-id 0
 """
@@ -32,12 +33,8 @@ FLAG_TO_KEY = {
     'lr': 'lr', 'momentum': 'momentum', 'schedule': 'schedule', 'warmup_epochs': 'warmup_epochs',
     'lr_decay_epochs': 'lr_decay_epochs',
     'weight_decay': 'weight_decay', 'label_smoothing': 'label_smoothing', 'seed': 'seed',
-    'workdir': 'workdir', 'keep_checkpoints': 'keep_checkpoints',
-    'lawn_free_epochs': 'lawn_free_epochs', 'lawn_mask': 'lawn_mask',
-    'afan': 'afan_layer', 'afan_steps': 'afan_steps', 'afan_step_size': 'afan_step_size',
-    'afan_epsilon': 'afan_epsilon', 'afan_strengths': 'afan_strengths',
-    'afan_statistics': 'afan_statistics',
-    'eman': 'eman_momentum', 'divergence_factor': 'divergence_factor',
+    'num_seeds': 'num_seeds', 'workdir': 'workdir', 'keep_checkpoints': 'keep_checkpoints',
+    'divergence_factor': 'divergence_factor',
 }
 
 
@@ -72,31 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help='decay only kernels, not norm parameters and biases')
     opt.add_argument('--label-smoothing', type=float)
     opt.add_argument('--seed', type=int)
-    opt.add_argument('--lawn-free-epochs', type=float, metavar='N',
-                     help='LAWN (arXiv:2108.05839): after N free epochs, keep the norms of the '
-                          'final homogeneous sub-network fixed')
-    opt.add_argument('--lawn-mask', metavar='REGEX',
-                     help="LAWN's constrained parameters by path, e.g. 'head/kernel' (default: "
-                          'the kernels after the last normalization layer)')
-    opt.add_argument('--lawn-per-unit', action='store_true', default=None,
-                     help='LAWN: one norm per output unit instead of one per layer')
-    opt.add_argument('--afan', metavar='LAYER',
-                     help='A-FAN (arXiv:2103.12171): attack the output of this module path, '
-                          "e.g. 'stage1_block3' (an unknown name lists the valid ones; '' "
-                          "turns off a config file's A-FAN)")
-    opt.add_argument('--afan-steps', type=int, help='A-FAN: PGD sign steps (default 5)')
-    opt.add_argument('--afan-step-size', type=float, help='A-FAN: PGD step (default 0.5/255)')
-    opt.add_argument('--afan-epsilon', type=float, help='A-FAN: l_inf clip (default none)')
-    opt.add_argument('--afan-strengths', type=float, nargs='+', metavar='S',
-                     help='A-FAN: interpolation points in [0, 1] (default 1)')
-    opt.add_argument('--afan-normalize', action='store_true', default=None,
-                     help='A-FAN: train on the adversarially normalized clean features')
-    opt.add_argument('--afan-statistics', choices=('positional', 'batch'),
-                     help="A-FAN normalization statistics (default 'positional', the repo's)")
-    opt.add_argument('--eman', type=float, metavar='MOMENTUM',
-                     help='EMAN (arXiv:2101.08482): keep an EMA teacher (params and BN '
-                          'statistics, eval mode) with this momentum, e.g. 0.999, and '
-                          'evaluate it every epoch')
+    opt.add_argument('--num-seeds', type=int, metavar='S',
+                     help='train seeds seed..seed+S-1 at once in one vmapped step')
+    add_extension_flags(p)
     out = p.add_argument_group('run')
     out.add_argument('--workdir', help='folder for checkpoints, metrics.jsonl and plots')
     out.add_argument('--resume', action='store_true',
@@ -118,8 +93,40 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument('--process-id', type=int)
     from jaxnorm import config as config_lib
     defaults = config_lib.default_config()
-    show_defaults(p, {flag: defaults[key] for flag, key in FLAG_TO_KEY.items()})
+    show_defaults(p, {**{flag: defaults[key] for flag, key in FLAG_TO_KEY.items()},
+                      **{dest: defaults[key] for dest, key in extension_flags().items()}})
     return p
+
+
+def extension_flags() -> dict[str, str]:
+    """``{argparse dest: 'section.option'}`` for every registered extension's options."""
+    from jaxnorm import extension
+    return {f'{name}__{option}': f'{name}.{option}'
+            for name, cls in extension.registered().items() for option in cls.options}
+
+
+def add_extension_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag group per extension, from its schema: ``--<name>-<option>`` (and
+    ``--<name>`` for the option that switches it on), typed and with its choices."""
+    from jaxnorm import extension
+    for name, cls in extension.registered().items():
+        group = parser.add_argument_group(name, cls.summary)
+        for option, spec in cls.options.items():
+            prefix = '--' + name.replace('_', '-')
+            flags = [f"{prefix}-{option.replace('_', '-')}"]
+            if option == cls.switch:
+                flags.insert(0, prefix)
+            kwargs = {'dest': f'{name}__{option}', 'help': spec.help.replace('%', '%%'),
+                      'default': None}
+            if spec.value_type is bool:
+                kwargs['action'] = argparse.BooleanOptionalAction
+            elif spec.value_type is tuple:
+                item = type(spec.default[0]) if spec.default else float
+                kwargs.update(type=item, nargs='+', metavar=option.upper())
+            else:
+                kwargs.update(type=spec.value_type, choices=spec.choices,
+                              metavar=None if spec.choices else option.upper())
+            group.add_argument(*flags, **kwargs)
 
 
 def config_from_args(args):
@@ -130,10 +137,8 @@ def config_from_args(args):
                  if getattr(args, flag) is not None}
     if args.no_decay_norm_and_bias:
         overrides['no_decay_norm_and_bias'] = True
-    if args.lawn_per_unit:
-        overrides['lawn_per_unit'] = True
-    if args.afan_normalize:
-        overrides['afan_normalize'] = True
+    overrides.update({key: getattr(args, dest) for dest, key in extension_flags().items()
+                      if getattr(args, dest) is not None})
     if args.no_progress:
         overrides['progress'] = False
     if args.norm_option:

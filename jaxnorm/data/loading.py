@@ -440,9 +440,11 @@ class StandardizedSplits:
 
 
 def load_standardized(name: str, *, data_dir: str | None = None, image_size: int | None = None,
-                      train_split: str = 'train', test_split: str = 'test') -> StandardizedSplits:
-    """:func:`load` both splits and standardize them with the training split's statistics."""
-    train = load(name, train_split, data_dir=data_dir, image_size=image_size)
-    test = load(name, test_split, data_dir=data_dir, image_size=image_size)
+                      resize: str = 'pad', train_split: str = 'train',
+                      test_split: str = 'test') -> StandardizedSplits:
+    """:func:`load` both splits (``image_size`` and ``resize`` as there) and standardize them
+    with the training split's statistics."""
+    train = load(name, train_split, data_dir=data_dir, image_size=image_size, resize=resize)
+    test = load(name, test_split, data_dir=data_dir, image_size=image_size, resize=resize)
     mean, std = train.channel_stats()
     return StandardizedSplits(train, test, mean, std)

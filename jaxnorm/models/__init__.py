@@ -41,6 +41,10 @@ input size: 85,514 on 8x8x1 digits. ** On MNIST-1D (40x1) with ``norm='none'``, 
 MNIST-1D authors print for their models. (***) Depends on the input size (flatten).
 The ResNets accept ``(N, L, C)`` sequences with L >= 8 (1-D convs of 3 taps).
 
+Not in the registry, built directly: :class:`SmallCNN` (:mod:`jaxnorm.models.small`), the
+pruning experiments' small CNN with flax-default convs, and the constant-width probe networks
+:func:`uniform_resnet` and :func:`uniform_cnn` (:mod:`jaxnorm.models.uniform`).
+
 Options: every residual model takes ``skipinit``, ``preact``, ``width``, ``shortcut`` and
 ``inner_channels`` (see :mod:`jaxnorm.models.resnet`); ``vgg*`` take ``width`` and
 ``channels``; ``mobilenet_v1`` takes ``width``; ``mlp`` takes ``hidden`` and ``width``.
@@ -70,6 +74,8 @@ from jaxnorm.models.convnet import ConvNet
 from jaxnorm.models.mlp import MLP
 from jaxnorm.models.mobilenet import MobileNetV1
 from jaxnorm.models.resnet import BasicBlock, ResNet, zero_pad_shortcut
+from jaxnorm.models.small import PatchConv, SmallCNN
+from jaxnorm.models.uniform import uniform_cnn, uniform_resnet
 from jaxnorm.models.vgg import VGG
 
 # name -> (module class, fixed architecture fields, user options)
@@ -120,5 +126,5 @@ def get_model(name: str, *, norm: str | NormSpec = 'bn', num_classes: int,
                         **{**config, **options})
 
 
-__all__ = ['BasicBlock', 'ConvNet', 'MLP', 'MobileNetV1', 'ResNet', 'VGG', 'get_model', 'model_names',
-           'zero_pad_shortcut']
+__all__ = ['BasicBlock', 'ConvNet', 'MLP', 'MobileNetV1', 'PatchConv', 'ResNet', 'SmallCNN', 'VGG',
+           'get_model', 'model_names', 'uniform_cnn', 'uniform_resnet', 'zero_pad_shortcut']

@@ -7,7 +7,7 @@ random start; loss (L_adv + L_clean) / 2; SGD LR 0.1, momentum 0.9, weight decay
 batch 128, 200 epochs with the rate x0.1 at epochs 50 and 150, a 1-epoch linear warmup, crop
 + flip. The released checkpoint reaches 94.82 %. Deviation: the repo lets the attack passes
 update BN's running statistics; jaxnorm discards them by default (config
-``afan_keep_attack_stats=True`` keeps them). Compare with the same command without --afan.
+``afan.keep_attack_stats=True`` keeps them). Compare with the same command without --afan.
 
     python -m jaxnorm.data prepare cifar10      # once, needs internet
     python scripts/train.py --config scripts/configs/afan.py --workdir runs/afan-r56
@@ -30,8 +30,8 @@ def get_config():
         'schedule': 'step',
         'warmup_epochs': 1.0,
         'lr_decay_epochs': (50, 150),
-        'afan_layer': 'stage1_block9',
-        'afan_steps': 5,
-        'afan_step_size': 0.5 / 255,
+        'afan.layer': 'stage1_block9',
+        'afan.steps': 5,
+        'afan.step_size': 0.5 / 255,
         'eval_batch_size': 1000,
     }

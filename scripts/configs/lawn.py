@@ -26,7 +26,7 @@ def get_config():
         'schedule': 'cosine',
         'warmup_epochs': 10.0,
         'weight_decay': 0.0,
-        'lawn_free_epochs': 10.0,
-        'lawn_mask': 'head/kernel',
+        'lawn.free_epochs': 10.0,
+        'lawn.mask': 'head/kernel',
         'eval_batch_size': 1000,
     }

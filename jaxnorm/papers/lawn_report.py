@@ -1,4 +1,4 @@
-"""Declared checks, accuracy table and plots of ``scripts/experiments/lawn.py`` (numpy, matplotlib).
+"""Declared checks, accuracy table and plots of the LAWN experiment, :mod:`jaxnorm.papers.lawn`.
 
 Every run record holds ``role`` (``grid``: a (model, batch, optimizer) cell with and without
 LAWN; ``sweep``: another free-phase length; ``mask_variant``: another constrained set),

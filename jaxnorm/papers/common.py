@@ -1,10 +1,10 @@
-"""What every paper experiment shares: its command line and its training helpers.
+"""What every paper's experiment shares: its command line and its training helpers.
 
-The contract with ``scripts/reproduce.py``: ``--quick --seeds N --out DIR --data-dir D`` on the
-command line, or ``--config scripts/configs/<name>.py`` instead of ``--quick`` for the papers'
-scale; ``DIR/<name>/results.json`` written by :func:`jaxnorm.papers.checks.write_results` (the
-one writer, schema-validated), its checks declared as :class:`jaxnorm.papers.checks.Check`
-before the run.
+The contract with :mod:`jaxnorm.papers.reproduce`: ``--quick --seeds N --out DIR --data-dir D``
+on the command line, or ``--config scripts/configs/<name>.py`` instead of ``--quick`` for the
+papers' scale; ``DIR/<name>/results.json`` written by :func:`jaxnorm.papers.checks.write_results`
+(the one writer, schema-validated), its checks declared as
+:class:`jaxnorm.papers.checks.Check` before the run.
 
 Example::
 
@@ -22,24 +22,27 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 from typing import Any, Iterable, Sequence
 
-import jax
-import numpy as np
+# The experiments are command lines: keep TensorFlow's C++ logging (tensorflow-datasets may
+# load TensorFlow while preparing data) off their output.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from jaxnorm import config as config_lib, parallel
-from jaxnorm.cli import (OneLineErrorParser, UsageError, check_input_dir, check_output_dir,
-                         show_defaults)
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxnorm import config as config_lib, parallel  # noqa: E402
+from jaxnorm.cli import (OneLineErrorParser, UsageError, check_input_dir,  # noqa: E402
+                         check_output_dir, show_defaults)
 
 
 def build_parser(description: str, *, default_seeds: int = 3) -> argparse.ArgumentParser:
     """The shared flags; add the experiment's own to the returned parser."""
     parser = OneLineErrorParser(description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--quick', action='store_true', help='the CPU budget of reproduce.py')
+    parser.add_argument('--quick', action='store_true',
+                        help='the CPU budget of the reproduction report')
     parser.add_argument('--seeds', type=int, default=default_seeds,
                         help='seeds per configuration (>= 2: tables report a std)')
     parser.add_argument('--out', default='results', help='writes OUT/<name>/results.json')

@@ -1,4 +1,4 @@
-"""Declared checks, their evaluation, tables and plots of ``scripts/experiments/beyond_bn.py``.
+"""Declared checks, their evaluation, tables and plots of :mod:`jaxnorm.papers.beyond_bn`.
 
 :func:`declare_checks` declares every check of every experiment before the run
 (:class:`jaxnorm.papers.checks.Check`); ``JUDGES[name](records, declared[name])`` evaluates
