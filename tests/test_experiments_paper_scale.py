@@ -23,7 +23,7 @@ def write_config(tmp_path, extra=''):
 
 def test_afan_arms_are_the_library_fit_runs(tmp_path):
     from jaxnorm.papers import afan
-    config = write_config(tmp_path, , 'afan.layer': 'stage1_block3', 'afan.steps': 1")
+    config = write_config(tmp_path, ", 'afan.layer': 'stage1_block3', 'afan.steps': 1")
     out = tmp_path / 'out'
     assert afan.main(['--config', config, '--seeds', '2', '--out', str(out)]) == 0
     results = json.loads((out / 'afan' / 'results.json').read_text())
