@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 # The experiments are command lines: keep TensorFlow's C++ logging (tensorflow-datasets may
 # load TensorFlow while preparing data) off their output.
@@ -68,6 +68,19 @@ def parse_args(description: str, argv: Sequence[str] | None = None, *,
     except UsageError as error:
         parser.error(str(error))
     return args
+
+
+def parse_with_setting(description: str, argv: Sequence[str] | None,
+                       load_setting: Callable[[argparse.Namespace], Any]
+                       ) -> tuple[argparse.ArgumentParser, argparse.Namespace, Any]:
+    """:func:`parse_args`, then ``load_setting(args)`` (a config file's values or the
+    quick/full defaults); a missing or bad config file is a usage error naming it."""
+    parser = build_parser(description)
+    args = parse_args(description, argv, parser=parser)
+    try:
+        return parser, args, load_setting(args)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
 
 
 def override_setting(setting: dict, path: str) -> dict:

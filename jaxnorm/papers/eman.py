@@ -380,14 +380,10 @@ def paper_setting(path: str) -> dict:
 
 
 def main(argv=None):
-    parser = common.build_parser(__doc__)
-    args = common.parse_args(__doc__, argv, parser=parser)
+    parser, args, hp = common.parse_with_setting(
+        __doc__, argv, lambda args: paper_setting(args.config) if args.config
+        else SETTINGS['quick' if args.quick else 'full'])
     started = time.perf_counter()
-    try:
-        hp = (paper_setting(args.config) if args.config
-              else SETTINGS['quick' if args.quick else 'full'])
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
     if not any(np.isclose(f, CHECK_FRACTION) for f in hp['fractions']):
         parser.error(f"fractions {hp['fractions']} lack {CHECK_FRACTION:g}, the labeled "
                      'fraction the checks are declared at')

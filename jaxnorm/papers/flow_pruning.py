@@ -289,13 +289,10 @@ def paper_setting(path: str) -> pruning.PruneSettings:
 
 
 def main(argv=None) -> int:
-    parser = common.build_parser(__doc__)
-    args = common.parse_args(__doc__, argv, parser=parser)
+    _, args, base = common.parse_with_setting(
+        __doc__, argv,
+        lambda args: paper_setting(args.config) if args.config else settings(args.quick))
     started = time.perf_counter()
-    try:
-        base = paper_setting(args.config) if args.config else settings(args.quick)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
     s = dataclasses.replace(base, data_dir=args.data_dir)
     declared = declare_checks(common.declared_seeds(args))
     runner, records = pruning.run_all(s, MEASURES, list(range(args.seeds)), description=NAME)

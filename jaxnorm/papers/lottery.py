@@ -372,14 +372,10 @@ def paper_setting(path: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = common.build_parser(__doc__)
-    args = common.parse_args(__doc__, argv, parser=parser)
+    _, args, setting = common.parse_with_setting(
+        __doc__, argv, lambda args: paper_setting(args.config) if args.config
+        else dict(SETTINGS['quick' if args.quick else 'full']))
     started = time.perf_counter()
-    try:
-        setting = (paper_setting(args.config) if args.config
-                   else dict(SETTINGS['quick' if args.quick else 'full']))
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
     declared = declare_checks(setting['models'], setting['lrs'], common.declared_seeds(args))
     out_dir = common.output_dir(args, NAME)
     datasets, num_classes = load_data(setting['dataset'], args.data_dir)

@@ -210,14 +210,10 @@ def paper_setting(path: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = common.build_parser(__doc__)
-    args = common.parse_args(__doc__, argv, parser=parser)
+    parser, args, setting = common.parse_with_setting(
+        __doc__, argv, lambda args: paper_setting(args.config) if args.config
+        else SETTINGS['quick' if args.quick else 'full'])
     started = time.perf_counter()
-    try:
-        setting = (paper_setting(args.config) if args.config
-                   else SETTINGS['quick' if args.quick else 'full'])
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
     out_dir = common.output_dir(args, NAME)
     declared = declare_checks(common.declared_seeds(args))
     dense_epochs, tune_epochs = setting['dense_epochs'], setting['tune_epochs']

@@ -405,15 +405,11 @@ def paper_setting(path: str) -> Settings:
 
 
 def main(argv=None) -> int:
-    parser = common.build_parser(__doc__)
-    args = common.parse_args(__doc__, argv, parser=parser)
+    _, args, s = common.parse_with_setting(
+        __doc__, argv, lambda args: paper_setting(args.config) if args.config
+        else Settings() if args.quick
+        else Settings(pretrain_epochs=60, admm_epochs=20, retrain_epochs=20, rho_factor=1.3))
     started = time.perf_counter()
-    try:
-        s = (paper_setting(args.config) if args.config else Settings() if args.quick
-             else Settings(pretrain_epochs=60, admm_epochs=20, retrain_epochs=20,
-                           rho_factor=1.3))
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
     out_dir = common.output_dir(args, NAME)
     declared = declare_checks(common.declared_seeds(args), s)
     records = []
