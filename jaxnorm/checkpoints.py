@@ -7,6 +7,7 @@ leaves only whole checkpoints; in a multi-process run every process takes part i
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Mapping
 
@@ -81,6 +82,8 @@ class RunCheckpointer:
         saved = self.saved_run()
         if saved is None:
             return
+        # Compared as stored: JSON turns tuples (e.g. hidden=(300, 100)) into lists.
+        run = json.loads(json.dumps(dict(run)))
         differing = {k: (saved.get(k), v) for k, v in run.items() if saved.get(k) != v}
         if differing:
             details = '; '.join(f'{k}: saved {a!r}, now {b!r}' for k, (a, b) in differing.items())

@@ -58,8 +58,13 @@ def core_config() -> ml_collections.ConfigDict:
     c.dataset = 'digits'
     c.data_dir = ml_collections.FieldReference(None, field_type=str)
     c.image_size = ml_collections.FieldReference(None, field_type=int)
+    # How images reach image_size: None or 'pad' (zero padding), 'bilinear' (resampling).
+    c.resize = ml_collections.FieldReference(None, field_type=str)
     c.augment = ml_collections.FieldReference(None, field_type=str)  # None: per-dataset default
     c.epochs = 30
+    # An epoch (one record, evaluation and checkpoint) may span several passes over the
+    # training set, e.g. for full-batch runs of hundreds of steps.
+    c.passes_per_epoch = 1
     c.batch_size = 64
     c.eval_batch_size = 256
     c.optimizer = 'sgd'
@@ -151,13 +156,16 @@ def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Check values that a type alone cannot; raise ValueError saying what to change."""
+    if config.resize not in (None, 'pad', 'bilinear'):
+        raise ValueError(f"unknown resize {config.resize!r}; choose 'pad' or 'bilinear'")
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f'unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}')
     if config.schedule not in SCHEDULES:
         raise ValueError(f'unknown schedule {config.schedule!r}; choose one of {SCHEDULES}')
     positive = {'epochs': config.epochs, 'batch_size': config.batch_size,
                 'eval_batch_size': config.eval_batch_size, 'lr': config.lr,
-                'keep_checkpoints': config.keep_checkpoints, 'num_seeds': config.num_seeds}
+                'keep_checkpoints': config.keep_checkpoints, 'num_seeds': config.num_seeds,
+                'passes_per_epoch': config.passes_per_epoch}
     for key, value in positive.items():
         if not value > 0:
             raise ValueError(f'{key} must be positive, got {value}')
@@ -189,7 +197,8 @@ def changes_from_saved(saved_config_path: str, config: ml_collections.ConfigDict
         return {}
     with open(saved_config_path) as f:
         saved = json.load(f)
-    saved = flatten(saved)
+    # A setting added after the run was saved had its default value then.
+    saved = {**flatten(json.loads(default_config().to_json_best_effort())), **flatten(saved)}
     now = flatten(json.loads(config.to_json_best_effort()))
     return {key: (saved.get(key), value) for key, value in now.items()
             if key not in PRESENTATION_KEYS and saved.get(key) != value}

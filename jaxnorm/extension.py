@@ -48,7 +48,8 @@ import optax
 # (params, batch_stats, batch, key) -> (loss, (logits, new_batch_stats))
 ForwardLoss = Callable[..., tuple[Any, tuple[Any, Any]]]
 # The modules whose import registers the extensions that ship with jaxnorm.
-BUILTIN_MODULES = ('jaxnorm.lawn', 'jaxnorm.afan', 'jaxnorm.eman', 'jaxnorm.mimicnorm')
+BUILTIN_MODULES = ('jaxnorm.lawn', 'jaxnorm.afan', 'jaxnorm.eman', 'jaxnorm.mimicnorm',
+                   'jaxnorm.orthoreg', 'jaxnorm.sparsity')
 
 
 @dataclasses.dataclass(frozen=True)

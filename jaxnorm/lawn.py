@@ -6,7 +6,9 @@ epoch)`` updates), then keeps the Frobenius norm of every constrained weight gro
 weights are the kernels of the final homogeneous sub-network
 (:func:`jaxnorm.homogeneous.final_homogeneous_mask`) unless ``config.lawn.mask`` names them
 by a regex on parameter paths. Each epoch's record gets ``lawn_weight_norms``, the norm of
-every constrained leaf, which must stay constant after the switch.
+every constrained leaf, which must stay constant after the switch, and ``lawn_target_norms``,
+the norm each constrained group is held at (0 before the switch; per output unit, a list, with
+``lawn.per_unit``).
 
 Example::
 
@@ -24,6 +26,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import optim
@@ -84,7 +87,21 @@ class Lawn(extension.Extension):
 
     def epoch_metrics(self, train_state: Any, evaluate: Callable[[Any], dict]) -> dict:
         norms = jax.device_get(optim.constrained_norms(train_state.params, self.mask))
-        return {'lawn_weight_norms': {path: float(n) for path, n in norms.items()}}
+        targets = jax.device_get(target_norms(train_state.opt_state))
+        return {'lawn_weight_norms': {path: float(n) for path, n in norms.items()},
+                'lawn_target_norms': {path: float(t) if np.size(t) == 1
+                                      else np.ravel(t).tolist() for path, t in targets.items()}}
+
+
+def target_norms(opt_state: Any) -> dict[str, jax.Array]:
+    """``{path: target norm}`` of the :class:`optim.LawnState` inside ``opt_state`` (the
+    optimizer state of a run with LAWN on, e.g. behind coupled weight decay's chain)."""
+    def is_lawn(node) -> bool:
+        return isinstance(node, optim.LawnState)
+    (state,) = [node for node in jax.tree_util.tree_leaves(opt_state, is_leaf=is_lawn)
+                if is_lawn(node)]
+    leaves = jax.tree_util.tree_flatten_with_path(state.target_norms)[0]
+    return {optim.path_name(path): value for path, value in leaves}
 
 
 def constrain(tx: optax.GradientTransformation, section: Any, steps_per_epoch: int,

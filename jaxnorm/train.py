@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -160,12 +161,15 @@ def create_train_state(model, tx: optax.GradientTransformation, image_shape: tup
                 'opt_state': tx.init(params), 'rng': jax.random.key_data(run_key),
                 'extensions': {name: st for name, st in states.items() if st is not None}}
 
-    if seeds is None:
-        arrays = jax.jit(lambda: init(seed), out_shardings=parallel.replicated(mesh))()
-    else:
-        placement = parallel.SeedPlacement(mesh, len(seeds))
-        arrays = jax.jit(jax.vmap(init), out_shardings=placement.state)(
-            jnp.asarray(seeds, jnp.int32))
+    # The initialisation is not sharded, so a partitionable PRNG buys nothing here, and XLA
+    # compiles the classic threefry about 5x faster on CPU (ResNet-20: 9 s instead of 46 s).
+    with jax.threefry_partitionable(False):
+        if seeds is None:
+            arrays = jax.jit(lambda: init(seed), out_shardings=parallel.replicated(mesh))()
+        else:
+            placement = parallel.SeedPlacement(mesh, len(seeds))
+            arrays = jax.jit(jax.vmap(init), out_shardings=placement.state)(
+                jnp.asarray(seeds, jnp.int32))
     return TrainState(apply_fn=model.apply, tx=tx, **arrays)
 
 
@@ -236,7 +240,7 @@ def run_identity(config: ml_collections.ConfigDict, num_classes: int,
     """The settings a checkpoint must share with the run that resumes it."""
     return {'model': config.model, 'model_kwargs': dict(config.model_kwargs),
             'norm': config.norm, 'norm_kwargs': dict(config.norm_kwargs),
-            'dataset': config.dataset, 'image_size': config.image_size,
+            'dataset': config.dataset, 'image_size': config.image_size, 'resize': config.resize,
             'num_classes': num_classes, 'optimizer': config.optimizer,
             'num_seeds': config.num_seeds,
             'extensions': {ext.name: ext.identity() for ext in extensions}}
@@ -273,7 +277,8 @@ def run_seeds(config: ml_collections.ConfigDict) -> list[int]:
 
 def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
         resume_from: int | None = None, accept_changes: bool = False,
-        on_epoch_end: Callable[[int, dict], None] | None = None, mesh=None) -> FitResult:
+        on_epoch_end: Callable[[int, dict], None] | None = None, mesh=None,
+        initial_state: Callable[[TrainState], TrainState] | None = None) -> FitResult:
     """Train ``config.model`` on ``config.dataset``; write checkpoints, metrics and plots.
 
     Everything that can be wrong with the inputs (model, norm, dataset, batch size, input size,
@@ -301,6 +306,10 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
       on_epoch_end: called as ``on_epoch_end(epoch, record)`` after each epoch's checkpoint
         (once per seed).
       mesh: the device mesh (default: every device, :func:`jaxnorm.parallel.data_mesh`).
+      initial_state: maps the freshly initialised state (seed-batched: with the seed axis) to
+        the one training starts from, e.g. another run's parameters or a pruning mask in an
+        extension's state. Not part of the checkpoint identity: a resumed run restores its
+        checkpoint instead, so pass the same function when resuming.
 
     Returns:
       A :class:`FitResult` with the final state and the per-epoch (and per-seed) records.
@@ -338,7 +347,7 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
 
     # --- Data: one batch order per seed.
     splits = data.load_standardized(config.dataset, data_dir=config.data_dir,
-                                    image_size=config.image_size)
+                                    image_size=config.image_size, resize=config.resize or 'pad')
     seeds = run_seeds(config)
     batched = len(seeds) > 1
     iterators = [data.BatchIterator(
@@ -349,13 +358,21 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
     mesh = parallel.data_mesh() if mesh is None else mesh
     parallel.check_divisible(config.batch_size, mesh)
     eval_batch = math.ceil(config.eval_batch_size / mesh.size) * mesh.size
-    steps_per_epoch = len(iterators[0])
+    passes = config.passes_per_epoch
+    steps_per_epoch = len(iterators[0]) * passes
+
+    def epoch_batches(iterator, epoch: int):
+        return itertools.chain.from_iterable(iterator.epoch(epoch * passes + k)
+                                             for k in range(passes))
     input_shape = splits.train.images.shape[1:]
 
     # --- Model, extensions and state (tracing init also checks the input size).
     model, extensions, tx = build(config, input_shape, splits.num_classes, steps_per_epoch)
     state = create_train_state(model, tx, input_shape, seed=config.seed, mesh=mesh,
                                extensions=extensions, seeds=seeds if batched else None)
+    if initial_state is not None:
+        state = jax.device_put(initial_state(state), parallel.SeedPlacement(
+            mesh, len(seeds)).state if batched else parallel.replicated(mesh))
     train_fn, eval_fn = compile_steps(mesh, config.label_smoothing, extensions,
                                       len(seeds) if batched else None)
     if batched:
@@ -425,7 +442,7 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             sums, pending = None, None
-            for batches in zip(*(it.epoch(epoch) for it in iterators)):
+            for batches in zip(*(epoch_batches(it, epoch) for it in iterators)):
                 batch = ({k: np.stack([b[k] for b in batches]) for k in batches[0]}
                          if batched else batches[0])
                 state, step_metrics = train_fn(state, place_train(batch))

@@ -169,3 +169,61 @@ def test_fit_uses_the_afan_loss_and_strength_zero_is_the_clean_run(tmp_path):
     for key in ('train_loss', 'test_loss', 'test_accuracy'):
         assert zero[key] == pytest.approx(clean[key], rel=1e-5, abs=1e-6), key
     assert abs(attacked['train_loss'] - clean['train_loss']) > 1e-3
+
+
+def _two_engine_steps(config, batch, steps_per_epoch):
+    """Params after two ``train.train_step`` s of the engine with ``config``'s model, optimizer
+    and extensions, and the model and its initial variables."""
+    model, extensions, tx = train.build(config, batch['image'].shape[1:], 10, steps_per_epoch)
+    variables = model.init(jax.random.key(0), batch['image'][:1], train=False)
+    state = train.TrainState(
+        step=jnp.zeros((), jnp.int32), params=variables['params'],
+        batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']),
+        rng=jax.random.key_data(jax.random.key(1)), apply_fn=model.apply, tx=tx)
+    step = jax.jit(lambda s: train.train_step(s, batch, extensions=tuple(extensions)))
+    for _ in range(2):
+        state, _ = step(state)
+    return state.params, model, variables, extensions
+
+
+@pytest.mark.parametrize('arm', ['baseline', 'afan'])
+def test_quick_arms_are_the_declared_recipe_in_the_engine(resnet, arm):
+    """The experiment's quick arms, run by the engine's step, equal the recipe written out with
+    optax and ``afan_loss``: SGD momentum 0.9, LR 0.05 cosine over 6 epochs, coupled weight
+    decay 5e-4, A-FAN at stage1_block3 with 5 sign steps of 0.5/255 (baseline: cross-entropy)."""
+    from jaxnorm.papers import afan as experiment
+    config = config_lib.apply_overrides(experiment.quick_config(quick=True),
+                                        experiment.ARMS[arm])
+    batch = resnet[2]
+    steps_per_epoch = 22  # 1,437 digits // 64
+    params, model, variables, extensions = _two_engine_steps(config, batch, steps_per_epoch)
+    assert [type(e).__name__ for e in extensions] == (['AdversarialFeatures'] if arm == 'afan'
+                                                      else [])
+
+    reference_tx = optax.chain(
+        optax.add_decayed_weights(5e-4),
+        optax.sgd(optax.cosine_decay_schedule(0.05, 6 * steps_per_epoch), momentum=0.9))
+    recipe = afan.AFANConfig(layer='stage1_block3', steps=5, step_size=0.5 / 255)
+
+    def loss(p, stats):
+        v = {'params': p, 'batch_stats': stats}
+        if arm == 'afan':
+            value, aux = afan.afan_loss(model.apply, v, batch, jax.random.key(0), recipe)
+            return value, aux.batch_stats
+        logits, new = model.apply(v, batch['image'], train=True, mutable=['batch_stats'])
+        return losses.mean_cross_entropy(logits, batch['label']), new['batch_stats']
+
+    p, stats = variables['params'], variables['batch_stats']
+    opt = reference_tx.init(p)
+    for _ in range(2):
+        (_, stats), grads = jax.value_and_grad(loss, has_aux=True)(p, stats)
+        updates, opt = reference_tx.update(grads, opt, p)
+        p = optax.apply_updates(p, updates)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
+                 params, p)
+    # The arms differ: the baseline's recipe applied to the A-FAN arm would not match.
+    if arm == 'afan':
+        other, *_ = _two_engine_steps(config_lib.apply_overrides(
+            config, experiment.ARMS['baseline']), batch, steps_per_epoch)
+        assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+            jax.tree.leaves(other), jax.tree.leaves(p))) > 1e-5

@@ -69,6 +69,14 @@ def test_fit_with_lawn_logs_frozen_norms_and_logit_norms(tmp_path, data_dir, ove
     for record in records[1:]:
         for path, norm in record['lawn_weight_norms'].items():
             np.testing.assert_allclose(norm, records[0]['lawn_weight_norms'][path], rtol=1e-5)
+    # The targets: 0 until the switch, then the norms it started from (per unit: their
+    # Euclidean sum is the layer's norm).
+    for path, target in records[0]['lawn_target_norms'].items():
+        np.testing.assert_array_equal(target, 0.0)
+    for record in records[1:]:
+        for path, target in record['lawn_target_norms'].items():
+            np.testing.assert_allclose(np.linalg.norm(target),
+                                       records[0]['lawn_weight_norms'][path], rtol=1e-5)
     expected = (['dense1/kernel', 'dense2/kernel', 'head/kernel'] if 'norm' in overrides
                 else ['head/kernel'])
     assert sorted(records[0]['lawn_weight_norms']) == expected

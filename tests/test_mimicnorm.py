@@ -218,3 +218,87 @@ def test_weight_mean_keeps_deep_features_apart_like_bn():
         cosine[norm] = float(out['cosine'][-1])
     assert cosine['none'] > cosine['mimic'] + 0.2
     assert abs(cosine['mimic'] - cosine['bn']) < abs(cosine['none'] - cosine['bn'])
+
+
+@pytest.mark.parametrize('name, norm, options', [
+    ('vgg_cfg10', 'mimic', {'width': 0.25}),
+    ('resnet20', 'none', {'width': 0.5, 'skipinit': True}),
+])
+def test_quick_arms_are_the_declared_recipe_in_the_engine(name, norm, options):
+    """Two engine steps of an experiment arm equal the paper-section recipe written with optax:
+    SGD momentum 0.9, LR 0.05 cosine over 2 epochs of 22 steps, no weight decay, the
+    weight-mean projection chained after SGD for MimicNorm; models built independently."""
+    from jaxnorm.papers import mimicnorm as experiment
+    config = config_lib.apply_overrides(experiment.quick_config(2),
+                                        experiment.arm(name, norm, options['width']))
+    images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
+    batch = {'image': images, 'label': jnp.arange(16) % 10}
+    model, extensions, tx = train.build(config, (8, 8, 1), 10, 22)
+    variables = model.init(jax.random.key(1), images[:1])
+    state = train.TrainState(
+        step=jnp.zeros((), jnp.int32), params=variables['params'],
+        batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(variables['params']),
+        rng=jax.random.key_data(jax.random.key(2)), apply_fn=model.apply, tx=tx)
+    step = jax.jit(lambda s: train.train_step(s, batch, extensions=tuple(extensions)))
+
+    reference = get_model(name, norm=norm, num_classes=10, **options)
+    ref_tx = optax.sgd(optax.cosine_decay_schedule(0.05, 2 * 22), momentum=0.9)
+    if norm == 'mimic':
+        ref_tx = optax.chain(ref_tx, mimicnorm.weight_mean_projection())
+    params, stats = variables['params'], variables.get('batch_stats', {})
+    opt = ref_tx.init(params)
+
+    def loss(p, stats):
+        logits, new = reference.apply({'params': p, 'batch_stats': stats}, images, train=True,
+                                      mutable=['batch_stats'])
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits, batch['label']).mean(), new.get('batch_stats', {})
+
+    for _ in range(2):
+        state, _ = step(state)
+        (_, stats), grads = jax.value_and_grad(loss, has_aux=True)(params, stats)
+        updates, opt = ref_tx.update(grads, opt, params)
+        params = optax.apply_updates(params, updates)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
+                 state.params, params)
+
+
+def test_memory_check_compiles_the_engine_step_on_the_whole_state():
+    """The memory check's argument bytes are the state and batch, counted by hand: params,
+    their momentum, batch stats, the batch, and the step, key and schedule counters."""
+    from jaxnorm.papers import mimicnorm as experiment
+    config = config_lib.apply_overrides(experiment.quick_config(2),
+                                        experiment.arm('resnet20', 'mimic', 0.25))
+    memory, _ = experiment.step_memory(config, 4, 8)
+    model = get_model('resnet20', norm='mimic', num_classes=10, width=0.25)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
+
+    def nbytes(tree):
+        return sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(tree))
+    expected = (2 * nbytes(variables['params']) + nbytes(variables['batch_stats'])
+                + 4 * 8 * 8 * 3 * 4 + 4 * 4 + 4 + 8 + 4)
+    assert memory['argument'] == expected
+    assert memory['temp'] > 0 and memory['output'] > 0
+
+
+@pytest.mark.slow
+def test_quick_section_reports_the_engine_runs(tmp_path, monkeypatch):
+    """``--quick`` end to end on one small model: its accuracies are those of the library's
+    own seed-batched ``train.fit`` of the arm, and every declared check is evaluated."""
+    import json
+    from jaxnorm.papers import mimicnorm as experiment
+    monkeypatch.setattr(experiment, 'MODELS', {'resnet20': 0.25})
+    monkeypatch.setattr(experiment, 'MEMORY_BATCH', 4)
+    monkeypatch.setattr(experiment, 'MEMORY_SIZE', 8)
+    out = tmp_path / 'out'
+    assert experiment.main(['--quick', '--seeds', '2', '--out', str(out)]) == 0
+    results = json.loads((out / 'mimicnorm' / 'results.json').read_text())
+    direct = train.fit(config_lib.apply_overrides(experiment.quick_config(2), {
+        **experiment.arm('resnet20', 'mimic', 0.25), 'num_seeds': 2,
+        'workdir': str(tmp_path / 'direct')})).history
+    assert results['runs']['accuracy']['resnet20/mimic'] == [
+        r['test_accuracy'] for r in direct if r['epoch'] == 2]
+    assert [c['name'] for c in results['checks']] == ['accuracy resnet20', 'memory resnet20',
+                                                      'init cosine']
+    assert sorted(p.name for p in (out / 'mimicnorm' / 'runs').iterdir()) == [
+        'resnet20-bn', 'resnet20-mimic', 'resnet20-none']

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnorm import checkpoints, config as config_lib, models, optimizers, parallel, train
+from jaxnorm import checkpoints, config as config_lib, data, models, optimizers, parallel, train
 
 
 def small_config(tmp_path, **overrides):
@@ -158,11 +158,70 @@ def test_resume_after_interruption_reproduces_uninterrupted_run_bit_for_bit(tmp_
     assert [r['train_loss'] for r in resumed.history] == [r['train_loss'] for r in full.history]
 
 
+def test_epochs_of_several_passes_train_the_same_steps_as_one_pass_epochs(tmp_path):
+    # 2 epochs of 3 passes see the batches of 6 one-pass epochs, in order, with one schedule.
+    one = train.fit(small_config(tmp_path, epochs=6, workdir=str(tmp_path / 'one')))
+    three = train.fit(small_config(tmp_path, epochs=2, passes_per_epoch=3,
+                                   workdir=str(tmp_path / 'three')))
+    assert [r['step'] for r in three.history] == [one.history[2]['step'], one.history[5]['step']]
+    for a, b in zip(jax.tree.leaves(one.state.params), jax.tree.leaves(three.state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert three.history[-1]['test_accuracy'] == one.history[-1]['test_accuracy']
+
+
+def test_initial_state_is_where_training_starts(tmp_path):
+    # Plain SGD from another run's parameters equals the SGD steps replayed by hand.
+    settings = dict(epochs=1, norm='none', optimizer='sgd', momentum=0.0, weight_decay=0.0,
+                    schedule='constant', lr=0.1)
+    first = train.fit(small_config(tmp_path, workdir=str(tmp_path / 'a'), **settings))
+    start = first.state.params
+    cfg = small_config(tmp_path, workdir=str(tmp_path / 'b'), **settings)
+    second = train.fit(cfg, initial_state=lambda state: state.replace(params=start))
+
+    splits = data.load_standardized('digits', data_dir=cfg.data_dir)
+    batches = data.BatchIterator(splits.train, cfg.batch_size, seed=cfg.seed, shuffle=True,
+                                 drop_remainder=True, augment=data.default_augment('digits'),
+                                 mean=splits.mean, std=splits.std)
+    model = models.get_model('mlp', norm='none', num_classes=splits.num_classes)
+
+    def loss(params, batch):
+        logits = model.apply({'params': params}, batch['image'], train=True)
+        labels = jax.nn.one_hot(batch['label'], logits.shape[-1])
+        return -jnp.mean(jnp.sum(labels * jax.nn.log_softmax(logits), -1))
+    expected = start
+    for batch in batches.epoch(0):
+        grads = jax.grad(loss)(expected, batch)
+        expected = jax.tree.map(lambda p, g: p - cfg.lr * g, expected, grads)
+    for a, b in zip(jax.tree.leaves(second.state.params), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 def test_workdir_with_checkpoints_needs_resume(tmp_path):
     cfg = small_config(tmp_path, epochs=1)
     train.fit(cfg)
     with pytest.raises(checkpoints.IncompatibleCheckpointError, match='--resume'):
         train.fit(cfg)
+
+
+def test_a_run_with_tuple_options_resumes(tmp_path):
+    # The saved identity went through JSON (tuples became lists); resuming must still match.
+    cfg = small_config(tmp_path, epochs=1, model_kwargs={'hidden': (32, 16)})
+    first = train.fit(cfg)
+    again = train.fit(cfg, resume=True)
+    assert again.history == first.history
+
+
+def test_a_setting_added_after_a_run_was_saved_counts_as_its_default(tmp_path):
+    cfg = small_config(tmp_path)
+    saved = json.loads(cfg.to_json_best_effort())
+    del saved['passes_per_epoch'], saved['resize']  # as written before these settings existed
+    path = tmp_path / 'config.json'
+    path.write_text(json.dumps(saved))
+    assert config_lib.changes_from_saved(str(path), cfg) == {}
+    changed = config_lib.apply_overrides(cfg, {'passes_per_epoch': 2})
+    assert config_lib.changes_from_saved(str(path), changed) == {'passes_per_epoch': (1, 2)}
+    with pytest.raises(ValueError, match="unknown resize 'nearest'"):
+        config_lib.apply_overrides(cfg, {'resize': 'nearest'})
 
 
 def test_workdir_of_another_model_is_refused_before_writing(tmp_path):

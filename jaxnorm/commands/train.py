@@ -28,7 +28,8 @@ from jaxnorm.layers import norm_names
 
 FLAG_TO_KEY = {
     'model': 'model', 'norm': 'norm', 'dataset': 'dataset', 'data_dir': 'data_dir',
-    'image_size': 'image_size', 'augment': 'augment', 'epochs': 'epochs',
+    'image_size': 'image_size', 'resize': 'resize', 'augment': 'augment', 'epochs': 'epochs',
+    'passes_per_epoch': 'passes_per_epoch',
     'batch_size': 'batch_size', 'eval_batch_size': 'eval_batch_size', 'optimizer': 'optimizer',
     'lr': 'lr', 'momentum': 'momentum', 'schedule': 'schedule', 'warmup_epochs': 'warmup_epochs',
     'lr_decay_epochs': 'lr_decay_epochs',
@@ -51,9 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--dataset', help="'digits' (embedded) or a prepared TFDS name, e.g. cifar10")
     run.add_argument('--data-dir', help='TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)')
     run.add_argument('--image-size', type=int, help='pad/resize images to this side length')
+    run.add_argument('--resize', choices=('pad', 'bilinear'),
+                     help='how images reach --image-size (default: zero padding)')
     run.add_argument('--augment', choices=('none', 'flip', 'crop_flip'))
     opt = p.add_argument_group('optimization')
     opt.add_argument('--epochs', type=int)
+    opt.add_argument('--passes-per-epoch', type=int, metavar='P',
+                     help='passes over the training set per epoch (one record, evaluation '
+                          'and checkpoint each), e.g. for long full-batch runs')
     opt.add_argument('--batch-size', type=int, help='global batch size')
     opt.add_argument('--eval-batch-size', type=int)
     opt.add_argument('--optimizer', choices=('sgd', 'adam', 'adamw', 'lamb'))

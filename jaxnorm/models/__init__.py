@@ -41,8 +41,9 @@ input size: 85,514 on 8x8x1 digits. ** On MNIST-1D (40x1) with ``norm='none'``, 
 MNIST-1D authors print for their models. (***) Depends on the input size (flatten).
 The ResNets accept ``(N, L, C)`` sequences with L >= 8 (1-D convs of 3 taps).
 
-Not in the registry, built directly: :class:`SmallCNN` (:mod:`jaxnorm.models.small`), the
-pruning experiments' small CNN with flax-default convs, and the constant-width probe networks
+``small_cnn`` is :class:`SmallCNN` (:mod:`jaxnorm.models.small`), the pruning experiments'
+small CNN with flax-default convs (options ``features``, ``global_pool``, ``patch_convs``), so
+``fit`` can train it. Not in the registry, built directly: the constant-width probe networks
 :func:`uniform_resnet` and :func:`uniform_cnn` (:mod:`jaxnorm.models.uniform`).
 
 Options: every residual model takes ``skipinit``, ``preact``, ``width``, ``shortcut`` and
@@ -85,6 +86,14 @@ _MODELS: dict[str, tuple[type[nn.Module], dict[str, Any], tuple[str, ...]]] = {
                                  (MobileNetV1, mobilenet), (ConvNet, convnet))
     for name, config in family.CONFIGS.items()
 }
+
+
+def _small_cnn(*, model_name: str, **fields) -> SmallCNN:
+    """:class:`SmallCNN` by name (it names its layers itself: no ``model_name`` field)."""
+    return SmallCNN(**fields)
+
+
+_MODELS['small_cnn'] = (_small_cnn, {}, ('features', 'global_pool', 'patch_convs'))
 
 
 def model_names() -> tuple[str, ...]:

@@ -22,7 +22,9 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import tempfile
 from typing import Any, Callable, Iterable, Sequence
 
 # The experiments are command lines: keep TensorFlow's C++ logging (tensorflow-datasets may
@@ -30,6 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import jax  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxnorm import config as config_lib, parallel  # noqa: E402
@@ -146,34 +149,69 @@ DIVERGED_KEYS = ('train_loss', 'train_accuracy', 'mean_logit_norm', 'test_loss',
                  'test_accuracy', 'seconds')
 
 
-def fit_arms(config_path: str, arms: dict[str, dict], seeds: int, out_dir: str,
-             data_dir: str | None = None) -> dict[str, list[list[dict]]]:
-    """Train every (arm, seed) with :func:`jaxnorm.train.fit`; the per-epoch records.
+@contextlib.contextmanager
+def shared_compilations():
+    """XLA's persistent compilation cache in a temporary folder while an experiment's runs
+    train: each :func:`jaxnorm.train.fit` jits its own steps, and runs of one model and
+    optimizer lower to the same initialisation, step and evaluation programs, which are then
+    compiled once and loaded from the folder afterwards."""
+    if jax.config.jax_compilation_cache_dir:  # already on (nested, or the user's own)
+        yield
+        return
+    minimum = jax.config.jax_persistent_cache_min_compile_time_secs
+    with tempfile.TemporaryDirectory() as folder:
+        compilation_cache.reset_cache()
+        jax.config.update('jax_compilation_cache_dir', folder)
+        jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+        try:
+            yield
+        finally:
+            jax.config.update('jax_compilation_cache_dir', None)
+            jax.config.update('jax_persistent_cache_min_compile_time_secs', minimum)
+            compilation_cache.reset_cache()
 
-    Each run is config file ``config_path`` with the arm's overrides and ``seed`` on top, in
-    ``out_dir/runs/<arm>-seed<k>``: data parallel over every device, checkpointed each epoch,
-    and resumed (or skipped when finished) by the next invocation. A run whose loss became
-    NaN keeps its finite epochs and NaN for the rest.
+
+def fit_arms(config: str | Any, arms: dict[str, dict], seeds: int, out_dir: str,
+             data_dir: str | None = None, *, batch_seeds: bool = True
+             ) -> dict[str, list[list[dict]]]:
+    """Train every arm over seeds ``0 .. seeds - 1`` with :func:`jaxnorm.train.fit`; the
+    per-epoch records, ``histories[arm][seed]``.
+
+    ``config`` is a run config or a config file path (:func:`paper_config`); each arm is it
+    with the arm's overrides on top. With ``batch_seeds`` an arm is one seed-batched run
+    (``num_seeds = seeds``) in ``out_dir/runs/<arm>``; without, one run per seed in
+    ``out_dir/runs/<arm>-seed<k>`` (faster for convolutional models on CPU, where a vmapped
+    convolution becomes a slower grouped one). Runs are checkpointed each epoch and resumed
+    (or skipped when finished) by the next invocation. A run that diverged keeps its finite
+    epochs and NaN for the rest (for every seed of a batched run: it stops as a whole).
     """
     from jaxnorm import metrics, train  # the quick modes do not need them
-    base = paper_config(config_path)
-    histories = {}
-    for arm, overrides in arms.items():
-        histories[arm] = []
-        for seed in range(seeds):
-            workdir = os.path.join(out_dir, 'runs', f'{arm}-seed{seed}')
-            extra = {'data_dir': data_dir} if data_dir else {}
-            config = config_lib.apply_overrides(
-                base, {**overrides, **extra, 'seed': seed, 'workdir': workdir},
-                source=f'{config_path} + arm {arm!r}')
+    base = paper_config(config) if isinstance(config, str) else config
+    source = config if isinstance(config, str) else 'experiment config'
+    extra = {'data_dir': data_dir} if data_dir else {}
+    runs = ([(None, 0, seeds)] if batch_seeds else [(k, k, 1) for k in range(seeds)])
+
+    def train_arm(arm: str, overrides: dict) -> list[list[dict]]:
+        records = []
+        for index, first_seed, num_seeds in runs:
+            workdir = os.path.join(out_dir, 'runs', arm if index is None else f'{arm}-seed{index}')
+            run_config = config_lib.apply_overrides(base, {
+                **overrides, **extra, 'seed': first_seed, 'num_seeds': num_seeds,
+                'workdir': workdir}, source=f'{source} + arm {arm!r}')
             try:
-                history = train.fit(config, resume=True).history
+                records += train.fit(run_config, resume=True).history
             except train.DivergenceError:  # a diverged run is a result: NaN from there on
-                history = metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
-                history += [dict.fromkeys(DIVERGED_KEYS, float('nan')) | {'epoch': epoch}
-                            for epoch in range(len(history) + 1, config.epochs + 1)]
-            histories[arm].append(history)
-    return histories
+                records += metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+        per_seed = []
+        for seed in range(seeds):
+            history = [r for r in records if r.get('seed', 0) == seed]
+            history += [dict.fromkeys(DIVERGED_KEYS, float('nan')) | {'epoch': epoch}
+                        for epoch in range(len(history) + 1, run_config.epochs + 1)]
+            per_seed.append(history)
+        return per_seed
+
+    with shared_compilations():
+        return {arm: train_arm(arm, overrides) for arm, overrides in arms.items()}
 
 
 def paper_config(path: str):

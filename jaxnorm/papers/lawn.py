@@ -8,9 +8,20 @@ Setup: digits (1,437 train / 360 test), models MLP with LayerNorm (LAWN constrai
 MLP without normalization (every kernel) and a reduced ResNet-20 with BatchNorm (the head), the
 default masks of :func:`jaxnorm.homogeneous.final_homogeneous_mask`. No weight decay anywhere:
 LAWN's premise is training without tuned decay. A small batch (32) and the full batch (1,437),
-warmup + cosine schedule, all seeds in one compiled program (``jax.lax.map``). Optimizers are
-built by ``jaxnorm.optimizers.make_optimizer``, the code path of ``scripts/train.py``. Plus a
-free-phase sweep (Adam, MLP-LN, full batch).
+5 % warmup + cosine schedule. Plus a free-phase sweep (Adam, MLP-LN, full batch) and a variant
+that also constrains the last LayerNorm's affine output.
+
+Training: every run is the library's engine, ``jaxnorm.train.fit`` (through
+``common.fit_arms``: the code path of ``scripts/train.py``, LAWN as its ``lawn`` extension),
+all seeds of a run in one seed-batched fit (``num_seeds``), checkpointed under
+``OUT/lawn/runs/<run>`` and resumed or skipped when rerun. A small-batch epoch is one pass;
+the full-batch run of ``full_steps`` steps is ``log_points`` engine epochs of ``full_steps /
+log_points`` passes (``passes_per_epoch``), so it is evaluated and checkpointed at the log
+points only. The curves are the engine's per-epoch records (test accuracy, training-mode
+running means of train loss and logit norm, LAWN's constrained norms and their targets, see
+:mod:`jaxnorm.lawn`); the final state of each run (its last checkpoint) is measured in eval
+mode (:class:`Measure`: cross-entropy and mean logit norm on the whole training set, test
+accuracy, the constrained norm), which the checks read.
 
 Checks (``jaxnorm.papers.checks``, declared in :func:`lawn_report.declare_checks` before the
 runs; seeds are the unit of replication, plain and LAWN share each seed's initialization and
@@ -29,7 +40,7 @@ batch order, so every comparison is paired by seed):
     full batch), non_inferiority_1pt (no cell loses more than 1 point: margin 1, the old
     rule's tolerance). No effect sizes: the paper's tables were not retrieved.
 
-    python scripts/experiments/lawn.py --quick --out results   # 2.5 minutes on 2 CPU cores
+    python scripts/experiments/lawn.py --quick --out results   # 30 fit runs: 27 min, 2 busy cores
     python scripts/experiments/lawn.py --seeds 5 --out results  # full grid: meant for a GPU
     python scripts/experiments/lawn.py --config scripts/configs/lawn.py --out results  # paper
 
@@ -42,8 +53,8 @@ resumed), each seed shared by both arms. Checks from fit's per-epoch records (de
 loss higher with LAWN; the claim: LAWN's paired accuracy gain (points) is positive at the
 file's batch size (superiority; the paper's large-batch claim).
 
-The full grid adds the ResNet at every optimizer and at full batch, which costs about 0.2 s
-per full-batch step per seed on a CPU core (hours in all); it was not run here.
+The full grid adds the ResNet at every optimizer and at full batch (hours on a CPU); it was
+not run here.
 """
 from __future__ import annotations
 
@@ -54,13 +65,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
 import optim
-from jaxnorm import config as config_lib, data, homogeneous, models, optimizers
-from jaxnorm import lawn as lawn_training
-from jaxnorm.losses import mean_cross_entropy, precise_cross_entropy
+from jaxnorm import checkpoints, config as config_lib, data, homogeneous, models
+from jaxnorm.losses import precise_cross_entropy
 from jaxnorm.papers import checks, common
 from jaxnorm.papers.lawn_report import (NORM_TOLERANCE, SWEEP_CELL, accuracy_table,
                                         declare_checks, diagnostics, evaluate_checks, mean, plot)
@@ -74,7 +83,7 @@ LAST_NORM_MASK = r'head/kernel|norm2/(scale|bias)'
 
 
 def settings(quick: bool) -> dict:
-    """Budgets: ``quick`` takes about 2.5 minutes on 2 CPU cores."""
+    """Budgets: ``quick`` is 30 runs of 3 seeds (27 minutes on 2 heavily shared CPU cores)."""
     if quick:
         return {'models': {'mlp_ln': ('mlp', 'ln', {'width': 0.5}),
                            'mlp_none': ('mlp', 'none', {'width': 0.5}),
@@ -90,11 +99,8 @@ def settings(quick: bool) -> dict:
 
 
 def per_seed(fn):
-    """``fn`` over a leading seed axis of every argument, one seed after the other.
-
-    Sequential rather than ``jax.vmap``: vmapped convolutions with per-seed kernels become
-    grouped convolutions, about 2x slower on CPU than running the seeds in turn.
-    """
+    """``fn`` over a leading seed axis of every argument, one seed after the other (vmapped
+    convolutions with per-seed kernels are grouped ones, about 2x slower on CPU)."""
     return lambda *args: jax.lax.map(lambda seed_args: fn(*seed_args), args)
 
 
@@ -110,102 +116,52 @@ class Digits:
         self.num_classes = digits.num_classes
 
 
-class ModelRunner:
-    """Trains one model for several seeds at once and measures it at log points."""
+class Measure:
+    """Eval-mode metrics of a trained model, every seed at once (measurement only): train
+    cross-entropy and mean logit norm on the whole training set, test accuracy, and the norm of
+    the default constrained group (:func:`jaxnorm.homogeneous.final_homogeneous_mask`)."""
 
-    def __init__(self, model, digits: Digits, seeds: list[int]):
-        self.model, self.digits, self.seeds = model, digits, seeds
+    def __init__(self, model, digits: Digits):
+        self.model, self.digits = model, digits
         self.mask = homogeneous.final_homogeneous_mask(model, digits.train_x[:1])
-        self.evaluate = jax.jit(per_seed(self._evaluate))
-        # Every run of this model starts from the same per-seed initialization.
-        variables = jax.jit(jax.vmap(lambda seed: model.init(jax.random.key(seed),
-                                                             digits.train_x[:1])))(
-            jnp.asarray(seeds))
-        self.init_params = variables['params']
-        self.init_stats = variables.get('batch_stats', {})
+        self.measure = jax.jit(per_seed(self._measure))
 
-    def _forward(self, params, stats, x, train_mode: bool):
-        variables = {'params': params, **({'batch_stats': stats} if stats else {})}
-        if not train_mode:
-            return self.model.apply(variables, x, train=False), stats
-        logits, new = self.model.apply(variables, x, train=True, mutable=['batch_stats'])
-        return logits, new.get('batch_stats', stats)
-
-    def _evaluate(self, params, stats):
-        d = self.digits
-        train_logits, _ = self._forward(params, stats, d.train_x, False)
-        test_logits, _ = self._forward(params, stats, d.test_x, False)
-        norms = optim.constrained_norms(params, lambda tree: jax.tree.map(lambda _: True, tree))
-        constrained = constrained_paths(self.mask)
+    def _measure(self, params, stats):
+        d, variables = self.digits, {'params': params, 'batch_stats': stats}
+        train_logits = self.model.apply(variables, d.train_x, train=False)
+        test_logits = self.model.apply(variables, d.test_x, train=False)
+        norms = optim.constrained_norms(params, self.mask)
         return {'train_loss': precise_cross_entropy(train_logits, d.train_y).mean(),
                 'logit_norm': jnp.linalg.norm(train_logits, axis=-1).mean(),
                 'test_accuracy': jnp.mean(jnp.argmax(test_logits, -1) == d.test_y),
-                'weight_norm': jnp.sqrt(sum(jnp.square(norms[p]) for p in constrained)),
-                'group_norms': norms}
-
-    def run(self, tx, *, batch_size: int, total_steps: int, log_points: int, progress) -> dict:
-        """Train every seed for ``total_steps``; metrics at ``log_points + 1`` points."""
-        d, n = self.digits, len(self.digits.train_y)
-
-        def step(carry, indices):
-            params, stats, opt_state = carry
-            x, y = d.train_x[indices], d.train_y[indices]
-
-            def loss_fn(p):
-                logits, new_stats = self._forward(p, stats, x, True)
-                return mean_cross_entropy(logits, y), new_stats
-
-            grads, stats = jax.grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), stats, opt_state), None
-
-        chunk = jax.jit(per_seed(lambda carry, idx: jax.lax.scan(step, carry, idx)[0]))
-        carry = (self.init_params, self.init_stats, jax.vmap(tx.init)(self.init_params))
-        order = np.stack([batch_order(seed, n, batch_size, total_steps) for seed in self.seeds])
-        per_chunk = total_steps // log_points
-        history = [jax.device_get(self.evaluate(carry[0], carry[1]))]
-        for k in range(log_points):
-            carry = chunk(carry, jnp.asarray(order[:, k * per_chunk:(k + 1) * per_chunk]))
-            history.append(jax.device_get(self.evaluate(carry[0], carry[1])))
-            progress.update()
-        return {'steps': [k * per_chunk for k in range(log_points + 1)], 'history': history,
-                'targets': lawn_targets(carry[2])}
+                'weight_norm': jnp.sqrt(sum(jnp.square(n) for n in norms.values()))}
 
 
-def lawn_targets(opt_state) -> dict | None:
-    """``{path: per-seed target norms}`` of a LAWN state (None for another optimizer)."""
-    if not isinstance(opt_state, optim.LawnState):
-        return None
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(opt_state.target_norms))[0]
-    return {optim.path_name(path): np.asarray(value) for path, value in leaves}
+BASE = {'dataset': 'digits', 'momentum': 0.9, 'schedule': 'cosine', 'weight_decay': 0.0,
+        'progress': False, 'keep_checkpoints': 1}
 
 
-def batch_order(seed: int, n: int, batch_size: int, steps: int) -> np.ndarray:
-    """Indices ``(steps, batch_size)``: reshuffled epochs without remainder (whole set at full
-    batch)."""
-    rng = np.random.default_rng(seed)
-    per_epoch = n // batch_size
-    epochs = -(-steps // per_epoch)
-    order = np.concatenate([rng.permutation(n)[:per_epoch * batch_size] for _ in range(epochs)])
-    return order.reshape(-1, batch_size)[:steps]
+def run_name(run: dict) -> str:
+    """The run's folder under ``OUT/lawn/runs``."""
+    arm = 'plain' if run['free_fraction'] is None else f"lawn{run['free_fraction']:g}"
+    return '-'.join([run['model'], run['batch'], run['optimizer'], arm]
+                    + (['last_norm'] if run['mask'] else []))
 
 
-def make_optimizer(optimizer: str, epochs: int, steps_per_epoch: int,
-                   free_fraction: float | None, mask, mask_regex: str | None = None
-                   ) -> optax.GradientTransformation:
-    """The library's optimizer (5 % warmup, cosine, no decay), wrapped in LAWN when asked
-    (constraining ``mask``, or the paths matching ``mask_regex``)."""
-    cfg = config_lib.apply_overrides(config_lib.default_config(), {
-        'optimizer': optimizer, 'lr': LEARNING_RATES[optimizer], 'momentum': 0.9,
-        'schedule': 'cosine', 'warmup_epochs': 0.05 * epochs, 'weight_decay': 0.0,
-        'epochs': epochs,
-        'lawn.free_epochs': None if free_fraction is None else free_fraction * epochs,
-        'lawn.mask': mask_regex})
-    if free_fraction is None:
-        return optimizers.make_optimizer(cfg, steps_per_epoch)
-    mask = optim.regex_mask(mask_regex) if mask_regex else mask
-    return optimizers.make_optimizer(cfg, steps_per_epoch, wrap=lambda tx: lawn_training.constrain(
-        tx, cfg.lawn, steps_per_epoch, mask))
+def run_overrides(run: dict, s: dict, train_size: int) -> dict:
+    """The engine config of one run (over :data:`BASE`): 5 % warmup, cosine, no decay; a
+    full-batch run is ``log_points`` epochs of ``full_steps / log_points`` passes."""
+    name, norm, options = s['models'][run['model']]
+    full = run['batch'] == 'full'
+    epochs = s['log_points'] if full else s['small_epochs']
+    fraction = run['free_fraction']
+    return {'model': name, 'norm': norm, 'model_kwargs': options,
+            'batch_size': train_size if full else s['small_batch'], 'epochs': epochs,
+            'passes_per_epoch': s['full_steps'] // s['log_points'] if full else 1,
+            'optimizer': run['optimizer'], 'lr': LEARNING_RATES[run['optimizer']],
+            'warmup_epochs': 0.05 * epochs,
+            'lawn.free_epochs': None if fraction is None else fraction * epochs,
+            'lawn.mask': run['mask']}
 
 
 def plan(s: dict) -> list[dict]:
@@ -229,19 +185,43 @@ def plan(s: dict) -> list[dict]:
     return runs
 
 
-def summarize(run: dict, result: dict) -> dict:
-    """Final per-seed metrics, and the worst relative norm error after LAWN's switch."""
-    final = result['history'][-1]
-    out = {key: np.asarray(final[key]).tolist()
-           for key in ('test_accuracy', 'train_loss', 'logit_norm', 'weight_norm')}
-    if result['targets'] is not None:
-        switch = run['free_steps']
-        errors = [np.abs(np.asarray(point['group_norms'][path]) / target - 1)
-                  for step, point in zip(result['steps'], result['history']) if step > switch
-                  for path, target in result['targets'].items()]
-        out['norm_error_per_seed'] = np.max(np.stack(errors), axis=0).tolist()
+def final_variables(out_dir: str, name: str) -> tuple:
+    """``(params, batch_stats)`` of a finished seed-batched run's last checkpoint (the folder
+    of :func:`jaxnorm.papers.common.fit_arms`), seed axis first."""
+    saved = checkpoints.load_arrays(os.path.join(out_dir, 'runs', name))
+    return saved['params'], saved.get('batch_stats') or {}
+
+
+def summarize(run: dict, runs: list[list[dict]], measured: dict) -> dict:
+    """Final per-seed metrics (eval mode), and the worst relative norm error after LAWN's
+    switch over the engine's per-epoch records."""
+    out = {key: np.asarray(value).tolist() for key, value in measured.items()}
+    if run['free_fraction'] is not None:
+        out['norm_error_per_seed'] = [
+            max(abs(r['lawn_weight_norms'][path] / target - 1) for r in records
+                if r['step'] > run['free_steps']
+                for path, target in r['lawn_target_norms'].items())
+            for records in runs]
         out['max_norm_error'] = float(max(out['norm_error_per_seed']))
     return out
+
+
+def curve(runs: list[list[dict]], final_weight_norm: list[float]) -> dict:
+    """Seed means of the engine's per-epoch records against the step: test accuracy, the
+    training-mode running means of train loss and logit norm, the constrained norm (LAWN
+    runs; plain runs: the final eval-mode value only)."""
+    def norm(r):
+        return (np.sqrt(sum(n ** 2 for n in r['lawn_weight_norms'].values()))
+                if 'lawn_weight_norms' in r else np.nan)
+    epochs = range(len(runs[0]))
+    weight = [mean([norm(records[e]) for records in runs]) for e in epochs]
+    if np.isnan(weight[-1]):
+        weight[-1] = mean(final_weight_norm)
+    return {'steps': [runs[0][e]['step'] for e in epochs], 'weight_norm': weight,
+            **{key: [mean([records[e][field] for records in runs]) for e in epochs]
+               for key, field in (('logit_norm', 'mean_logit_norm'),
+                                  ('train_loss', 'train_loss'),
+                                  ('test_accuracy', 'test_accuracy'))}}
 
 
 def constrained_paths(mask) -> list[str]:
@@ -249,11 +229,30 @@ def constrained_paths(mask) -> list[str]:
             if flag]
 
 
-def curve(result: dict) -> dict:
-    """Seed-mean of each logged metric against the step."""
-    keys = ('weight_norm', 'logit_norm', 'train_loss', 'test_accuracy')
-    return {'steps': result['steps'],
-            **{k: [mean(point[k]) for point in result['history']] for k in keys}}
+def train_runs(runs: list[dict], s: dict, seeds: int, out_dir: str, digits: Digits,
+               data_dir: str | None) -> tuple[list[dict], dict]:
+    """Train every run with :func:`jaxnorm.train.fit` and measure its final state."""
+    base = config_lib.apply_overrides(config_lib.default_config(), BASE)
+    n, measures, records = len(digits.train_y), {}, []
+    for run in tqdm(runs, desc='lawn', unit='run'):
+        if run['model'] not in measures:
+            name, norm, options = s['models'][run['model']]
+            measures[run['model']] = Measure(models.get_model(
+                name, norm=norm, num_classes=digits.num_classes, **options), digits)
+        overrides = run_overrides(run, s, n)
+        per_seed_records = common.fit_arms(base, {run_name(run): overrides}, seeds, out_dir,
+                                           data_dir)[run_name(run)]
+        steps_per_epoch = n // overrides['batch_size'] * overrides['passes_per_epoch']
+        # The rounding of jaxnorm.lawn.constrain.
+        run['free_steps'] = (None if run['free_fraction'] is None else
+                             round(overrides['lawn.free_epochs'] * steps_per_epoch))
+        measured = jax.device_get(measures[run['model']].measure(
+            *final_variables(out_dir, run_name(run))))
+        records.append({**run, 'batch_size': overrides['batch_size'],
+                        'total_steps': overrides['epochs'] * steps_per_epoch,
+                        'final': summarize(run, per_seed_records, measured),
+                        'curve': curve(per_seed_records, measured['weight_norm'])})
+    return records, measures
 
 
 def paper_setting(path: str):
@@ -358,37 +357,18 @@ def main(argv=None) -> int:
     s, seeds = settings(args.quick), list(range(args.seeds))
     declared = declare_checks(common.declared_seeds(args))
     started = time.perf_counter()
-    digits = Digits(args.data_dir)
-    runs, runners, records = plan(s), {}, []
-    progress = tqdm(total=len(runs) * s['log_points'], desc='lawn', unit='chunk')
-    for run in runs:
-        if run['model'] not in runners:
-            name, norm, options = s['models'][run['model']]
-            runners[run['model']] = ModelRunner(models.get_model(
-                name, norm=norm, num_classes=digits.num_classes, **options), digits, seeds)
-        runner, n = runners[run['model']], len(digits.train_y)
-        batch_size = n if run['batch'] == 'full' else s['small_batch']
-        steps_per_epoch = n // batch_size
-        epochs = s['full_steps'] if run['batch'] == 'full' else s['small_epochs']
-        fraction = run['free_fraction']
-        tx = make_optimizer(run['optimizer'], epochs, steps_per_epoch, fraction, runner.mask,
-                            run['mask'])
-        # The rounding of jaxnorm.lawn.constrain.
-        run['free_steps'] = None if fraction is None else round(fraction * epochs
-                                                                 * steps_per_epoch)
-        result = runner.run(tx, batch_size=batch_size, total_steps=epochs * steps_per_epoch,
-                            log_points=s['log_points'], progress=progress)
-        records.append({**run, 'batch_size': batch_size, 'total_steps': epochs * steps_per_epoch,
-                        'final': summarize(run, result), 'curve': curve(result)})
-    progress.close()
     out_dir = common.output_dir(args, 'lawn')
+    with common.shared_compilations():
+        records, measures = train_runs(plan(s), s, args.seeds, out_dir, Digits(args.data_dir),
+                                       args.data_dir)
     results, notes, old = evaluate_checks(records, s, declared)
     table = accuracy_table(records, old['cells'])
-    setup = {'quick': args.quick, 'seeds': seeds, 'learning_rates': LEARNING_RATES,
+    setup = {'quick': args.quick, 'seeds': seeds, 'engine': 'jaxnorm.train.fit',
+             'learning_rates': LEARNING_RATES,
              'weight_decay': 0.0, 'schedule': '5 % linear warmup, then cosine',
              **{k: v for k, v in s.items() if k != 'models'},
              'models': {key: {'name': name, 'norm': norm, 'options': options,
-                              'constrained': constrained_paths(runners[key].mask)}
+                              'constrained': constrained_paths(measures[key].mask)}
                         for key, (name, norm, options) in s['models'].items()}}
     ran = (f"SGD-momentum, Adam and LAMB with and without LAWN on digits: {', '.join(s['models'])}"
            f", batch {s['small_batch']} for {s['small_epochs']} epochs and full batch for "

@@ -3,7 +3,8 @@
 Every run record holds ``role`` (``grid``: a (model, batch, optimizer) cell with and without
 LAWN; ``sweep``: another free-phase length; ``mask_variant``: another constrained set),
 ``model``, ``batch``, ``optimizer``, ``free_fraction`` (None without LAWN), ``mask``,
-``final`` (per-seed final metrics) and ``curve`` (seed means against the step).
+``final`` (per-seed final metrics, eval mode) and ``curve`` (seed means of the engine's
+per-epoch records against the step).
 
 The checks (:func:`declare_checks`, declared before the runs; :func:`evaluate_checks`) follow
 ``jaxnorm.papers.checks``: seeds are the unit of replication, accuracy claims are paired tests
@@ -280,9 +281,10 @@ def plot(records: list[dict], out_dir: str) -> list[str]:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    panels = (('weight_norm', 'constrained weight norm', 'linear'),
-              ('logit_norm', 'mean train logit norm', 'linear'),
-              ('train_loss', 'train loss', 'log'), ('test_accuracy', 'test accuracy', 'linear'))
+    panels = (('weight_norm', 'constrained weight norm (plain: final)', 'linear'),
+              ('logit_norm', 'mean train logit norm (epoch mean)', 'linear'),
+              ('train_loss', 'train loss (epoch mean)', 'log'),
+              ('test_accuracy', 'test accuracy', 'linear'))
     paths = []
     settings_seen = sorted({(r['model'], r['batch']) for r in records})
     for model, batch in settings_seen:
@@ -295,7 +297,8 @@ def plot(records: list[dict], out_dir: str) -> list[str]:
             label = (f"{r['optimizer']}{'-LAWN' if r['free_fraction'] else ''}"
                      f"{' + last norm affine' if r['mask'] else ''}")
             for ax, (key, title, scale) in zip(axes, panels):
-                ax.plot(r['curve']['steps'], r['curve'][key], style, color=color, label=label)
+                ax.plot(r['curve']['steps'], r['curve'][key], style, marker='.', color=color,
+                        label=label)
                 ax.set(title=title, xlabel='step', yscale=scale)
         axes[0].legend(fontsize=8)
         fig.suptitle(f'LAWN on digits: {model}, {batch} batch (mean over seeds)')
@@ -308,7 +311,8 @@ def plot(records: list[dict], out_dir: str) -> list[str]:
     fractions = [r['free_fraction'] or 1.0 for r in sweep]
     for ax, (key, title, scale) in zip(axes, panels):
         ax.plot(fractions, [mean(r['final'][key]) for r in sweep], 'o-')
-        ax.set(title=f'final {title}', xlabel='free fraction (1.0 = plain Adam)', yscale=scale)
+        ax.set(title=f"final {title.split(' (')[0]}", xlabel='free fraction (1.0 = plain Adam)',
+               yscale=scale)
     fig.suptitle('Free-phase sweep: Adam-LAWN, mlp_ln, full batch')
     fig.tight_layout()
     paths.append(os.path.join(out_dir, 'free_phase_sweep.png'))

@@ -13,7 +13,9 @@ by 10 at 53% and 80% of each training run (the paper's 80/120 of 150 epochs), th
 restarted for every run (as in the paper's PF). Masks: IMP with rewinding to θ₀, uniform
 per-layer rate over the pruned kernels. Arms on the shared final mask, each trained as long
 as one IMP round: LT (m ⊙ θ₀), random re-init (m ⊙ θ₀'), PF (m ⊙ the weights the mask was
-computed from). Learning rates {0.005, 0.01, 0.1, 0.2} x seeds run as one ``jax.vmap``; θ₀
+computed from). Every training run (pretraining, each IMP retraining, each arm) at each
+learning rate of {0.005, 0.01, 0.1, 0.2} is one seed-batched run of the engine
+(``jaxnorm.train.fit``, the seeds as lanes, the mask held by the ``sparsity`` extension); θ₀
 depends only on the seed, so learning rates are paired.
 
 Checks (declared before running by :func:`declare_checks`, per model; seeds are the unit of
@@ -40,6 +42,7 @@ The paper states no effect sizes, so no check is powered.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -48,15 +51,13 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 import prune  # noqa: E402
-from jaxnorm import data  # noqa: E402
-from jaxnorm.losses import mean_cross_entropy  # noqa: E402
-from jaxnorm.models import SmallCNN, get_model  # noqa: E402
+from jaxnorm import config as config_lib, data, sparsity, train as engine  # noqa: E402
+from jaxnorm.models import get_model  # noqa: E402
 from jaxnorm.papers import checks, common  # noqa: E402
 
 NAME = 'lottery'
@@ -76,16 +77,19 @@ SETTINGS = {  # epochs per training run, IMP rounds, target per-layer sparsity
 }
 
 
-def build(name: str, num_classes: int):
-    """(model, pattern of the pruned kernels): the first conv is never pruned (paper).
+# name -> (engine model, options): the first conv of the CNN is never pruned (paper).
+# ``cnn``: conv3x3 16 -> conv3x3/2 32 -> conv3x3/2 32 (ReLU), flatten, Dense head.
+MODELS = {'mlp': ('mlp', {'hidden': (300, 100)}),
+          'cnn': ('small_cnn', {'features': (16, 32, 32)})}
+PRUNED = {'mlp': '.*', 'cnn': r'^(?!conv1/)'}
 
-    ``cnn``: conv3x3 16 -> conv3x3/2 32 -> conv3x3/2 32 (ReLU), flatten, Dense head.
-    """
-    if name == 'mlp':
-        return get_model('mlp', norm='none', num_classes=num_classes, hidden=(300, 100)), '.*'
-    if name == 'cnn':
-        return SmallCNN(num_classes, features=(16, 32, 32)), r'^(?!conv1/)'
-    raise ValueError(f"model must be 'mlp' or 'cnn', got {name!r}")
+
+def build(name: str, num_classes: int):
+    """(model, pattern of the pruned kernels) of ``name`` ('mlp' or 'cnn')."""
+    if name not in MODELS:
+        raise ValueError(f"model must be 'mlp' or 'cnn', got {name!r}")
+    model, kwargs = MODELS[name]
+    return get_model(model, norm='none', num_classes=num_classes, **kwargs), PRUNED[name]
 
 
 def load_data(dataset: str, data_dir):
@@ -95,43 +99,37 @@ def load_data(dataset: str, data_dir):
             (splits.test_images, splits.test_labels.astype(np.int32))], splits.num_classes
 
 
-def make_train(model, images, labels, lrs, batch):
-    """``train(params, masks, epochs, key)`` over params batched as (lr, seed, ...)."""
-    steps_per_epoch = len(images) // batch
-    images, labels = jnp.asarray(images), jnp.asarray(labels)
+def make_train(name: str, setting: dict, seeds: int, out_dir: str, data_dir: str | None):
+    """``train(params, masks, epochs, key)`` over params batched as (lr, seed, ...): for each
+    learning rate one seed-batched run of :func:`jaxnorm.train.fit` (the seeds as lanes),
+    starting from that lr's networks with their masks held by the ``sparsity`` extension.
 
-    def loss_fn(params, x, y):
-        logits = model.apply({'params': params}, x)
-        return mean_cross_entropy(logits, y)
-
-    def one(params, masks, lr, key, epochs):
-        steps = epochs * steps_per_epoch
-        schedule = optax.piecewise_constant_schedule(
-            lr, {int(steps * 80 / 150): 0.1, int(steps * 120 / 150): 0.1})
-        tx = prune.masked_optimizer(optax.sgd(schedule, momentum=0.9))
-        state = prune.install_masks(tx.init(params), masks)
-        params = prune.apply_masks(params, masks)
-
-        def epoch(carry, epoch_key):
-            order = jax.random.permutation(epoch_key, len(images))[:steps_per_epoch * batch]
-
-            def step(carry, idx):
-                params, state = carry
-                grads = jax.grad(loss_fn)(params, images[idx], labels[idx])
-                updates, state = tx.update(grads, state, params)
-                return (optax.apply_updates(params, updates), state), None
-
-            return jax.lax.scan(step, carry, order.reshape(steps_per_epoch, batch))[0], None
-
-        return jax.lax.scan(epoch, (params, state), jax.random.split(key, epochs))[0][0]
-
-    grid = jax.jit(jax.vmap(jax.vmap(one, (0, 0, None, 0, None)), (0, 0, 0, None, None)),
-                   static_argnums=4)
+    A run is one engine epoch of ``epochs`` passes (one evaluation and checkpoint), with the
+    rate divided by 10 at 80/150 and 120/150 of it. Every call gets its own data orders
+    (lane seeds ``100 * call + k``, as the old loop split ``key``); runs live in
+    ``out_dir/runs/<model>-call<c>-lr<i>`` and a rerun resumes them.
+    """
+    model, kwargs = MODELS[name]
+    base = config_lib.apply_overrides(config_lib.default_config(), {
+        'model': model, 'model_kwargs': kwargs, 'norm': 'none', 'dataset': setting['dataset'],
+        'data_dir': data_dir, 'augment': 'none', 'batch_size': setting['batch'],
+        'optimizer': 'sgd', 'momentum': 0.9, 'weight_decay': 0.0, 'schedule': 'step',
+        'epochs': 1, 'lr_decay_epochs': (80 / 150, 120 / 150), 'num_seeds': seeds,
+        'sparsity.masked': True, 'keep_checkpoints': 1, 'progress': False})
+    calls = iter(range(10 ** 6))
 
     def train(params, masks, epochs, key):
-        seeds = jax.tree.leaves(params)[0].shape[1]
-        return grid(params, masks, jnp.asarray(lrs, jnp.float32),
-                    jax.random.split(key, seeds), epochs)
+        del key  # the lane seeds give each call its own data order
+        call, finals = next(calls), []
+        for i, lr in enumerate(setting['lrs']):
+            lane = functools.partial(jax.tree.map, lambda x, i=i: x[i])
+            config = config_lib.apply_overrides(base, {
+                'lr': lr, 'passes_per_epoch': int(epochs), 'seed': 100 * call,
+                'workdir': os.path.join(out_dir, 'runs', f'{name}-call{call}-lr{i}')})
+            result = engine.fit(config, resume=True, initial_state=lambda state, i=i: (
+                sparsity.with_mask(state.replace(params=lane(params)), lane(masks))))
+            finals.append(result.state.params)
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *finals)
 
     return train
 
@@ -146,7 +144,8 @@ def accuracy(model, params, images, labels, chunk: int = 1000):
     return correct / len(images)
 
 
-def run_model(name: str, setting: dict, seeds: int, datasets, num_classes: int) -> dict:
+def run_model(name: str, setting: dict, seeds: int, datasets, num_classes: int,
+              out_dir: str, data_dir: str | None) -> dict:
     (x_train, y_train), (x_test, y_test) = datasets
     model, pattern = build(name, num_classes)
     lrs = setting['lrs']
@@ -156,12 +155,11 @@ def run_model(name: str, setting: dict, seeds: int, datasets, num_classes: int) 
 
     def grid_init(offset):  # θ₀ depends on the seed only: the same for every lr
         per_seed = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(offset), seeds))
-        return common.spread_runs(jax.tree.map(
-            lambda x: jnp.broadcast_to(x, (len(lrs),) + x.shape), per_seed))
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(lrs),) + x.shape), per_seed)
 
     theta0, theta0_fresh = grid_init(0), grid_init(1)
     one = jax.tree.map(lambda x: x[0, 0], theta0)
-    train = make_train(model, x_train, y_train, lrs, setting['batch'])
+    train = make_train(name, setting, seeds, out_dir, data_dir)
     result = prune.lottery_arms(
         train, theta0, theta0_fresh, jax.random.PRNGKey(2),
         sparsity=setting['sparsity'], rounds=setting['rounds'], epochs=setting['epochs'],
@@ -379,11 +377,13 @@ def main(argv=None) -> int:
     declared = declare_checks(setting['models'], setting['lrs'], common.declared_seeds(args))
     out_dir = common.output_dir(args, NAME)
     datasets, num_classes = load_data(setting['dataset'], args.data_dir)
-    runs = {name: run_model(name, setting, args.seeds, datasets, num_classes)
-            for name in setting['models']}
+    with common.shared_compilations():
+        runs = {name: run_model(name, setting, args.seeds, datasets, num_classes, out_dir,
+                                args.data_dir)
+                for name in setting['models']}
     lrs = setting['lrs']
     ran = (f"{setting['dataset']}, models {', '.join(setting['models'])}; lr {tuple(lrs)} x "
-           f"{args.seeds} seeds (vmapped); IMP {setting['rounds']} rounds to "
+           f"{args.seeds} seeds (seed-batched engine runs); IMP {setting['rounds']} rounds to "
            f"{setting['sparsity']:.1%} per-layer sparsity, {setting['epochs']} epochs per run "
            f"(pretrain, each retrain, each arm); SGD momentum 0.9, batch {setting['batch']}, "
            f'lr / 10 at 53% and 80% of each run; R_{P} over all kernels')

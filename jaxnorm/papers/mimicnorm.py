@@ -5,14 +5,18 @@ as BN everywhere, while the train step needs less memory (about 20 % in the pape
 faster; at initialization the weight mean keeps deep features from collapsing onto one
 direction, as BN does.
 
-Setup (CPU scale): digits (8x8x1), ResNet-20 (width 0.5) and vgg_cfg10 (width 0.25), norms
-bn / mimic / none (none: ResNet with ``skipinit=True``, VGG plain); SGD momentum 0.9, LR 0.05
-with cosine decay, batch 64, 4 epochs (--quick: 2); the MimicNorm run chains
-``mimicnorm.weight_mean_projection`` after SGD. Seeds are vmapped, an epoch is one
-``lax.scan``. Memory: XLA's ``memory_analysis()`` of the compiled train step (forward,
-backward, SGD-momentum update) at batch 128, 32x32x3, full width; compiled, not run. Time
-(without --quick only; a full-width vgg_cfg10 step takes ~17 s on 2 CPU cores): median of
-round-robin step calls at that size.
+Setup (CPU scale, :func:`quick_config` and :func:`arm`): digits (8x8x1), ResNet-20 (width
+0.5) and vgg_cfg10 (width 0.25), norms bn / mimic / none (none: ResNet with
+``skipinit=True``, VGG plain); SGD momentum 0.9, LR 0.05 with cosine decay, no weight decay,
+batch 64, no augmentation, 4 epochs (--quick: 2). Every arm is a run of the library's engine,
+``jaxnorm.train.fit`` (through ``common.fit_arms``: an arm's seeds trained together by one
+vmapped step, checkpointed under ``OUT/mimicnorm/runs/<model>-<norm>``, resumed or skipped by
+the next invocation); with ``norm='mimic'`` the engine's ``mimicnorm`` extension chains
+``mimicnorm.weight_mean_projection`` after SGD. Memory: XLA's ``memory_analysis()`` of the
+engine's compiled train step (``train.train_step``: forward, backward, SGD-momentum update,
+projection) at batch 128, 32x32x3, full width; compiled, not run. Time (without --quick
+only; a full-width vgg_cfg10 step takes ~17 s on 2 CPU cores): median of round-robin calls
+of that step.
 Init check (norm.md 2.8): mean pairwise cosine of the 20th conv layer's output of
 ``models.uniform_cnn(depth=20, width=64)``, B = 32 random 8x8x3 inputs, 3 seeds.
 
@@ -32,28 +36,26 @@ arms of a seed share its data order, and at init its inputs):
 
 With ``--config`` (a ``scripts/train.py`` config: the paper's ResNet-18 on CIFAR-100 in
 ``scripts/configs/mimicnorm.py``) the BN and MimicNorm arms train through
-``jaxnorm.train.fit`` (every device, checkpointed, resumed; the file's norm is replaced by
-``bn`` / ``mimic``); the memory check compiles the train step of the file's model at its batch
+``jaxnorm.train.fit`` in the same way (every device; the file's norm is replaced by ``bn`` /
+``mimic``); the memory check compiles the engine's train step of the file's run at its batch
 size and 32x32x3, and the init-cosine check is the quick one.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jaxnorm import data, mimicnorm, theory, timing  # noqa: E402
-from jaxnorm.losses import mean_cross_entropy  # noqa: E402
-from jaxnorm.models import get_model, uniform_cnn  # noqa: E402
+from jaxnorm import config as config_lib, data, parallel, theory, timing, train  # noqa: E402
+from jaxnorm.models import uniform_cnn  # noqa: E402
 from jaxnorm.papers import checks, common  # noqa: E402
 
 NAME = 'mimicnorm'
@@ -138,107 +140,65 @@ def evaluate(declared: dict[str, checks.Check], acc: dict, total: dict,
     return results, notes
 
 
-def build(name: str, norm: str, width: float, num_classes: int = 10):
+def arm(name: str, norm: str, width: float) -> dict:
+    """The engine overrides of model ``name`` with ``norm`` at ``width``."""
     options = {'width': width}
     if norm == 'none' and name.startswith('resnet'):
         options['skipinit'] = True  # a plain deep ResNet without any norm diverges at LR 0.05
-    return get_model(name, norm=norm, num_classes=num_classes, **options)
+    return {'model': name, 'model_kwargs': options, 'norm': norm}
 
 
-def make_tx(norm: str, total_steps: int) -> optax.GradientTransformation:
-    tx = optax.sgd(optax.cosine_decay_schedule(LR, total_steps), momentum=0.9)
-    return optax.chain(tx, mimicnorm.weight_mean_projection()) if norm == 'mimic' else tx
+def quick_config(epochs: int):
+    """The engine config the CPU-scale arms share (each arm sets model, width and norm)."""
+    return config_lib.apply_overrides(config_lib.default_config(), {
+        'dataset': 'digits', 'augment': 'none', 'epochs': epochs, 'batch_size': BATCH,
+        'optimizer': 'sgd', 'lr': LR, 'momentum': 0.9, 'schedule': 'cosine',
+        'weight_decay': 0.0, 'progress': False}, source='mimicnorm quick config')
 
 
-def make_step(model, tx):
-    """``(params, batch_stats, opt_state, images, labels) -> (same state..., loss)``."""
-    def step(params, batch_stats, opt_state, images, labels):
-        def loss_fn(params):
-            logits, updates = model.apply({'params': params, 'batch_stats': batch_stats},
-                                          images, train=True, mutable=['batch_stats'])
-            loss = mean_cross_entropy(logits, labels)
-            return loss, updates.get('batch_stats', {})
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-    return step
-
-
-def train(name: str, norm: str, splits: dict, seeds: list[int], epochs: int):
-    """Test accuracy and per-step losses (per seed) of ``name`` with ``norm`` on digits."""
-    (x, y), (x_test, y_test) = splits['train'], splits['test']
-    model = build(name, norm, MODELS[name], int(y.max()) + 1)
-    steps = len(y) // BATCH
-    tx = make_tx(norm, epochs * steps)
-    step = make_step(model, tx)
-
-    def init(key):
-        variables = model.init(key, x[:2])
-        params = variables['params']
-        return params, variables.get('batch_stats', {}), tx.init(params)
-
-    def epoch(state, key):
-        order = jax.random.permutation(key, len(y))[:steps * BATCH].reshape(steps, BATCH)
-
-        def body(state, idx):
-            *state, loss = step(*state, x[idx], y[idx])
-            return tuple(state), loss
-        return jax.lax.scan(body, state, order)
-
-    def run(seed_key):
-        init_key, data_key = jax.random.split(seed_key)
-        state = init(init_key)
-        state, losses = jax.lax.scan(epoch, state, jax.random.split(data_key, epochs))
-        params, batch_stats, _ = state
-        logits = model.apply({'params': params, 'batch_stats': batch_stats}, x_test,
-                             train=False)
-        return jnp.mean(jnp.argmax(logits, -1) == y_test), losses
-
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    acc, losses = jax.jit(jax.vmap(run))(keys)
-    return np.asarray(acc), np.asarray(losses)
-
-
-def memory_and_time(quick: bool, repeats: int) -> dict:
-    """Per (model, norm): compiled train-step bytes at B=128, 32x32x3, full width, and (not
-    under ``quick``: a full-width vgg_cfg10 step is ~17 s on 2 CPU cores) the median step time
-    (ms) at that size, measured round-robin. ``scripts/bench.py`` times steps on its own."""
+def memory_and_time(config, quick: bool, repeats: int) -> dict:
+    """Per (model, norm): compiled train-step bytes of ``config``'s optimizer at B=128,
+    32x32x3, full width, and (not under ``quick``: a full-width vgg_cfg10 step is ~17 s on 2
+    CPU cores) the median step time (ms) at that size, measured round-robin.
+    ``scripts/bench.py`` times steps on its own."""
     out, calls = {}, {}
     for name in MODELS:
         for norm in NORMS:
-            model = build(name, norm, 1.0)
-            out[name, norm], compiled = step_memory(model, norm, MEMORY_BATCH, MEMORY_SIZE)
-            if quick:
-                continue
-            args = _step_inputs(model, norm, MEMORY_BATCH, MEMORY_SIZE)
-            state, batch = args[:3], args[3:]
-            calls[name, norm] = timing.threaded(
-                lambda *s, c=compiled, b=batch: c(*s, *b), state)
+            run = config_lib.apply_overrides(config, arm(name, norm, 1.0))
+            out[name, norm], compiled = step_memory(run, MEMORY_BATCH, MEMORY_SIZE)
+            if not quick:
+                state, batch = step_inputs(run, MEMORY_BATCH, MEMORY_SIZE)
+                calls[name, norm] = timing.threaded(
+                    lambda s, c=compiled, b=batch: c(s, b), [state])
     if calls:
         for key, ms in timing.median_times(calls, repeats=repeats, warmup=1).items():
             out[key]['ms'] = ms
     return out
 
 
-def step_memory(model, norm: str, batch: int, size: int) -> tuple[dict, object]:
-    """XLA's temp / argument / output bytes of the compiled train step, and the compiled
-    step; compiled, never run."""
-    shapes = jax.eval_shape(lambda: _step_inputs(model, norm, batch, size))
-    compiled = jax.jit(make_step(model, make_tx(norm, 1))).lower(*shapes).compile()
+def step_memory(config, batch: int, size: int, num_classes: int = 10) -> tuple[dict, object]:
+    """XLA's temp / argument / output bytes of the engine's compiled train step
+    (``train.train_step`` with the run's extensions: MimicNorm's projection) for ``config``
+    at ``batch`` x ``size`` x ``size`` x 3, and the compiled step; compiled, never run."""
+    shapes = jax.eval_shape(lambda: step_inputs(config, batch, size, num_classes))
+    model, extensions, _ = train.build(config, (size, size, 3), num_classes, 1)
+    step = functools.partial(train.train_step, label_smoothing=config.label_smoothing,
+                             extensions=tuple(extensions))
+    compiled = jax.jit(step).lower(*shapes).compile()
     mem = compiled.memory_analysis()
     return {'temp': mem.temp_size_in_bytes, 'argument': mem.argument_size_in_bytes,
             'output': mem.output_size_in_bytes}, compiled
 
 
-def _step_inputs(model, norm, batch, size):
-    """``(params, batch_stats, opt_state, images, labels)`` of a train step; the params come
-    from a jitted init on two images (an eager full-batch init costs seconds)."""
-    images = jax.random.normal(jax.random.key(0), (batch, size, size, 3))
-    labels = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
-    variables = jax.jit(model.init)(jax.random.key(2), images[:2])
-    params = variables['params']
-    return (params, variables.get('batch_stats', {}), make_tx(norm, 1).init(params),
-            images, labels)
+def step_inputs(config, batch: int, size: int, num_classes: int = 10):
+    """``(train state, batch)`` of the engine's train step for ``config`` on one device."""
+    shape = (size, size, 3)
+    model, extensions, tx = train.build(config, shape, num_classes, 1)
+    state = train.create_train_state(model, tx, shape, seed=0, extensions=extensions,
+                                     mesh=parallel.data_mesh(jax.devices()[:1]))
+    images = jax.random.normal(jax.random.key(0), (batch, *shape))
+    labels = jax.random.randint(jax.random.key(1), (batch,), 0, num_classes)
+    return state, {'image': images, 'label': labels}
 
 
 def init_cosine(seeds: list[int], depth: int = 20, width: int = 64) -> dict[str, np.ndarray]:
@@ -293,9 +253,9 @@ def paper_scale(args, out_dir: str, started: float) -> None:
     histories = common.fit_arms(args.config, arms, args.seeds, out_dir, args.data_dir)
     acc = common.final_values(histories)
     classes = data.load(config.dataset, 'test', data_dir=args.data_dir).num_classes
-    memory = {norm: step_memory(get_model(config.model, norm=norm, num_classes=classes,
-                                          **dict(config.model_kwargs or {})),
-                                norm, config.batch_size, MEMORY_SIZE)[0] for norm in arms}
+    memory = {norm: step_memory(config_lib.apply_overrides(config, overrides),
+                                config.batch_size, MEMORY_SIZE, classes)[0]
+              for norm, overrides in arms.items()}
     total = {norm: sum(m.values()) for norm, m in memory.items()}
     cosine = init_cosine(list(range(args.seeds)))
     rows = common.arms_table(histories, labels) + [
@@ -326,14 +286,14 @@ def main(argv=None) -> int:
     seeds = list(range(args.seeds))
     declared = declare_checks(common.declared_seeds(args), MODELS)
     epochs = 2 if args.quick else 4
-    digits = data.load_standardized('digits', data_dir=args.data_dir)
-    splits = {'train': (jnp.asarray(digits.train_images), jnp.asarray(digits.train_labels)),
-              'test': (jnp.asarray(digits.test_images), jnp.asarray(digits.test_labels))}
-    acc, losses = {}, {}
-    for name in MODELS:
-        for norm in NORMS:
-            acc[name, norm], losses[name, norm] = train(name, norm, splits, seeds, epochs)
-    memory = memory_and_time(args.quick, repeats=3 if args.quick else 5)
+    config = quick_config(epochs)
+    arms = {f'{name}-{norm}': arm(name, norm, width)
+            for name, width in MODELS.items() for norm in NORMS}
+    histories = common.fit_arms(config, arms, args.seeds, out_dir, args.data_dir)
+    final = common.final_values(histories)
+    final_loss = common.final_values(histories, 'train_loss')
+    acc = {(name, norm): final[f'{name}-{norm}'] for name in MODELS for norm in NORMS}
+    memory = memory_and_time(config, args.quick, repeats=3 if args.quick else 5)
     cosine = init_cosine(seeds)
 
     mib = 2 ** 20
@@ -357,17 +317,19 @@ def main(argv=None) -> int:
     results, notes = evaluate(declared, acc, total, cosine)
     png = os.path.join(out_dir, 'mimicnorm.png')
     plot(acc, memory, png)
-    ran = (f'digits, {args.seeds} seeds, {epochs} epochs, SGD m=0.9 LR {LR} cosine, batch '
-           f'{BATCH}; resnet20 width {MODELS["resnet20"]} (none: skipinit), vgg_cfg10 width '
-           f'{MODELS["vgg_cfg10"]}; memory from XLA memory_analysis at B={MEMORY_BATCH}, '
-           f'32x32x3, full width; step time {timed}; init cosine: uniform_cnn depth 20 width '
-           f'64, B=32 8x8x3 Gaussian inputs. Peak = temp + argument + output (XLA reports no '
-           f'peak; buffers may alias, so it is an upper bound).')
+    ran = (f'digits, {args.seeds} seeds, {epochs} epochs, SGD m=0.9 LR {LR} cosine, no weight '
+           f'decay, batch {BATCH}, no augmentation; resnet20 width {MODELS["resnet20"]} (none: '
+           f'skipinit), vgg_cfg10 width {MODELS["vgg_cfg10"]}; every arm a jaxnorm.train.fit '
+           'run, its seeds trained together; memory from XLA memory_analysis of the engine\'s '
+           f'train step at B={MEMORY_BATCH}, 32x32x3, full width; step time {timed}; init '
+           'cosine: uniform_cnn depth 20 width 64, B=32 8x8x3 Gaussian inputs. Peak = temp + '
+           'argument + output (XLA reports no peak; buffers may alias, so it is an upper '
+           'bound).')
     checks.write_results(
         out_dir, paper=PAPER, claim=CLAIM, ran=ran, scale=common.scale(args), seeds=args.seeds,
         table=rows, checks=results, figures=[png], started=started, notes=notes,
-        runs={'accuracy': {f'{m}/{n}': v for (m, n), v in acc.items()},
-              'final_loss': {f'{m}/{n}': v[:, -1, -1] for (m, n), v in losses.items()},
+        config=config.to_dict(), runs={'accuracy': {f'{m}/{n}': v for (m, n), v in acc.items()},
+              'final_train_loss': {f'{m}/{n}': final_loss[f'{m}-{n}'] for m, n in acc},
               'memory_bytes': {f'{m}/{n}': v for (m, n), v in memory.items()},
               'init_cosine': cosine})
     return 0

@@ -34,7 +34,13 @@ t-intervals of the mean per-seed difference):
 The Early-Bird ticket epoch is reported in the table but is not a check: that a ticket appears
 is You et al.'s finding, not OrthoReg's.
 
-    python scripts/experiments/orthoreg.py --quick --out results   # ~50-75 s, 2 CPU cores
+Training: every phase is a seed-batched ``jaxnorm.train.fit`` run in ``OUT/orthoreg/runs``:
+one per dense arm (seeds 0 .. S-1; OrthoReg through the ``orthoreg`` extension, the baseline
+with kappa 0, which only records orthonormality), and one for fine-tuning whose lanes are the
+S x 10 networks (3 methods x 3 levels + the unpruned one per seed), each held pruned by the
+``sparsity`` extension; lane k reads the data in seed 1000 + k's order.
+
+    python scripts/experiments/orthoreg.py --quick --out results   # ~3 min, 2 CPU cores
     python scripts/experiments/orthoreg.py --seeds 5 --out results
 """
 from __future__ import annotations
@@ -46,14 +52,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import scipy.stats
 
-import optim
 import prune
-from jaxnorm import data
+from jaxnorm import checkpoints, data, models, sparsity, train
+from jaxnorm import config as config_lib
 from jaxnorm.losses import mean_cross_entropy
-from jaxnorm.models import SmallCNN
 from jaxnorm.papers import checks, common
 
 NAME = 'orthoreg'
@@ -71,7 +75,7 @@ SETTINGS = {  # epochs of the dense phase and of fine-tuning, groups per layer, 
     'full': {**COMMON, 'dense_epochs': 20, 'tune_epochs': 30, 'n_groups': 100,
              'n_sample': 1024},
 }
-CONV_MASK = optim.regex_mask(r'^conv\d+/kernel$')
+CONV_KERNELS = r'^conv\d+/kernel$'  # what OrthoReg regularizes and orthonormality averages
 # Fisher and BN-scale prune the baseline model: they share its colour family.
 COLORS = {'baseline': 'C0', 'fisher': 'C0', 'bn_scale': 'C2', 'orthoreg': 'C1'}
 BASELINES = ('fisher', 'bn_scale')
@@ -130,10 +134,16 @@ def channel_groups() -> tuple[prune.ChannelGroup, ...]:
     return tuple(groups)
 
 
-# conv -> the library's BN (momentum 0.9) -> ReLU per width, global average pool, Dense; the
-# convs as patch matmuls, since every training phase vmaps per-seed weights.
-MODEL = SmallCNN(10, features=WIDTHS, norm='bn', global_pool=True, patch_convs=True)
+# conv -> the library's BN (momentum 0.9) -> ReLU per width, global average pool, Dense. The
+# measurements vmap over masked copies of one network, so MODEL computes the convs as patch
+# matmuls; the seed-batched fits step one vmapped batch per call, where XLA's CPU convs are
+# about 3x faster than the patch matmuls. Both have the same parameters and function.
+FIT_MODEL_KWARGS = {'features': WIDTHS, 'global_pool': True, 'patch_convs': False}
+MODEL = models.get_model('small_cnn', norm='bn', num_classes=10,
+                         **{**FIT_MODEL_KWARGS, 'patch_convs': True})
 GROUPS = channel_groups()
+# Fine-tuning lane k (one per (seed, method, level) network) has seed TUNE_SEED + k.
+TUNE_SEED = 1000
 
 
 def ce(params, stats, x, y, train: bool):
@@ -144,33 +154,6 @@ def ce(params, stats, x, y, train: bool):
     else:
         logits = MODEL.apply(variables, x)
     return mean_cross_entropy(logits, y), (stats, logits)
-
-
-def train_phase(tx, images, labels, record: bool):
-    """``run(params, stats, order, masks)`` -> final (params, stats) and, with ``record``,
-    per-epoch |gamma| vectors and orthonormality; ``order`` is (epochs, steps, batch) indices."""
-    def run(params, stats, order, masks):
-        def step(carry, rows):
-            params, stats, opt = carry
-            grads, (stats, _) = jax.grad(ce, has_aux=True)(params, stats, images[rows],
-                                                           labels[rows], True)
-            updates, opt = tx.update(grads, opt, params)
-            params = jax.tree.map(lambda p, m: p * m, optax.apply_updates(params, updates),
-                                  masks)
-            return (params, stats, opt), None
-
-        def epoch(carry, rows):
-            carry, _ = jax.lax.scan(step, carry, rows)
-            if not record:
-                return carry, None
-            params = carry[0]
-            gammas = [params[f'norm{i}']['scale'] for i in range(1, len(WIDTHS) + 1)]
-            ortho = jnp.stack(list(optim.orthonormality(params, CONV_MASK).values())).mean()
-            return carry, (jnp.concatenate(gammas), ortho)
-
-        (params, stats, _), trace = jax.lax.scan(epoch, (params, stats, tx.init(params)), order)
-        return params, stats, trace
-    return jax.jit(jax.vmap(run))
 
 
 def zero_channels(params, group: prune.ChannelGroup, keep):
@@ -209,69 +192,108 @@ def paper_setting(path: str) -> dict:
     return common.override_setting(SETTINGS['full'], path)
 
 
+def run_config(setting: dict, data_dir: str | None, workdir: str, overrides: dict):
+    """The ``fit`` config of the experiment's CNN on ``setting``'s data with its batch and LR
+    (SGD momentum 0.9, no augmentation), with ``overrides`` on top."""
+    return config_lib.apply_overrides(config_lib.default_config(), {
+        'model': 'small_cnn', 'model_kwargs': FIT_MODEL_KWARGS, 'norm': 'bn',
+        'dataset': setting['dataset'], 'data_dir': data_dir, 'augment': 'none',
+        'batch_size': setting['batch'], 'optimizer': 'sgd', 'lr': setting['lr'],
+        'momentum': 0.9, 'progress': False, 'workdir': workdir, **overrides})
+
+
+def bn_scales(params) -> np.ndarray:
+    """Every BN scale gamma, concatenated over the layers (the last axis)."""
+    return np.concatenate([np.asarray(params[f'norm{i}']['scale'])
+                           for i in range(1, len(WIDTHS) + 1)], axis=-1)
+
+
+def dense_phase(setting: dict, arm: str, seeds: int, data_dir: str | None, runs_dir: str):
+    """The dense phase of ``arm`` (``'baseline'``: weight decay; ``'orthoreg'``: the OrthoReg
+    extension, no weight decay) for seeds ``0 .. seeds - 1``, one seed-batched ``fit``: LR
+    ``setting['lr']``, x0.1 for the last epoch. Both arms share initialization and data
+    order; the baseline runs the extension with kappa 0, which only measures.
+
+    Returns:
+      The final params and batch stats (leading seed axis) and, per seed and epoch, the BN
+      scales (from each epoch's checkpoint) and the conv-mean orthonormality.
+    """
+    epochs = setting['dense_epochs']
+    workdir = os.path.join(runs_dir, arm)
+    baseline = arm == 'baseline'
+    cfg = run_config(setting, data_dir, workdir, {
+        'epochs': epochs, 'schedule': 'step', 'lr_decay_epochs': (epochs - 1,),
+        'weight_decay': setting['weight_decay'] if baseline else 0.0,
+        'orthoreg.kappa': 0.0 if baseline else setting['kappa'],
+        'orthoreg.mask': CONV_KERNELS, 'seed': 0, 'num_seeds': seeds,
+        'keep_checkpoints': epochs})
+    result = train.fit(cfg, resume=True)
+    ortho = np.array([[r['orthonormality'] for r in result.history if r['seed'] == s]
+                      for s in range(seeds)])
+    gammas = np.stack([bn_scales(checkpoints.load_arrays(workdir, e)['params'])
+                       for e in range(1, epochs + 1)], axis=1)
+    return result.state.params, result.state.batch_stats, (gammas, ortho)
+
+
+def fine_tune(setting: dict, params, stats, masks, data_dir: str | None,
+              runs_dir: str) -> list[float]:
+    """Fine-tune every network of ``params`` / ``stats`` / ``masks`` (stacked: one lane per
+    network) in one seed-batched ``fit`` with the sparsity extension (cosine LR, weight
+    decay); each lane's test accuracy after the last epoch. Lane k's data order is seed
+    ``TUNE_SEED + k``'s."""
+    epochs = setting['tune_epochs']
+    lanes = len(jax.tree.leaves(masks)[0])
+    cfg = run_config(setting, data_dir, os.path.join(runs_dir, 'tune'), {
+        'epochs': epochs, 'schedule': 'cosine', 'weight_decay': setting['weight_decay'],
+        'sparsity.masked': True, 'seed': TUNE_SEED, 'num_seeds': lanes})
+
+    def pruned(state):
+        return sparsity.with_mask(state.replace(params=params, batch_stats=stats), masks)
+    history = train.fit(cfg, resume=True, initial_state=pruned).history
+    final = {r['seed'] - TUNE_SEED: r['test_accuracy'] for r in history if r['epoch'] == epochs}
+    return [final[k] for k in range(lanes)]
+
+
 def main(argv=None) -> int:
     parser, args, setting = common.parse_with_setting(
         __doc__, argv, lambda args: paper_setting(args.config) if args.config
         else SETTINGS['quick' if args.quick else 'full'])
     started = time.perf_counter()
     out_dir = common.output_dir(args, NAME)
+    runs_dir = os.path.join(out_dir, 'runs')
     declared = declare_checks(common.declared_seeds(args))
-    dense_epochs, tune_epochs = setting['dense_epochs'], setting['tune_epochs']
-    n_groups, n_sample, batch = setting['n_groups'], setting['n_sample'], setting['batch']
+    dense_epochs = setting['dense_epochs']
+    n_groups, n_sample = setting['n_groups'], setting['n_sample']
     dataset = data.load_standardized(setting['dataset'], data_dir=args.data_dir)
     if dataset.num_classes != MODEL.num_classes:
         parser.error(f"{setting['dataset']} has {dataset.num_classes} classes; the "
                      f"experiment's CNN has a {MODEL.num_classes}-class head")
     images = jnp.asarray(dataset.train_images)
     labels = jnp.asarray(dataset.train_labels)
-    test_x = jnp.asarray(dataset.test_images)
-    test_y = jnp.asarray(dataset.test_labels)
-    steps = len(labels) // batch
     seeds = list(range(args.seeds))
-
-    def order(seed, epochs):
-        rng = np.random.default_rng([seed, 11])
-        return np.stack([rng.permutation(len(labels))[:steps * batch].reshape(steps, batch)
-                         for _ in range(epochs)])
 
     def stacked(trees):
         return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
-    inits = jax.jit(jax.vmap(lambda k: MODEL.init(k, images[:1])))(
-        jax.vmap(jax.random.key)(jnp.asarray(seeds)))
-    params0, stats0 = common.spread_runs((inits['params'], inits['batch_stats']))
-    prune.check_groups(jax.tree.map(lambda x: x[0], params0), GROUPS)
-    ones = jax.tree.map(jnp.ones_like, params0)
-    dense_order = common.spread_runs(jnp.asarray(np.stack([order(s, dense_epochs)
-                                                           for s in seeds])))
-    lr = optax.piecewise_constant_schedule(setting['lr'], {(dense_epochs - 1) * steps: 0.1})
-    variants = {
-        'baseline': optax.chain(optax.add_decayed_weights(setting['weight_decay']),
-                                optax.sgd(lr, momentum=0.9)),
-        'orthoreg': optax.chain(optim.orthoreg(setting['kappa'], mask=CONV_MASK),
-                                optax.sgd(lr, momentum=0.9)),
-    }
+    prune.check_groups(jax.eval_shape(MODEL.init, jax.random.key(0), images[:1])['params'],
+                       GROUPS)
     print(f'setup {time.perf_counter() - started:.1f} s', flush=True)
-    dense = {name: train_phase(tx, images, labels, True)(params0, stats0, dense_order,
-                                                                ones)
-             for name, tx in variants.items()}
-
-    jax.block_until_ready(dense)
+    dense = {arm: dense_phase(setting, arm, len(seeds), args.data_dir, runs_dir)
+             for arm in ('baseline', 'orthoreg')}
     print(f'dense {time.perf_counter() - started:.1f} s', flush=True)
     # (3) Early-Bird tickets from the per-epoch |gamma| masks.
-    tickets = {name: [] for name in variants}
+    tickets = {name: [] for name in dense}
     for name, (_, _, (gammas, _)) in dense.items():
         for s in seeds:
-            masks = [prune.global_channel_mask({'all': np.abs(g)}, 0.5)
-                     for g in np.asarray(gammas[s])]
+            masks = [prune.global_channel_mask({'all': np.abs(g)}, 0.5) for g in gammas[s]]
             tickets[name].append(prune.find_ticket(masks, window=5, threshold=0.1))
-    ortho_final = {name: np.asarray(trace[1][:, -1]) for name, (_, _, trace) in dense.items()}
+    ortho_final = {name: trace[1][:, -1] for name, (_, _, trace) in dense.items()}
 
     # (1) Additivity of group importance; (2) the pruning masks.
     rng = np.random.default_rng(2009)
     sample = rng.permutation(len(labels))[:n_sample]
     sx, sy = images[sample], labels[sample]
-    rho = {name: [] for name in variants}
+    rho = {name: [] for name in dense}
     scatter = {}
     tune_params, tune_stats, tune_masks, configs = [], [], [], []
     for s in seeds:
@@ -294,11 +316,10 @@ def main(argv=None) -> int:
                 alive = prune.select_survivors(
                     jax.device_get(sc), {g.name: np.ones(g.width, bool) for g in GROUPS},
                     level)
-                masks = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32),
-                                     prune.structured_masks(p, GROUPS, alive))
-                tune_params.append(jax.tree.map(jnp.multiply, p, masks))
+                tune_params.append(p)
                 tune_stats.append(st)
-                tune_masks.append(masks)
+                tune_masks.append(jax.tree.map(lambda m: jnp.asarray(m, jnp.float32),
+                                               prune.structured_masks(p, GROUPS, alive)))
                 configs.append((s, method, level))
         tune_params.append(base_p)
         tune_stats.append(base_st)
@@ -306,14 +327,8 @@ def main(argv=None) -> int:
         configs.append((s, 'dense', 0.0))
 
     print(f'scores {time.perf_counter() - started:.1f} s', flush=True)
-    tune_tx = optax.chain(optax.add_decayed_weights(setting['weight_decay']), optax.sgd(
-        optax.cosine_decay_schedule(setting['lr'], tune_epochs * steps), momentum=0.9))
-    tune_order = jnp.asarray(np.stack([order(1000 + s, tune_epochs) for s, _, _ in configs]))
-    tuned_p, tuned_st, _ = train_phase(tune_tx, images, labels, False)(*common.spread_runs((
-        stacked(tune_params), stacked(tune_stats), tune_order, stacked(tune_masks))))
-    logits = jax.jit(jax.vmap(lambda p, st: ce(p, st, test_x, test_y, False)[1][1]))(
-        tuned_p, tuned_st)
-    accuracy = np.asarray((jnp.argmax(logits, -1) == test_y).mean(-1))
+    accuracy = fine_tune(setting, stacked(tune_params), stacked(tune_stats),
+                         stacked(tune_masks), args.data_dir, runs_dir)
     acc = {}
     for (s, method, level), a in zip(configs, accuracy):
         acc.setdefault((method, level), []).append(float(a))
@@ -346,9 +361,10 @@ def main(argv=None) -> int:
     png = plot(out_dir, dense, acc, scatter)
     ran = (f"{len(seeds)} seeds; 3-conv CNN {WIDTHS} on {setting['dataset']}; dense phase "
            f"{dense_epochs} epochs (baseline wd {setting['weight_decay']} / OrthoReg kappa "
-           f"{setting['kappa']}), batch {batch}, LR {setting['lr']}; one-shot pruning "
-           f'{LEVELS} by {METHODS}, {tune_epochs} fine-tuning epochs; {n_groups} random groups '
-           'per layer for the correlation')
+           f"{setting['kappa']}), batch {setting['batch']}, LR {setting['lr']}; one-shot "
+           f"pruning {LEVELS} by {METHODS}, {setting['tune_epochs']} fine-tuning epochs; "
+           f'{n_groups} random groups per layer for the correlation; every phase a '
+           'seed-batched jaxnorm.train.fit run (OrthoReg and sparsity extensions)')
     checks.write_results(out_dir, paper=PAPER, claim=CLAIM, ran=ran,
                          scale=common.scale(args), seeds=args.seeds, table=table,
                          checks=evaluated, figures=[png], started=started, notes=notes,
