@@ -318,8 +318,9 @@ def main(argv=None) -> int:
     png = os.path.join(out_dir, 'mimicnorm.png')
     plot(acc, memory, png)
     ran = (f'digits, {args.seeds} seeds, {epochs} epochs, SGD m=0.9 LR {LR} cosine, no weight '
-           f'decay, batch {BATCH}, no augmentation; resnet20 width {MODELS["resnet20"]} (none: '
-           f'skipinit), vgg_cfg10 width {MODELS["vgg_cfg10"]}; every arm a jaxnorm.train.fit '
+           f'decay, batch {BATCH}, no augmentation; '
+           + ', '.join(f'{name} width {width}' for name, width in MODELS.items())
+           + ' (ResNets without norm: skipinit); every arm a jaxnorm.train.fit '
            'run, its seeds trained together; memory from XLA memory_analysis of the engine\'s '
            f'train step at B={MEMORY_BATCH}, 32x32x3, full width; step time {timed}; init '
            'cosine: uniform_cnn depth 20 width 64, B=32 8x8x3 Gaussian inputs. Peak = temp + '
