@@ -443,7 +443,8 @@ class AdversarialFeatures(extension.Extension):
     def identity(self) -> dict:
         return {}  # the loss changes, not what a checkpoint holds
 
-    def wrap_loss(self, forward: extension.ForwardLoss) -> extension.ForwardLoss:
+    def wrap_loss(self, forward: extension.ForwardLoss, train_state: Any
+                  ) -> extension.ForwardLoss:
         smoothing = self.context.config.label_smoothing
         apply_fn = self.context.model.apply
 
@@ -451,5 +452,5 @@ class AdversarialFeatures(extension.Extension):
             loss, aux = afan_loss(
                 apply_fn, {'params': params, 'batch_stats': batch_stats}, batch, key,
                 self.settings, loss_fn=lambda z, y: losses.mean_cross_entropy(z, y, smoothing))
-            return loss, (aux.logits, aux.batch_stats)
+            return loss, (aux.logits, aux.batch_stats, {})
         return adversarial

@@ -11,7 +11,9 @@ run whose section switches it on. ``fit`` then calls, in this order:
 2. :meth:`Extension.init_state`: the extension's own pytree, held in
    ``TrainState.extensions[name]``, checkpointed and restored with the rest and batched over
    seeds like the parameters.
-3. :meth:`Extension.wrap_loss`: wraps the forward-and-loss function of a step.
+3. :meth:`Extension.wrap_loss`: wraps the forward-and-loss function of a step; it sees the
+   train state before the step (e.g. a teacher held in the extension's state) and may add
+   per-step metrics, which are averaged into the epoch's record.
 4. :meth:`Extension.after_step`: updates the train state after the step (its own state,
    or the parameters).
 5. :meth:`Extension.epoch_metrics`: entries added to each epoch's ``metrics.jsonl`` record.
@@ -28,10 +30,11 @@ Example (an eleventh method, with no core file edited)::
         options = {'coef': extension.Option(None, 'penalty weight c', float)}
         switch = 'coef'
 
-        def wrap_loss(self, forward):
+        def wrap_loss(self, forward, train_state):
             def penalized(params, batch_stats, batch, key):
-                loss, (logits, stats) = forward(params, batch_stats, batch, key)
-                return loss + self.section.coef * jnp.mean(logits ** 2), (logits, stats)
+                loss, (logits, stats, metrics) = forward(params, batch_stats, batch, key)
+                penalty = self.section.coef * jnp.mean(logits ** 2)
+                return loss + penalty, (logits, stats, {**metrics, 'logit_penalty': penalty})
             return penalized
 
     cfg = config.apply_overrides(config.default_config(), {'logit_penalty.coef': 1e-3})
@@ -45,7 +48,8 @@ from typing import Any, Callable, ClassVar, NamedTuple
 
 import optax
 
-# (params, batch_stats, batch, key) -> (loss, (logits, new_batch_stats))
+# (params, batch_stats, batch, key) -> (loss, (logits, new_batch_stats, metrics)), where
+# metrics is a dict of scalars (per step; the epoch's record gets their means).
 ForwardLoss = Callable[..., tuple[Any, tuple[Any, Any]]]
 # The modules whose import registers the extensions that ship with jaxnorm.
 BUILTIN_MODULES = ('jaxnorm.lawn', 'jaxnorm.afan', 'jaxnorm.eman', 'jaxnorm.mimicnorm',
@@ -135,7 +139,11 @@ class Extension:
         """The extension's initial state (a pytree), or None for a stateless method."""
         return None
 
-    def wrap_loss(self, forward: ForwardLoss) -> ForwardLoss:
+    def wrap_loss(self, forward: ForwardLoss, train_state: Any) -> ForwardLoss:
+        """The step's loss: ``forward`` (the plain or an earlier extension's loss) wrapped.
+        ``train_state`` is the state before the step (its extension entries, step, rng);
+        differentiate only through the ``params`` argument of the returned function. Added
+        metric names must not clash with the engine's (loss, accuracy, logit_norm)."""
         return forward
 
     def after_step(self, train_state: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Training: train state, jitted steps and the epoch loop with checkpoints.
+"""Training: the epoch loop with checkpoints (the steps it runs are in :mod:`jaxnorm.steps`).
 
 The loop is one function, :func:`fit`, in readable sections (data, model, state, checkpoint,
 loop), in the spirit of big_vision's ``train.py``. It runs unchanged on one CPU, on every
@@ -18,15 +18,14 @@ Example::
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import math
 import os
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Protocol, Sequence
 
-import flax.serialization
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,53 +33,16 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxnorm import checkpoints, data, extension, losses, metrics, models, optimizers, parallel
+from jaxnorm import checkpoints, data, extension, metrics, models, optimizers, parallel
 from jaxnorm import config as config_lib
 from jaxnorm.divergence import DivergenceError, DivergenceGuard
+from jaxnorm.steps import (TrainState, compile_steps, create_train_state, eval_step,
+                           evaluate_dataset, forward_loss, seed_slice, train_step)
 
-
-class TrainState(flax.struct.PyTreeNode):
-    """Everything a step changes, as one pytree.
-
-    Attributes:
-      step: number of optimizer steps taken.
-      params: the ``params`` collection.
-      batch_stats: the ``batch_stats`` collection (empty dict for models without one).
-      opt_state: the optax state.
-      rng: raw key data of the run's root key (``jax.random.wrap_key_data`` to use it).
-      apply_fn: the model's ``apply`` (static).
-      tx: the optimizer (static).
-      extensions: each stateful extension's state by name (:mod:`jaxnorm.extension`).
-    """
-
-    step: jax.Array
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    rng: jax.Array
-    apply_fn: Callable = flax.struct.field(pytree_node=False)
-    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-    extensions: dict = flax.struct.field(default_factory=dict)
-
-    def arrays(self) -> dict:
-        """The state's arrays as a plain dict of dicts (what a checkpoint holds)."""
-        arrays = {'step': self.step, 'params': self.params, 'batch_stats': self.batch_stats,
-                  'opt_state': self.opt_state, 'rng': self.rng}
-        if self.extensions:
-            arrays['extensions'] = flax.serialization.to_state_dict(self.extensions)
-        return arrays
-
-    def with_arrays(self, arrays: dict) -> 'TrainState':
-        """This state with the values of ``arrays`` (a restored :meth:`arrays`)."""
-        arrays = dict(arrays)
-        if 'extensions' in arrays:
-            arrays['extensions'] = flax.serialization.from_state_dict(
-                self.extensions, arrays['extensions'])
-        return self.replace(**arrays)
-
-    def variables(self) -> dict:
-        """Model variables for ``apply_fn``."""
-        return {'params': self.params, 'batch_stats': self.batch_stats}
+__all__ = ['BatchSource', 'FitResult', 'TrainState', 'build', 'compile_steps',
+           'create_train_state', 'data_fingerprint', 'default_workdir', 'eval_step',
+           'evaluate_dataset', 'fit', 'forward_loss', 'run_identity', 'run_seeds',
+           'seed_slice', 'train_step']
 
 
 class FitResult(NamedTuple):
@@ -91,159 +53,51 @@ class FitResult(NamedTuple):
     workdir: str
 
 
-# ----------------------------------------------------------------------------- steps
+# Step metrics the engine reports under its own record names.
+ENGINE_STEP_METRICS = ('loss', 'accuracy', 'logit_norm')
 
 
-def forward_loss(apply_fn: Callable, label_smoothing: float = 0.0) -> extension.ForwardLoss:
-    """The plain step loss: ``(params, batch_stats, batch, key) -> (loss, (logits,
-    batch_stats))``, a training-mode forward pass and the mean cross-entropy."""
-    def forward(params, batch_stats, batch, key):
-        logits, updates = apply_fn(
-            {'params': params, 'batch_stats': batch_stats}, batch['image'], train=True,
-            mutable=['batch_stats'], rngs={'dropout': key})
-        loss = losses.mean_cross_entropy(logits, batch['label'], label_smoothing)
-        return loss, (logits, updates.get('batch_stats', batch_stats))
-    return forward
+class BatchSource(Protocol):
+    """What :func:`fit` draws one lane's training batches from (:class:`jaxnorm.data.
+    BatchIterator` is one): ``len(source)`` batches per pass, and ``source.epoch(e)`` yields
+    the batches of pass ``e`` as dicts of numpy arrays with at least ``image`` and ``label``
+    (more keys, e.g. unlabeled images, go to the extensions' loss wrappers as they are). Every
+    array has the batch as its leading axis, which is sharded over the devices, so its length
+    must be divisible by their number."""
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]: ...
 
 
-def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
-               extensions: Sequence[extension.Extension] = ()) -> tuple[TrainState, dict]:
-    """One optimizer step on ``batch`` (``image``, ``label``); returns the new state and metrics.
-
-    Each extension may replace the loss (:meth:`~jaxnorm.extension.Extension.wrap_loss`) and
-    update the state after the step (:meth:`~jaxnorm.extension.Extension.after_step`).
-    """
-    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    forward = forward_loss(state.apply_fn, label_smoothing)
-    for ext in extensions:
-        forward = ext.wrap_loss(forward)
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(forward, has_aux=True)(
-        state.params, state.batch_stats, batch, step_key)
-    param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(
-        step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
-        batch_stats=batch_stats, opt_state=opt_state)
-    for ext in extensions:
-        new_state = ext.after_step(new_state)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    logit_norm = jnp.mean(jnp.linalg.norm(logits.astype(jnp.float32), axis=-1))
-    grads_finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-    return new_state, {'loss': loss, 'accuracy': accuracy, 'logit_norm': logit_norm,
-                       'grads_finite': grads_finite}
-
-
-def eval_step(state: TrainState, batch: dict) -> dict:
-    """Summed loss, correct count and example count over the rows where ``batch['mask']``."""
-    logits = state.apply_fn(state.variables(), batch['image'], train=False)
-    mask = batch['mask'].astype(jnp.float32)
-    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-    return {'loss': jnp.sum(losses.cross_entropy(logits, batch['label']) * mask),
-            'correct': jnp.sum(correct * mask), 'count': jnp.sum(mask)}
-
-
-def create_train_state(model, tx: optax.GradientTransformation, image_shape: tuple[int, ...],
-                       *, seed: int, mesh, extensions: Sequence[extension.Extension] = (),
-                       seeds: Sequence[int] | None = None) -> TrainState:
-    """Initialise parameters, statistics, optimizer and extension states over ``mesh``.
-
-    The initialisation is jitted with no inputs and replicated outputs, so every process of a
-    multi-process run builds the identical state without any host-to-device transfer.
-
-    With ``seeds`` every leaf gains a leading seed axis: entry ``k`` is the state that
-    ``seed=seeds[k]`` would give (placed by :class:`jaxnorm.parallel.SeedPlacement`).
-    """
-    def init(seed):
-        init_key, run_key = jax.random.split(jax.random.key(seed))
-        variables = model.init({'params': init_key}, jnp.zeros((1, *image_shape)), train=False)
-        params, batch_stats = variables['params'], variables.get('batch_stats', {})
-        states = {ext.name: ext.init_state(params, batch_stats) for ext in extensions}
-        return {'step': jnp.zeros((), jnp.int32), 'params': params, 'batch_stats': batch_stats,
-                'opt_state': tx.init(params), 'rng': jax.random.key_data(run_key),
-                'extensions': {name: st for name, st in states.items() if st is not None}}
-
-    # The initialisation is not sharded, so a partitionable PRNG buys nothing here, and XLA
-    # compiles the classic threefry about 5x faster on CPU (ResNet-20: 9 s instead of 46 s).
-    with jax.threefry_partitionable(False):
-        if seeds is None:
-            arrays = jax.jit(lambda: init(seed), out_shardings=parallel.replicated(mesh))()
-        else:
-            placement = parallel.SeedPlacement(mesh, len(seeds))
-            arrays = jax.jit(jax.vmap(init), out_shardings=placement.state)(
-                jnp.asarray(seeds, jnp.int32))
-    return TrainState(apply_fn=model.apply, tx=tx, **arrays)
-
-
-def compile_steps(mesh, label_smoothing: float, extensions: Sequence[extension.Extension] = (),
-                  num_seeds: int | None = None) -> tuple[Callable, Callable]:
-    """Jitted train and eval steps with the ``extensions``' hooks.
-
-    One seed: replicated state, batch sharded over ``mesh``. ``num_seeds``: both steps are
-    ``jax.vmap`` ped over the leading seed axis of the state (and of the train batch; all seeds
-    evaluate the same batch), placed by :class:`jaxnorm.parallel.SeedPlacement`.
-    """
-    step_fn = functools.partial(train_step, label_smoothing=label_smoothing,
-                                extensions=tuple(extensions))
-    if num_seeds is None:
-        repl, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-        train = jax.jit(step_fn, in_shardings=(repl, sharded), out_shardings=(repl, repl))
-        evaluate = jax.jit(eval_step, in_shardings=(repl, sharded), out_shardings=repl)
-        return train, evaluate
-    place = parallel.SeedPlacement(mesh, num_seeds)
-    train = jax.jit(jax.vmap(step_fn), in_shardings=(place.state, place.train_batch),
-                    out_shardings=(place.state, place.state))
-    evaluate = jax.jit(jax.vmap(eval_step, in_axes=(0, None)),
-                       in_shardings=(place.state, place.eval_batch), out_shardings=place.state)
-    return train, evaluate
-
-
-def evaluate_dataset(eval_fn: Callable, state: TrainState, images: np.ndarray,
-                     labels: np.ndarray, *, batch_size: int, mesh,
-                     place: Callable[[dict], dict] | None = None) -> dict:
-    """Mean loss and accuracy over a whole array dataset (lists over seeds for a
-    seed-batched ``eval_fn``).
-
-    The data is padded to whole batches (padding masked out), so every batch has one shape and
-    the step compiles once; each process feeds its own slice of every global batch, unless
-    ``place`` puts each whole batch on the devices itself.
-    """
-    parallel.check_divisible(batch_size, mesh, 'eval batch size')
-    n = len(labels)
-    padded = math.ceil(n / batch_size) * batch_size
-    pad = padded - n
-    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-    labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-    mask = np.arange(padded) < n
-    local = batch_size if place else batch_size // jax.process_count()
-    offset = 0 if place else jax.process_index() * local
-    place = place or (lambda batch: parallel.global_batch(batch, mesh))
-    totals = None
-    for start in range(0, padded, batch_size):
-        rows = slice(start + offset, start + offset + local)
-        sums = eval_fn(state, place({'image': images[rows], 'label': labels[rows],
-                                     'mask': mask[rows]}))
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    return {'loss': (totals['loss'] / totals['count']).tolist(),
-            'accuracy': (totals['correct'] / totals['count']).tolist()}
-
-
-def seed_slice(state: TrainState, index: int) -> TrainState:
-    """Seed ``index`` of a seed-batched state (as a one-seed state)."""
-    return jax.tree.map(lambda leaf: leaf[index], state)
-
-
-# ----------------------------------------------------------------------------- the loop
 
 
 def run_identity(config: ml_collections.ConfigDict, num_classes: int,
-                 extensions: Sequence[extension.Extension] = ()) -> dict:
-    """The settings a checkpoint must share with the run that resumes it."""
-    return {'model': config.model, 'model_kwargs': dict(config.model_kwargs),
-            'norm': config.norm, 'norm_kwargs': dict(config.norm_kwargs),
-            'dataset': config.dataset, 'image_size': config.image_size, 'resize': config.resize,
-            'num_classes': num_classes, 'optimizer': config.optimizer,
-            'num_seeds': config.num_seeds,
-            'extensions': {ext.name: ext.identity() for ext in extensions}}
+                 extensions: Sequence[extension.Extension] = (),
+                 data_hash: str | None = None) -> dict:
+    """The settings a checkpoint must share with the run that resumes it (``data_hash``:
+    :func:`data_fingerprint` of splits passed to :func:`fit` in memory)."""
+    identity = {'model': config.model, 'model_kwargs': dict(config.model_kwargs),
+                'norm': config.norm, 'norm_kwargs': dict(config.norm_kwargs),
+                'dataset': config.dataset, 'image_size': config.image_size,
+                'resize': config.resize, 'num_classes': num_classes,
+                'optimizer': config.optimizer, 'num_seeds': config.num_seeds,
+                'extensions': {ext.name: ext.identity() for ext in extensions}}
+    if data_hash is not None:
+        identity['data'] = data_hash
+    return identity
+
+
+def data_fingerprint(splits: data.StandardizedSplits) -> str:
+    """A SHA-256 of both splits' images and labels and the standardization statistics, so a
+    run trained on in-memory splits resumes only on the same data."""
+    digest = hashlib.sha256()
+    for array in (splits.train.images, splits.train.labels, splits.test.images,
+                  splits.test.labels, splits.mean, splits.std):
+        array = np.ascontiguousarray(array)
+        digest.update(f'{array.dtype}{array.shape}'.encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> str:
@@ -278,7 +132,9 @@ def run_seeds(config: ml_collections.ConfigDict) -> list[int]:
 def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
         resume_from: int | None = None, accept_changes: bool = False,
         on_epoch_end: Callable[[int, dict], None] | None = None, mesh=None,
-        initial_state: Callable[[TrainState], TrainState] | None = None) -> FitResult:
+        initial_state: Callable[[TrainState], TrainState] | None = None,
+        splits: data.StandardizedSplits | None = None,
+        batches: Callable[[int], BatchSource] | None = None) -> FitResult:
     """Train ``config.model`` on ``config.dataset``; write checkpoints, metrics and plots.
 
     Everything that can be wrong with the inputs (model, norm, dataset, batch size, input size,
@@ -310,6 +166,14 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
         the one training starts from, e.g. another run's parameters or a pruning mask in an
         extension's state. Not part of the checkpoint identity: a resumed run restores its
         checkpoint instead, so pass the same function when resuming.
+      splits: train and evaluate on these in-memory splits instead of loading
+        ``config.dataset`` (e.g. one task of a continual sequence); ``config.dataset`` then
+        only names them. Their :func:`data_fingerprint` joins the checkpoint identity.
+      batches: maps a lane's seed to its :class:`BatchSource` of training batches, instead of
+        a shuffled, augmented :class:`jaxnorm.data.BatchIterator` over the training split
+        (e.g. labeled and unlabeled batches for semi-supervised learning). Every lane's
+        source must have the same length and batch shapes. Not part of the checkpoint
+        identity: pass the same function when resuming.
 
     Returns:
       A :class:`FitResult` with the final state and the per-epoch (and per-seed) records.
@@ -346,15 +210,24 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
     checkpointer.close()  # reopened when the run starts; nothing is held while data loads
 
     # --- Data: one batch order per seed.
-    splits = data.load_standardized(config.dataset, data_dir=config.data_dir,
-                                    image_size=config.image_size, resize=config.resize or 'pad')
+    data_hash = None if splits is None else data_fingerprint(splits)
+    if splits is None:
+        splits = data.load_standardized(config.dataset, data_dir=config.data_dir,
+                                        image_size=config.image_size,
+                                        resize=config.resize or 'pad')
     seeds = run_seeds(config)
     batched = len(seeds) > 1
-    iterators = [data.BatchIterator(
-        splits.train, config.batch_size, seed=seed, shuffle=True, drop_remainder=True,
-        augment=config.augment or data.default_augment(config.dataset), mean=splits.mean,
-        std=splits.std, process_index=jax.process_index(),
-        process_count=jax.process_count()) for seed in seeds]
+    if batches is None:
+        def batches(seed):
+            return data.BatchIterator(
+                splits.train, config.batch_size, seed=seed, shuffle=True, drop_remainder=True,
+                augment=config.augment or data.default_augment(config.dataset),
+                mean=splits.mean, std=splits.std, process_index=jax.process_index(),
+                process_count=jax.process_count())
+    iterators = [batches(seed) for seed in seeds]
+    if len({len(it) for it in iterators}) > 1:
+        raise ValueError('the lanes\' batch sources differ in length: '
+                         f'{[len(it) for it in iterators]} batches per pass')
     mesh = parallel.data_mesh() if mesh is None else mesh
     parallel.check_divisible(config.batch_size, mesh)
     eval_batch = math.ceil(config.eval_batch_size / mesh.size) * mesh.size
@@ -391,7 +264,7 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
                                 splits.test_labels, batch_size=eval_batch, mesh=mesh)
 
     # --- Checkpoints (everything is checked before anything is written).
-    identity = run_identity(config, splits.num_classes, extensions)
+    identity = run_identity(config, splits.num_classes, extensions, data_hash)
     checkpointer.check_compatible(identity)
     if resume_from is not None:
         checkpointer.delete_after(resume_from)
@@ -468,7 +341,9 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
                           'mean_logit_norm': float(means['logit_norm'][k]),
                           'test_loss': float(np.atleast_1d(test['loss'])[k]),
                           'test_accuracy': float(np.atleast_1d(test['accuracy'])[k]),
-                          'seconds': seconds}
+                          'seconds': seconds,
+                          **{name: float(values[k]) for name, values in means.items()
+                             if name not in ENGINE_STEP_METRICS}}
                 if restart['changed'] and epoch == start_epoch:
                     record['restart'] = restart
                 if extensions:

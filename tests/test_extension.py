@@ -28,10 +28,11 @@ class StepCounter(extension.Extension):
     def init_state(self, params, batch_stats):
         return {'count': jnp.zeros((), jnp.int32)}
 
-    def wrap_loss(self, forward):
+    def wrap_loss(self, forward, train_state):
         def penalized(params, batch_stats, batch, key):
-            loss, (logits, stats) = forward(params, batch_stats, batch, key)
-            return loss + self.section.coef * jnp.mean(logits ** 2), (logits, stats)
+            loss, (logits, stats, metrics) = forward(params, batch_stats, batch, key)
+            penalty = self.section.coef * jnp.mean(logits ** 2)
+            return loss + penalty, (logits, stats, {**metrics, 'logit_penalty': penalty})
         return penalized
 
     def after_step(self, train_state):
