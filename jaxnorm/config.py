@@ -22,7 +22,7 @@ OPTIMIZERS = ('sgd', 'adam', 'adamw', 'lamb')
 SCHEDULES = ('constant', 'cosine', 'step', 'linear')
 # Settings that do not change what a run computes: they may differ when it is resumed.
 PRESENTATION_KEYS = ('workdir', 'progress', 'keep_checkpoints', 'data_dir', 'eval_batch_size',
-                     'divergence_factor')
+                     'divergence_factor', 'stop_on_divergence')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -70,6 +70,8 @@ def core_config() -> ml_collections.ConfigDict:
     c.optimizer = 'sgd'
     c.lr = 0.05
     c.momentum = 0.9
+    # SGD only: Nesterov's look-ahead form of the momentum update (optax.sgd(nesterov=True)).
+    c.nesterov = False
     c.schedule = 'cosine'
     c.warmup_epochs = 0.0
     # schedule='step': epochs at which the rate drops tenfold; None: at 50 % and 75 %.
@@ -85,6 +87,10 @@ def core_config() -> ml_collections.ConfigDict:
     # Stop at the first step whose loss exceeds this many times the reference loss (see
     # jaxnorm.divergence); non-finite losses and gradients always stop. None: only those.
     c.divergence_factor = ml_collections.FieldReference(1e3, field_type=float)
+    # False: a diverged seed keeps training (NaN) while the others go on, and each record
+    # names the step it diverged at ('diverged_at_step'): for sweeps whose unstable settings
+    # are part of the result (e.g. a regularization strength grid).
+    c.stop_on_divergence = True
     # None: a new folder runs/<model>-<norm>-<dataset>-<time> for every run (see train.fit).
     c.workdir = ml_collections.FieldReference(None, field_type=str)
     c.keep_checkpoints = 2
@@ -177,6 +183,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.divergence_factor is not None and not config.divergence_factor > 1:
         raise ValueError(f'divergence_factor must be > 1 (or None), got '
                          f'{config.divergence_factor}')
+    if config.nesterov and (config.optimizer != 'sgd' or not config.momentum):
+        raise ValueError(f'nesterov needs optimizer sgd with momentum > 0, got optimizer '
+                         f'{config.optimizer!r}, momentum {config.momentum}')
     if config.weight_decay < 0 or config.warmup_epochs < 0:
         raise ValueError('weight_decay and warmup_epochs must be non-negative')
     if not 0.0 <= config.label_smoothing < 1.0:

@@ -1,67 +1,110 @@
-"""Task-incremental continual learning: multi-head models, a jit/vmap-able training sequence
-and the accuracy / forgetting metrics.
-
-The whole sequence (every task's SGD steps, the task boundaries and the evaluation after each
-task) is one pure function of ``(init key, learning rate, strength, batch order)``, so a grid
-over learning rates, regularization strengths and seeds runs as one ``jax.vmap``.
+"""Task-incremental continual learning through the engine: EMR and the quadratic regularizers
+as a :mod:`jaxnorm.extension`, task sequences as chained :func:`jaxnorm.train.fit` runs, and
+the accuracy / forgetting metrics.
 
 Protocol (after the EMR authors' v1 code, arXiv:2102.02805): SGD with momentum 0.9 on the
 task's cross-entropy, batch 10, a fresh optimizer state (momentum) at every task boundary,
-:func:`optim.new_task` between tasks, one head per task (evaluation of task j always uses
-head j, equivalent to the reference's head snapshots), heads never regularized.
+:func:`optim.new_task` between tasks, one head per task (:mod:`jaxnorm.models.multihead`;
+evaluation of task j always uses head j), heads never regularized.
+
+Task t of a sequence is one ``fit`` on that task's in-memory splits (``fit(splits=...)``)
+with ``model_kwargs={'task': t}``; it starts (``fit(initial_state=...)``) from task t-1's
+parameters and regularizer state after :func:`optim.new_task`, with the momentum reset. A
+whole grid of (learning rate, strength, seed) runs as the lanes of those fits: lane ``n``
+holds its own learning-rate multiplier and λ in the optimizer state (``optax.
+inject_hyperparams``), and takes the initialization and batch order of its seed, so every
+configuration of a seed is paired with the others. A lane whose λ makes it diverge keeps
+running (``stop_on_divergence=False``), as the stability comparison needs.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+import functools
+import math
+import os
+import tempfile
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import optim
+from jaxnorm import config as config_lib, data, extension, models, parallel, train, trees
 from jaxnorm.data.continual import Benchmark
-from jaxnorm.losses import mean_cross_entropy
 
 METHODS = ('finetune', 'quadratic', 'emr')
 HEAD_MASK = r'^(?!head)'  # regularize every parameter except the heads
 
 
-class MultiHeadMLP(nn.Module):
-    """ReLU MLP trunk with one linear head per task; returns logits ``(B, tasks, classes)``."""
+@extension.register
+class Continual(extension.Extension):
+    """EMR (explicit interpolation after the step) or a quadratic regularizer (penalty before
+    it) with an online importance, as the run's update rule; ``finetune`` is the quadratic
+    form at λ = 0. The learning rate of a lane is ``config.lr`` times its ``lr_scale`` and its
+    λ is ``strength``, both hyperparameters in the optimizer state (:func:`set_lane_values`).
+    """
 
-    num_tasks: int
-    classes_per_task: int
-    hidden: Sequence[int] = (128, 128)
+    name = 'continual'
+    summary = ('EMR (arXiv:2102.02805) or a quadratic regularizer (EWC, MAS, SI, RWalk) '
+               'across the tasks of a sequence')
+    options = {
+        'method': extension.Option(None, 'emr, quadratic or finetune (None: off)', str,
+                                   choices=(None, *METHODS)),
+        'importance': extension.Option('ewc', 'online importance',
+                                       choices=optim.importance.IMPORTANCES),
+        'strength': extension.Option(0.0, "the quadratic regularizer's λ"),
+        'regularized': extension.Option(
+            HEAD_MASK, 'regex over parameter paths of the regularized leaves (default: all '
+            'but the heads)'),
+    }
+    switch = 'method'
 
-    @nn.compact
-    def __call__(self, x):
-        x = x.reshape(x.shape[0], -1)
-        for index, width in enumerate(self.hidden, start=1):
-            x = nn.relu(nn.Dense(width, name=f'dense{index}')(x))
-        logits = nn.Dense(self.num_tasks * self.classes_per_task, name='head')(x)
-        return logits.reshape(x.shape[0], self.num_tasks, self.classes_per_task)
+    def wrap_optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:
+        method, importance = self.section.method, self.section.importance
+        mask = trees.regex_mask(self.section.regularized)
+
+        def rule(lr_scale, strength):
+            inner = optax.chain(tx, optax.scale(lr_scale))
+            if method == 'emr':
+                return optim.emr(inner, importance, mask=mask)
+            return optim.quadratic(inner, importance,
+                                   strength if method == 'quadratic' else 0.0, mask=mask)
+        return optax.inject_hyperparams(rule)(lr_scale=1.0, strength=self.section.strength)
+
+    def optimizer_args(self, train_state: Any, batch: dict) -> dict:
+        if self.section.importance != 'mas':
+            return {}
+
+        def outputs(params, images):
+            return self.context.model.apply(
+                {'params': params, 'batch_stats': train_state.batch_stats}, images)
+        norm = optim.importance.squared_output_norm(outputs)
+        return {'mas_grads': jax.grad(norm)(train_state.params, batch['image'])}
 
 
-class MultiHeadCNN(nn.Module):
-    """The reference's "vanilla" CNN (conv3x3 64-64-M-128-128-M-256-256-M, ReLU, no norm)
-    with one linear head per task; returns logits ``(B, tasks, classes)``."""
+def set_lane_values(opt_state: Any, **values: jax.Array) -> Any:
+    """``opt_state`` with the :class:`Continual` rule's hyperparameters (``lr_scale``,
+    ``strength``) replaced, e.g. by one value per lane."""
+    def visit(node):
+        if isinstance(node, optax.InjectStatefulHyperparamsState) and set(values) <= set(
+                node.hyperparams):
+            hyper = {k: jnp.asarray(values.get(k, v), jnp.asarray(v).dtype).reshape(
+                jnp.shape(v)) for k, v in node.hyperparams.items()}
+            return node._replace(hyperparams=hyper)
+        return node
+    return jax.tree.map(visit, opt_state, is_leaf=lambda n: isinstance(
+        n, optax.InjectStatefulHyperparamsState))
 
-    num_tasks: int
-    classes_per_task: int
-    channels: Sequence[int] = (64, 64, 128, 128, 256, 256)
 
-    @nn.compact
-    def __call__(self, x):
-        for index, width in enumerate(self.channels, start=1):
-            x = nn.relu(nn.Conv(width, (3, 3), padding=1, name=f'conv{index}')(x))
-            if index % 2 == 0:
-                x = nn.max_pool(x, (2, 2), (2, 2))
-        x = x.reshape(x.shape[0], -1)
-        logits = nn.Dense(self.num_tasks * self.classes_per_task, name='head')(x)
-        return logits.reshape(x.shape[0], self.num_tasks, self.classes_per_task)
+def continual_inner_state(opt_state: Any) -> Any:
+    """The wrapped optimizer's state inside the :class:`optim.ContinualState` of
+    ``opt_state`` (what a fresh state holds: zero momentum)."""
+    found = []
+    jax.tree.map(lambda n: found.append(n) if isinstance(n, optim.ContinualState) else None,
+                 opt_state, is_leaf=lambda n: isinstance(n, optim.ContinualState))
+    return found[0].inner_state
 
 
 def average_accuracy(matrix) -> float:
@@ -112,24 +155,6 @@ class Setup:
             raise ValueError('epochs and batch_size must be >= 1')
 
 
-def stack_tasks(benchmark: Benchmark):
-    """Train/test images and labels of all tasks padded to common sizes, with validity masks.
-
-    Returns ``(x_train (T, N, ...), y_train (T, N), n_train (T,), x_test, y_test,
-    test_valid (T, M))``."""
-    def stack(splits):
-        size = max(len(s) for s in splits)
-        xs = np.zeros((len(splits), size, *splits[0].images.shape[1:]), np.float32)
-        ys = np.zeros((len(splits), size), np.int32)
-        valid = np.zeros((len(splits), size), bool)
-        for k, s in enumerate(splits):
-            xs[k, :len(s)], ys[k, :len(s)], valid[k, :len(s)] = s.images, s.labels, True
-        return xs, ys, valid
-    x_train, y_train, train_valid = stack([t.train for t in benchmark.tasks])
-    x_test, y_test, test_valid = stack([t.test for t in benchmark.tasks])
-    return x_train, y_train, train_valid.sum(1), x_test, y_test, test_valid
-
-
 def batch_order(n_train: np.ndarray, setup: Setup, seed: int) -> np.ndarray:
     """Indices ``(T, steps, batch)``: per task, ``epochs`` shuffled passes (seeded), cut to
     the same number of full batches for every task (that of the smallest task)."""
@@ -145,84 +170,120 @@ def batch_order(n_train: np.ndarray, setup: Setup, seed: int) -> np.ndarray:
     return np.stack(order).astype(np.int32)
 
 
-def build_model(setup: Setup, benchmark: Benchmark) -> nn.Module:
+class TaskBatches:
+    """One lane's batches of one task: the rows of ``order`` (steps, batch), all in the one
+    engine epoch of the task's run (a :class:`jaxnorm.train.BatchSource`)."""
+
+    def __init__(self, dataset: data.ArrayDataset, order: np.ndarray):
+        self.dataset, self.order = dataset, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def epoch(self, epoch: int):
+        for rows in self.order:
+            yield {'image': self.dataset.images[rows], 'label': self.dataset.labels[rows]}
+
+
+def _splits(task) -> data.StandardizedSplits:
+    """A task's splits as they are (the benchmark's images are already scaled)."""
+    channels = task.train.images.shape[-1]
+    return data.StandardizedSplits(task.train, task.test, np.zeros(channels, np.float32),
+                                   np.ones(channels, np.float32))
+
+
+def task_config(setup: Setup, benchmark: Benchmark, lanes: int, task: int, workdir: str,
+                first_seed: int = 0):
+    """The run config of one task's fit of ``lanes`` lanes (seeds ``first_seed`` ...)."""
+    model_kwargs = {'num_tasks': benchmark.num_tasks, 'task': task}
     if setup.model == 'mlp':
-        return MultiHeadMLP(benchmark.num_tasks, benchmark.classes_per_task, setup.hidden)
-    return MultiHeadCNN(benchmark.num_tasks, benchmark.classes_per_task)
+        model_kwargs['hidden'] = tuple(setup.hidden)
+    return config_lib.apply_overrides(config_lib.default_config(), {
+        'model': f'multihead_{setup.model}', 'model_kwargs': model_kwargs, 'norm': 'none',
+        'dataset': benchmark.name, 'augment': 'none', 'optimizer': 'sgd', 'lr': 1.0,
+        'momentum': setup.momentum, 'schedule': 'constant', 'weight_decay': 0.0,
+        'batch_size': setup.batch_size, 'epochs': 1, 'num_seeds': lanes, 'seed': first_seed,
+        'continual.method': setup.method, 'continual.importance': setup.importance,
+        'stop_on_divergence': False, 'keep_checkpoints': 1, 'progress': False,
+        'workdir': os.path.join(workdir, f'task{task}')})
 
 
-def make_sequence(setup: Setup, benchmark: Benchmark):
-    """``run(key, lr, strength, order) -> R`` (accuracy matrix, float32 (T, T)); pure, so
-    ``jax.jit(jax.vmap(run))`` runs a grid. ``strength`` is ignored unless the method is
-    ``quadratic``; ``order`` comes from :func:`batch_order`."""
-    model = build_model(setup, benchmark)
-    x_train, y_train, _, x_test, y_test, test_valid = (jnp.asarray(a) for a in
-                                                       stack_tasks(benchmark))
-    tasks = benchmark.num_tasks
-    mask = optim.regex_mask(HEAD_MASK)
-
-    def apply(params, x):
-        return model.apply({'params': params}, x)
-
-    def run(key, lr, strength, order):
-        params = model.init(key, x_train[0, :1])['params']
-        inner = optax.sgd(lr, momentum=setup.momentum)
-        if setup.method == 'emr':
-            tx = optim.emr(inner, setup.importance, mask=mask)
-        else:
-            lam = strength if setup.method == 'quadratic' else 0.0
-            tx = optim.quadratic(inner, setup.importance, lam, mask=mask)
-        opt_state = tx.init(params)
-
-        def evaluate(params):
-            def one(task):
-                logits = apply(params, x_test[task])[:, task]
-                hits = (jnp.argmax(logits, -1) == y_test[task]) & test_valid[task]
-                return hits.sum() / test_valid[task].sum()
-            return jax.vmap(one)(jnp.arange(tasks))
-
-        def train_task(carry, task):
-            params, opt_state = carry
-
-            def step(carry, idx):
-                params, opt_state = carry
-                x, y = x_train[task][idx], y_train[task][idx]
-
-                def loss(p):
-                    return mean_cross_entropy(apply(p, x)[:, task], y)
-                grads = jax.grad(loss)(params)
-                extra = {}
-                if setup.importance == 'mas':
-                    norm = optim.importance.squared_output_norm(
-                        lambda p, inputs: apply(p, inputs)[:, task])
-                    extra['mas_grads'] = jax.grad(norm)(params, x)
-                updates, opt_state = tx.update(grads, opt_state, params, **extra)
-                return (optax.apply_updates(params, updates), opt_state), None
-
-            (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), order[task])
-            opt_state = optim.new_task(opt_state, params, inner_state=inner.init(params))
-            return (params, opt_state), evaluate(params)
-
-        _, matrix = jax.lax.scan(train_task, (params, opt_state), jnp.arange(tasks))
-        return matrix
-
-    return run
-
-
-def run_grid(setup: Setup, benchmark: Benchmark, lrs, strengths, seeds) -> np.ndarray:
+def run_grid(setup: Setup, benchmark: Benchmark, lrs, strengths, seeds, *,
+             workdir: str | None = None) -> np.ndarray:
     """Accuracy matrices for every (lr, strength, seed): array ``(L, S, seeds, T, T)``.
 
-    All runs go through one ``jax.vmap``; seed s uses init key ``PRNGKey(s)`` and batch order
-    ``batch_order(..., seed=s)``, shared across methods and hyperparameters (paired runs)."""
-    run = make_sequence(setup, benchmark)
-    _, _, n_train, _, _, _ = stack_tasks(benchmark)
+    One seed-batched fit per task trains every configuration as a lane (module docstring);
+    configuration ``(i, j, k)`` takes the initialization of seed ``seeds[k]`` and its batch
+    order ``batch_order(..., seed=seeds[k])``, shared across methods and hyperparameters
+    (paired runs). ``strength`` is ignored unless the method is ``quadratic``. The task runs
+    live in ``workdir/task<t>`` (a temporary folder without one) and a rerun resumes them.
+    """
     lrs, strengths, seeds = list(lrs), list(strengths), list(seeds)
-    orders = np.stack([batch_order(n_train, setup, s) for s in seeds])
+    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise ValueError(f'seeds must be consecutive integers (the engine numbers its lanes '
+                         f'from the first), got {seeds}')
     grid = [(i, j, k) for i in range(len(lrs)) for j in range(len(strengths))
             for k in range(len(seeds))]
-    keys = jnp.stack([jax.random.PRNGKey(seeds[k]) for _, _, k in grid])
-    lr = jnp.asarray([lrs[i] for i, _, _ in grid], jnp.float32)
-    lam = jnp.asarray([strengths[j] for _, j, _ in grid], jnp.float32)
-    order = jnp.asarray(orders[[k for _, _, k in grid]])
-    out = np.asarray(jax.jit(jax.vmap(run))(keys, lr, lam, order))
-    return out.reshape(len(lrs), len(strengths), len(seeds), *out.shape[1:])
+    n_train = np.array([len(task.train) for task in benchmark.tasks])
+    orders = [batch_order(n_train, setup, seed) for seed in seeds]
+    lane_lr = np.array([lrs[i] for i, _, _ in grid], np.float32)
+    lane_strength = np.array([strengths[j] for _, j, _ in grid], np.float32)
+    # Lane k < len(seeds) is seed seeds[k]; every lane of that seed starts as it.
+    seed_lane = np.array([k for _, _, k in grid])
+    tasks = benchmark.num_tasks
+    matrix = np.zeros((len(grid), tasks, tasks), np.float32)
+    # Whole lanes per device: the continual batches (10) rarely split over the devices.
+    mesh = parallel.data_mesh(jax.devices()[:math.gcd(len(grid), jax.device_count())])
+    with tempfile.TemporaryDirectory() as scratch:
+        previous = None
+        for t, task in enumerate(benchmark.tasks):
+            config = task_config(setup, benchmark, len(grid), t, workdir or scratch, seeds[0])
+
+            def start(fresh, t=t, previous=previous):
+                if t == 0:
+                    if len(grid) == 1:  # a one-lane run has no lane axis
+                        params, init = fresh.params, fresh.tx.init
+                    else:
+                        params = jax.tree.map(lambda x: x[seed_lane], fresh.params)
+                        init = jax.vmap(fresh.tx.init)
+                    return fresh.replace(params=params, opt_state=set_lane_values(
+                        init(params), lr_scale=lane_lr, strength=lane_strength))
+                def next_task(opt_state, params, inner_state):
+                    return optim.new_task(opt_state, params, inner_state=inner_state)
+                if len(grid) > 1:
+                    next_task = jax.vmap(next_task)
+                return fresh.replace(params=previous.params, opt_state=next_task(
+                    previous.opt_state, previous.params, continual_inner_state(fresh.opt_state)))
+
+            def lane_batches(lane_seed, task=task, t=t):
+                return TaskBatches(task.train, orders[seed_lane[lane_seed - seeds[0]]][t])
+            previous = train.fit(config, resume=True, initial_state=start, mesh=mesh,
+                                 splits=_splits(task), batches=lane_batches).state
+            for j, other in enumerate(benchmark.tasks):
+                matrix[:, t, j] = _accuracy(config, previous, other, j, mesh)
+    return matrix.reshape(len(lrs), len(strengths), len(seeds), tasks, tasks)
+
+
+def _accuracy(config, state: train.TrainState, task, head: int, mesh) -> np.ndarray:
+    """Every lane's test accuracy on ``task`` through head ``head``."""
+    model = models.get_model(config.model, norm=config.norm, num_classes=task.test.num_classes,
+                             **{**config.model_kwargs, 'task': head})
+    batch = -(-config.eval_batch_size // mesh.size) * mesh.size
+    state = state.replace(apply_fn=model.apply)
+    evaluate = _evaluator(mesh, config.num_seeds if config.num_seeds > 1 else None)
+    if config.num_seeds == 1:
+        result = train.evaluate_dataset(evaluate, state, task.test.images, task.test.labels,
+                                        batch_size=batch, mesh=mesh)
+        return np.atleast_1d(np.asarray(result['accuracy'], np.float32))
+    placement = parallel.SeedPlacement(mesh, config.num_seeds)
+    result = train.evaluate_dataset(
+        evaluate, state, task.test.images, task.test.labels, batch_size=batch, mesh=mesh,
+        place=lambda b: placement.put(b, sharding=placement.eval_batch))
+    return np.asarray(result['accuracy'], np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _evaluator(mesh, lanes: int | None):
+    """One jitted (lane-batched) eval step per mesh and lane count; the heads are static
+    arguments, so each compiles once."""
+    return train.compile_steps(mesh, 0.0, (), lanes)[1]

@@ -23,6 +23,10 @@ Two teachers share this state:
   value) and it runs with BN in batch mode (``train=True``, the statistics it would write are
   discarded), so its output for one sample depends on the rest of its batch.
 
+In :func:`jaxnorm.train.fit` the teacher is the ``eman`` extension (:class:`Teacher`):
+``eman.momentum`` switches it on and ``eman.kind`` picks one of the two; a loss wrapper such
+as :mod:`jaxnorm.fixmatch` reads it from ``train_state.extensions['eman']``.
+
 Example::
 
     teacher = eman.init(params, batch_stats)
@@ -36,13 +40,15 @@ arXiv:2101.08482.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxnorm import extension
+from jaxnorm import extension, losses
 
 Momentum = Union[float, optax.Schedule]
 TEACHERS = ('eman', 'ema')
@@ -154,15 +160,27 @@ def apply_teacher(apply_fn: Callable, teacher: TeacherState, x: jax.Array, *,
 
 @extension.register
 class Teacher(extension.Extension):
-    """EMAN (arXiv:2101.08482) as a :mod:`jaxnorm.extension`: a :class:`TeacherState` that
-    follows the student after every step (:func:`update`) and is evaluated, in eval mode,
-    after every epoch (``teacher_test_loss``, ``teacher_test_accuracy``)."""
+    """An EMA teacher (arXiv:2101.08482) as a :mod:`jaxnorm.extension`: a
+    :class:`TeacherState` that follows the student after every step (:func:`update`) and is
+    evaluated after every epoch (``teacher_test_loss``, ``teacher_test_accuracy``).
+
+    ``kind='eman'`` averages params and BN statistics and is evaluated in eval mode;
+    ``kind='ema'`` (the standard EMA teacher) averages params only and is evaluated with BN in
+    batch mode, the statistics taken over the whole test split of ``config.dataset`` at once
+    (its test accuracy depends on that batch, as its pseudo-labels depend on theirs). That
+    split is loaded here, since the hooks see no data; a run on other in-memory splits
+    (``fit(splits=...)``) is refused at its first evaluation.
+    """
 
     name = 'eman'
-    summary = ('EMAN (arXiv:2101.08482): an EMA teacher of params and BN statistics, '
-               'evaluated every epoch')
-    options = {'momentum': extension.Option(
-        None, 'EMA momentum m of the teacher, e.g. 0.999 (None: no teacher)', float)}
+    summary = ('EMAN (arXiv:2101.08482): an EMA teacher of params and BN statistics in eval '
+               "mode (or kind 'ema': params only, batch-mode BN), evaluated every epoch")
+    options = {
+        'momentum': extension.Option(
+            None, 'EMA momentum m of the teacher, e.g. 0.999 (None: no teacher)', float),
+        'kind': extension.Option(
+            'eman', "'eman': params and BN statistics averaged, eval mode; 'ema': params "
+            'only, BN in batch mode (the standard EMA teacher)', choices=TEACHERS)}
     switch = 'momentum'
 
     @classmethod
@@ -171,17 +189,60 @@ class Teacher(extension.Extension):
         if m is not None and not 0.0 <= m <= 1.0:
             raise ValueError(f'eman.momentum must be in [0, 1] (e.g. 0.999), got {m}')
 
+    def __init__(self, section: Any, context: extension.RunContext):
+        super().__init__(section, context)
+        self._test_split_checked = False
+
     def init_state(self, params: Any, batch_stats: Any) -> TeacherState:
         return init(params, batch_stats)
 
     def after_step(self, train_state: Any) -> Any:
         teacher = update(self.state_of(train_state), train_state.params,
-                         train_state.batch_stats, self.section.momentum)
+                         train_state.batch_stats, self.section.momentum,
+                         average_stats=self.section.kind == 'eman')
         return self.with_state(train_state, teacher)
 
     def epoch_metrics(self, train_state: Any, evaluate: Callable[[Any], dict]) -> dict:
         teacher = self.state_of(train_state)
+        if self.section.kind == 'ema':
+            return self._batch_mode_metrics(teacher, evaluate, train_state)
         result = evaluate(train_state.replace(params=teacher.params,
                                               batch_stats=teacher.batch_stats))
         return {'teacher_test_loss': result['loss'],
                 'teacher_test_accuracy': result['accuracy']}
+
+    @functools.cached_property
+    def _test_split(self) -> tuple[np.ndarray, np.ndarray]:
+        from jaxnorm import data  # only the 'ema' teacher needs the images
+        cfg = self.context.config
+        splits = data.load_standardized(cfg.dataset, data_dir=cfg.data_dir,
+                                        image_size=cfg.image_size, resize=cfg.resize or 'pad')
+        return splits.test_images, splits.test_labels
+
+    @functools.cached_property
+    def _test_losses(self) -> Callable:
+        """``(teacher, images, labels, kind) -> (per-example cross-entropy, correct)``."""
+        apply_fn = self.context.model.apply
+
+        def losses_of(teacher, images, labels, kind):
+            logits = apply_teacher(apply_fn, teacher, images, kind=kind)
+            return losses.cross_entropy(logits, labels), jnp.argmax(logits, -1) == labels
+        return jax.jit(losses_of, static_argnames='kind')
+
+    def _batch_mode_metrics(self, teacher: TeacherState, evaluate: Callable[[Any], dict],
+                            train_state: Any) -> dict:
+        images, labels = self._test_split
+        if not self._test_split_checked:  # same eval-mode loss: the engine's test split
+            engine = evaluate(train_state.replace(params=teacher.params,
+                                                  batch_stats=teacher.batch_stats))['loss']
+            mine = float(jnp.mean(self._test_losses(teacher, images, labels, 'eman')[0]))
+            if not np.isclose(mine, engine, rtol=1e-4, atol=1e-6):
+                raise ValueError(
+                    f"eman.kind='ema' evaluates on the test split of config.dataset "
+                    f'{self.context.config.dataset!r}, but this run evaluates on other data '
+                    f'(teacher eval-mode test loss {mine:.6g} there, {engine:.6g} here); name '
+                    "the dataset instead of passing splits, or use eman.kind='eman'")
+            self._test_split_checked = True
+        loss, correct = self._test_losses(teacher, images, labels, 'ema')
+        return {'teacher_test_loss': float(jnp.mean(loss)),
+                'teacher_test_accuracy': float(jnp.mean(correct))}

@@ -1,7 +1,7 @@
 """Extensions: how a training method plugs into :func:`jaxnorm.train.fit` without editing it.
 
 An extension is a subclass of :class:`Extension` with a config section of typed
-:class:`Option` s and any of six hooks. :func:`register` makes it known; from then on
+:class:`Option` s and any of seven hooks. :func:`register` makes it known; from then on
 :func:`jaxnorm.config.default_config` has its section (``config.<name>.<option>``), the
 training command line has its flags (``--<name>-<option>``), and ``fit`` builds it for every
 run whose section switches it on. ``fit`` then calls, in this order:
@@ -14,8 +14,9 @@ run whose section switches it on. ``fit`` then calls, in this order:
 3. :meth:`Extension.wrap_loss`: wraps the forward-and-loss function of a step; it sees the
    train state before the step (e.g. a teacher held in the extension's state) and may add
    per-step metrics, which are averaged into the epoch's record.
-4. :meth:`Extension.after_step`: updates the train state after the step (its own state,
-   or the parameters).
+4. :meth:`Extension.optimizer_args`: extra keyword arguments of the optimizer's ``update``
+   at this step. :meth:`Extension.after_step`: updates the train state after the step (its
+   own state, or the parameters).
 5. :meth:`Extension.epoch_metrics`: entries added to each epoch's ``metrics.jsonl`` record.
 6. :meth:`Extension.identity`: settings a checkpoint must share with the run resuming it.
 
@@ -52,8 +53,9 @@ import optax
 # metrics is a dict of scalars (per step; the epoch's record gets their means).
 ForwardLoss = Callable[..., tuple[Any, tuple[Any, Any]]]
 # The modules whose import registers the extensions that ship with jaxnorm.
-BUILTIN_MODULES = ('jaxnorm.lawn', 'jaxnorm.afan', 'jaxnorm.eman', 'jaxnorm.mimicnorm',
-                   'jaxnorm.orthoreg', 'jaxnorm.sparsity')
+BUILTIN_MODULES = ('jaxnorm.lawn', 'jaxnorm.afan', 'jaxnorm.eman', 'jaxnorm.fixmatch',
+                   'jaxnorm.mimicnorm', 'jaxnorm.orthoreg', 'jaxnorm.sparsity',
+                   'jaxnorm.unification', 'jaxnorm.continual')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +147,12 @@ class Extension:
         differentiate only through the ``params`` argument of the returned function. Added
         metric names must not clash with the engine's (loss, accuracy, logit_norm)."""
         return forward
+
+    def optimizer_args(self, train_state: Any, batch: dict) -> dict:
+        """Extra keyword arguments for this step's ``tx.update`` (optax's extra-args protocol),
+        for an update rule that needs more than the loss gradient, e.g. MAS's output-norm
+        gradient; ``train_state`` is the state before the step."""
+        return {}
 
     def after_step(self, train_state: Any) -> Any:
         """The train state after an optimizer step, e.g. with this extension's state moved

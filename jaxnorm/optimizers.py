@@ -51,7 +51,8 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
                    | None = None) -> optax.GradientTransformation:
     """The optimizer named by ``config.optimizer`` with its schedule and weight decay.
 
-    ``sgd`` and ``adam`` use coupled L2 decay (added to the gradient, as the papers' PyTorch
+    ``sgd`` uses heavy-ball momentum, or Nesterov's with ``config.nesterov``. ``sgd`` and
+    ``adam`` use coupled L2 decay (added to the gradient, as the papers' PyTorch
     code does); ``adamw`` and ``lamb`` use decoupled decay. With
     ``config.no_decay_norm_and_bias`` only kernels are decayed.
 
@@ -69,7 +70,8 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
                              round(config.warmup_epochs * steps_per_epoch), decay_at)
     mask = weight_decay_mask if config.no_decay_norm_and_bias else None
     if config.optimizer in ('sgd', 'adam'):
-        base = wrap(optax.sgd(schedule, momentum=config.momentum or None)
+        base = wrap(optax.sgd(schedule, momentum=config.momentum or None,
+                              nesterov=config.nesterov)
                     if config.optimizer == 'sgd' else optax.adam(schedule))
         if not config.weight_decay:
             return base

@@ -97,7 +97,11 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
         forward = ext.wrap_loss(forward, state)
     (loss, (logits, batch_stats, extra)), grads = jax.value_and_grad(forward, has_aux=True)(
         state.params, state.batch_stats, batch, step_key)
-    param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    optimizer_args = {}
+    for ext in extensions:
+        optimizer_args.update(ext.optimizer_args(state, batch))
+    param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params,
+                                               **optimizer_args)
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
         batch_stats=batch_stats, opt_state=opt_state)

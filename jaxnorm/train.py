@@ -229,7 +229,8 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
         raise ValueError('the lanes\' batch sources differ in length: '
                          f'{[len(it) for it in iterators]} batches per pass')
     mesh = parallel.data_mesh() if mesh is None else mesh
-    parallel.check_divisible(config.batch_size, mesh)
+    if not (batched and parallel.SeedPlacement(mesh, len(seeds)).by_seed):
+        parallel.check_divisible(config.batch_size, mesh)  # else each device holds whole lanes
     eval_batch = math.ceil(config.eval_batch_size / mesh.size) * mesh.size
     passes = config.passes_per_epoch
     steps_per_epoch = len(iterators[0]) * passes
@@ -289,11 +290,18 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
     progress = tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                     disable=not (config.progress and is_chief), desc='train', unit='step')
 
+    diverged_at = {r['seed']: r['diverged_at_step'] for r in history[-len(seeds):]
+                   if r.get('diverged_at_step')}
+
     def check(pending, epoch: int, step: int) -> None:
         step_losses, finite = (np.atleast_1d(v) for v in jax.device_get(pending))
         for seed, guard, loss, ok in zip(seeds, guards, step_losses, finite):
+            if seed in diverged_at:
+                continue
             if reason := guard.check(loss, bool(ok)):
-                raise diverged(epoch, step, reason + (f' (seed {seed})' if batched else ''))
+                if config.stop_on_divergence:
+                    raise diverged(epoch, step, reason + (f' (seed {seed})' if batched else ''))
+                diverged_at[seed] = step
 
     def diverged(epoch: int, step: int, reason: str) -> DivergenceError:
         checkpointer.wait()
@@ -344,6 +352,8 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
                           'seconds': seconds,
                           **{name: float(values[k]) for name, values in means.items()
                              if name not in ENGINE_STEP_METRICS}}
+                if seed in diverged_at:
+                    record['diverged_at_step'] = diverged_at[seed]
                 if restart['changed'] and epoch == start_epoch:
                     record['restart'] = restart
                 if extensions:

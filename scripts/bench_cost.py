@@ -22,7 +22,7 @@ import optax
 import optim
 import prune
 from jaxnorm import config as config_lib, cost, models, parallel, train
-from jaxnorm.continual import MultiHeadCNN
+from jaxnorm.models import MultiHeadCNN
 from jaxnorm.losses import mean_cross_entropy
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
@@ -110,13 +110,12 @@ def forward_part(label: str, cfg, steps: int, batch: int) -> Part:
 
 
 def plain_part(label: str, model: nn.Module, tx: optax.GradientTransformation, steps: int, *,
-               batch: int = 128, classes: int = 10, takes_train: bool = True,
-               heads: bool = False) -> Part:
+               batch: int = 128, classes: int = 10, takes_train: bool = True) -> Part:
     """A cross-entropy step of a model outside the registry (the private loops' models)."""
     def forward(variables, x):
         kwargs = {'train': True} if takes_train else {}
         logits, updates = model.apply(variables, x, mutable=['batch_stats'], **kwargs)
-        return (logits[:, 0] if heads else logits), updates  # a multi-head model: one task
+        return logits, updates
 
     @functools.cache
     def built():
@@ -212,11 +211,11 @@ def papers() -> list[Paper]:
               '(about 9 % more)'),
         Paper('EMR', f"20-task CIFAR-100, multi-head CNN, batch {emr['batch_size']}; "
               f'{emr_sequences} task sequences', [
-                  plain_part('EMR/QR', MultiHeadCNN(20, 5), optim.emr(_sgd(0.03), 'ewc'),
-                             emr_steps, batch=emr['batch_size'], takes_train=False,
-                             heads=True)],
-              'vmapped over up to 156 lanes; its one-batch 10k-image evaluation needs '
-              '110-1,400 GiB (CPU estimate): evaluate in chunks first'),
+                  plain_part('EMR/QR', MultiHeadCNN(5, num_tasks=20),
+                             optim.emr(_sgd(0.03), 'ewc'), emr_steps,
+                             batch=emr['batch_size'], classes=5)],
+              'vmapped over up to 156 lanes, one engine run per task (evaluated in '
+              'batches)'),
         Paper('lottery tickets', f"small CNN and MLP (no norm), batch {lottery['batch']}; "
               f"{lottery['rounds'] + 3} runs each", [
                   plain_part('CNN', models.SmallCNN(10, features=(16, 32, 32)),

@@ -1,4 +1,8 @@
-"""EMAN teacher (arXiv:2101.08482): update rule, schedules, batch independence, training."""
+"""EMAN teacher (arXiv:2101.08482): update rule, schedules, batch independence, training,
+the EMA-BN teacher kind, and the FixMatch experiment built on them."""
+import dataclasses
+import functools
+import json
 import os
 
 import jax
@@ -6,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnorm import checkpoints, config as config_lib, eman, models, train
+from jaxnorm import (checkpoints, config as config_lib, data, eman, metrics, models, parallel,
+                     train)
+from jaxnorm.papers import eman as paper
 
 
 def _model_and_variables(seed=0):
@@ -143,3 +149,123 @@ def test_fit_with_momentum_zero_teacher_equals_student(tmp_path, data_dir):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     record = result.history[-1]
     assert record['teacher_test_accuracy'] == record['test_accuracy']
+
+
+# ----------------------------------------------------------------------------- teacher kinds
+
+
+@pytest.mark.parametrize('kind', ['ema', 'eman'])
+def test_engine_teacher_is_the_hand_computed_average(kind, tmp_path, data_dir):
+    """After k engine steps, t_k = m t_{k-1} + (1 - m) s_k on the params; the 'eman' teacher
+    averages the BN statistics the same way, the 'ema' one keeps them at initialization."""
+    m = 0.6
+    cfg = _config(tmp_path, data_dir, 'unused', **{'eman.momentum': m, 'eman.kind': kind})
+    model, extensions, tx = train.build(cfg, (8, 8, 1), 10, 1)
+    state = train.create_train_state(model, tx, (8, 8, 1), seed=0, mesh=parallel.data_mesh(),
+                                     extensions=extensions)
+    step = jax.jit(functools.partial(train.train_step, extensions=tuple(extensions)))
+    images = np.random.default_rng(0).normal(size=(4, 16, 8, 8, 1)).astype(np.float32)
+    labels = np.random.default_rng(1).integers(0, 10, (4, 16)).astype(np.int32)
+    initial_stats = jax.device_get(state.batch_stats)
+    params, stats = jax.device_get((state.params, state.batch_stats))
+    for x, y in zip(images, labels):
+        state, _ = step(state, {'image': x, 'label': y})
+        student_params, student_stats = jax.device_get((state.params, state.batch_stats))
+        params = jax.tree.map(lambda t, s: m * t + (1 - m) * s, params, student_params)
+        stats = jax.tree.map(lambda t, s: m * t + (1 - m) * s, stats, student_stats)
+    teacher = state.extensions['eman']
+    assert int(teacher.step) == 4
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 jax.device_get(teacher.params), params)
+    expected_stats = stats if kind == 'eman' else initial_stats
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 jax.device_get(teacher.batch_stats), expected_stats)
+    moved = max(np.max(np.abs(a - b)) for a, b in zip(
+        jax.tree.leaves(student_stats), jax.tree.leaves(initial_stats)))
+    assert moved > 1e-2  # the student's statistics moved, so 'ema' kept something
+
+
+def test_ema_teacher_is_evaluated_with_the_whole_test_sets_batch_statistics(tmp_path,
+                                                                            data_dir):
+    result = train.fit(_config(tmp_path, data_dir, 'ema', epochs=1,
+                               **{'eman.kind': 'ema', 'eman.momentum': 0.5}))
+    splits = data.load_standardized('digits', data_dir=data_dir)
+    teacher = result.state.extensions['eman']
+    variables = {'params': teacher.params, 'batch_stats': teacher.batch_stats}
+    model = models.get_model('mlp', norm='bn', num_classes=10)
+    labels = splits.test_labels
+    batch_mode = np.asarray(model.apply(variables, splits.test_images, train=True,
+                                        mutable=['batch_stats'])[0], np.float64)
+    eval_mode = np.asarray(model.apply(variables, splits.test_images, train=False), np.float64)
+
+    def loss(logits):
+        logits = logits - logits.max(-1, keepdims=True)
+        return np.mean(np.log(np.exp(logits).sum(-1)) - logits[np.arange(len(labels)), labels])
+    record = result.history[-1]
+    assert record['teacher_test_accuracy'] == pytest.approx(
+        np.mean(batch_mode.argmax(-1) == labels), abs=1e-6)
+    assert record['teacher_test_loss'] == pytest.approx(loss(batch_mode), rel=1e-4)
+    assert abs(loss(eval_mode) - loss(batch_mode)) > 1e-2  # the modes differ here
+
+
+def test_ema_teacher_refuses_test_data_it_cannot_see(tmp_path, data_dir):
+    """The 'ema' teacher loads config.dataset's test split itself, so a run on other splits
+    must fail instead of reporting another test set's accuracy."""
+    splits = data.load_standardized('digits', data_dir=data_dir)
+    fewer = data.StandardizedSplits(
+        splits.train, dataclasses.replace(splits.test, images=splits.test.images[:200],
+                                          labels=splits.test.labels[:200]),
+        splits.mean, splits.std)
+    cfg = _config(tmp_path, data_dir, 'other', epochs=1, **{'eman.kind': 'ema'})
+    with pytest.raises(ValueError, match="eman.kind='ema' evaluates on the test split"):
+        train.fit(cfg, splits=fewer)
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+
+def test_experiment_arms_are_the_papers_settings():
+    hp = paper.SETTINGS['quick']
+    configs = {arm: paper.arm_config(arm, hp, 3, '/tmp/unused', None) for arm in paper.ARMS}
+    for arm, cfg in configs.items():
+        assert (cfg.optimizer, cfg.momentum, cfg.nesterov, cfg.lr, cfg.weight_decay,
+                cfg.schedule) == ('sgd', 0.9, True, 0.03, 5e-4, 'cosine')
+        assert cfg.epochs * hp['eval_every'] == hp['steps'] and cfg.num_seeds == 3
+        assert cfg.fixmatch.threshold == 0.7
+    assert configs['supervised'].fixmatch.lambda_u == 0.0
+    assert configs['supervised'].fixmatch.labeler == 'teacher'  # batch concat(labeled, strong)
+    assert configs['fixmatch'].fixmatch.labeler == 'self'
+    assert configs['fixmatch'].eman.momentum is None
+    assert (configs['ema'].eman.kind, configs['eman'].eman.kind) == ('ema', 'eman')
+    assert configs['ema'].eman.momentum == configs['eman'].eman.momentum == 0.98
+
+
+def test_experiment_refuses_a_teacher_that_is_not_its_student_at_step_0():
+    params = {'w': jnp.ones((2, 3))}
+    state = train.TrainState(step=jnp.zeros((2,)), params=params, batch_stats={},
+                             opt_state=(), rng=jnp.zeros((2, 2)), apply_fn=None, tx=None,
+                             extensions={'eman': eman.init(params)})
+    assert paper.check_initial_teacher(state) is state
+    with pytest.raises(RuntimeError, match='differs from its student'):
+        paper.check_initial_teacher(state.replace(extensions={'eman': eman.init(
+            {'w': jnp.ones((2, 3)).at[1, 0].set(2.0)})}))
+
+
+@pytest.mark.slow
+def test_experiment_reads_its_tables_and_checks_from_the_engine_runs(tmp_path, data_dir):
+    config = tmp_path / 'tiny.py'
+    config.write_text("def get_config():\n    return {'model': 'mlp', 'model_kwargs': "
+                      "{'hidden': (32,)}, 'steps': 4, 'eval_every': 2, 'labeled_batch': 8, "
+                      "'mu': 1, 'fractions': (0.1,)}\n")
+    out = tmp_path / 'out'
+    assert paper.main(['--config', str(config), '--seeds', '2', '--out', str(out),
+                       '--data-dir', data_dir]) == 0
+    results = json.loads((out / 'eman' / 'results.json').read_text())
+    run = results['runs']['0.1']
+    assert run['steps'] == [2, 4] and run['labeled_images'] == 142
+    records = metrics.read_jsonl(str(out / 'eman' / 'runs' / 'labels0.1-ema' / 'metrics.jsonl'))
+    assert run['ema']['teacher'] == [[r['teacher_test_accuracy'] for r in records
+                                      if r['seed'] == seed] for seed in (0, 1)]
+    assert 'teacher' not in run['supervised'] and 'mask_rate' not in run['supervised']
+    assert {c['name'] for c in results['checks']} == {'teacher', 'student',
+                                                       'semi_supervised_works'}

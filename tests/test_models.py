@@ -279,7 +279,7 @@ def test_unknown_model_name_lists_valid_names():
     with pytest.raises(ValueError) as error:
         get_model('resnet99', num_classes=10)
     assert all(name in str(error.value) for name in model_names())
-    assert len(model_names()) == 16
+    assert len(model_names()) == 18
 
 
 def test_unknown_option_names_model_and_valid_options():

@@ -96,13 +96,14 @@ def main(argv=None) -> int:
         settings = settings_from_args(args, file_values)
         settings.check()
         started = time.perf_counter()
-        runner, records = pruning.run_all(settings, args.measures, list(range(args.seeds)))
+        workdir = args.workdir or os.path.join(
+            'runs', f'prune-{settings.model}-{time.strftime("%Y%m%d-%H%M%S")}')
+        # The engine runs live in workdir/runs, so a rerun with --workdir resumes them.
+        runner, records = pruning.run_all(settings, args.measures, list(range(args.seeds)),
+                                          out_dir=workdir)
     except (ValueError, TypeError, OSError) as error:
         print(f'{parser.prog}: error: {error}', file=sys.stderr)
         return 1
-    workdir = args.workdir or os.path.join(
-        'runs', f'prune-{settings.model}-{time.strftime("%Y%m%d-%H%M%S")}')
-    os.makedirs(workdir, exist_ok=True)
     results = {'paper': 'Lubana & Dick, arXiv:2009.11839', 'settings':
                dataclasses.asdict(settings), 'groups': [g.name for g in runner.groups],
                'seconds': time.perf_counter() - started, 'runs': records}

@@ -32,6 +32,7 @@ FLAG_TO_KEY = {
     'passes_per_epoch': 'passes_per_epoch',
     'batch_size': 'batch_size', 'eval_batch_size': 'eval_batch_size', 'optimizer': 'optimizer',
     'lr': 'lr', 'momentum': 'momentum', 'schedule': 'schedule', 'warmup_epochs': 'warmup_epochs',
+    'nesterov': 'nesterov',
     'lr_decay_epochs': 'lr_decay_epochs',
     'weight_decay': 'weight_decay', 'label_smoothing': 'label_smoothing', 'seed': 'seed',
     'num_seeds': 'num_seeds', 'workdir': 'workdir', 'keep_checkpoints': 'keep_checkpoints',
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument('--optimizer', choices=('sgd', 'adam', 'adamw', 'lamb'))
     opt.add_argument('--lr', type=float, help='peak learning rate')
     opt.add_argument('--momentum', type=float, help='SGD momentum (0 for plain SGD)')
+    opt.add_argument('--nesterov', action=argparse.BooleanOptionalAction, default=None,
+                     help="SGD: Nesterov's momentum")
     opt.add_argument('--schedule', choices=('constant', 'cosine', 'step', 'linear'))
     opt.add_argument('--warmup-epochs', type=float)
     opt.add_argument('--lr-decay-epochs', type=float, nargs='+', metavar='EPOCH',

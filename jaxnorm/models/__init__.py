@@ -43,7 +43,9 @@ The ResNets accept ``(N, L, C)`` sequences with L >= 8 (1-D convs of 3 taps).
 
 ``small_cnn`` is :class:`SmallCNN` (:mod:`jaxnorm.models.small`), the pruning experiments'
 small CNN with flax-default convs (options ``features``, ``global_pool``, ``patch_convs``), so
-``fit`` can train it. Not in the registry, built directly: the constant-width probe networks
+``fit`` can train it. ``multihead_mlp`` and ``multihead_cnn`` (:mod:`jaxnorm.models.multihead`)
+are the continual-learning networks with one head per task (options ``num_tasks``, ``task``,
+and ``hidden`` / ``channels``); they return the logits of head ``task``. Not in the registry, built directly: the constant-width probe networks
 :func:`uniform_resnet` and :func:`uniform_cnn` (:mod:`jaxnorm.models.uniform`).
 
 Options: every residual model takes ``skipinit``, ``preact``, ``width``, ``shortcut`` and
@@ -74,6 +76,7 @@ from jaxnorm.models import convnet, mlp, mobilenet, resnet, vgg
 from jaxnorm.models.convnet import ConvNet
 from jaxnorm.models.mlp import MLP
 from jaxnorm.models.mobilenet import MobileNetV1
+from jaxnorm.models.multihead import MultiHeadCNN, MultiHeadMLP
 from jaxnorm.models.resnet import BasicBlock, ResNet, zero_pad_shortcut
 from jaxnorm.models.small import PatchConv, SmallCNN
 from jaxnorm.models.uniform import uniform_cnn, uniform_resnet
@@ -94,6 +97,8 @@ def _small_cnn(*, model_name: str, **fields) -> SmallCNN:
 
 
 _MODELS['small_cnn'] = (_small_cnn, {}, ('features', 'global_pool', 'patch_convs'))
+_MODELS['multihead_mlp'] = (MultiHeadMLP, {}, ('num_tasks', 'task', 'hidden'))
+_MODELS['multihead_cnn'] = (MultiHeadCNN, {}, ('num_tasks', 'task', 'channels'))
 
 
 def model_names() -> tuple[str, ...]:
@@ -135,5 +140,6 @@ def get_model(name: str, *, norm: str | NormSpec = 'bn', num_classes: int,
                         **{**config, **options})
 
 
-__all__ = ['BasicBlock', 'ConvNet', 'MLP', 'MobileNetV1', 'PatchConv', 'ResNet', 'SmallCNN', 'VGG',
+__all__ = ['BasicBlock', 'ConvNet', 'MLP', 'MobileNetV1', 'MultiHeadCNN', 'MultiHeadMLP',
+           'PatchConv', 'ResNet', 'SmallCNN', 'VGG',
            'get_model', 'model_names', 'uniform_cnn', 'uniform_resnet', 'zero_pad_shortcut']

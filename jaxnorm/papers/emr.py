@@ -75,18 +75,21 @@ def metrics(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return acc, forg
 
 
-def run_benchmark(bench, schedule: dict, lrs, seeds: list[int]) -> dict:
+def run_benchmark(bench, schedule: dict, lrs, seeds: list[int], runs_dir: str) -> dict:
     """Every method's accuracy matrices, (LR, seed, T, T) after choosing QR's λ; ``schedule``
-    holds the :class:`jaxnorm.continual.Setup` fields other than method and importance."""
+    holds the :class:`jaxnorm.continual.Setup` fields other than method and importance. Each
+    method's grid is one engine run per task (:func:`jaxnorm.continual.run_grid`), kept in
+    ``runs_dir/<benchmark>/<method>`` (a rerun resumes them)."""
     out = {}
-    base = cl.run_grid(cl.Setup(method='finetune', **schedule), bench, lrs, [0.0], seeds)
-    out['finetune'] = {'matrices': base[:, 0]}
+
+    def grid(method, importance, strengths):
+        workdir = os.path.join(runs_dir, bench.name, f'{method}-{importance}')
+        return cl.run_grid(cl.Setup(method=method, importance=importance, **schedule), bench,
+                           lrs, strengths, seeds, workdir=workdir)
+    out['finetune'] = {'matrices': grid('finetune', 'ewc', [0.0])[:, 0]}
     for importance in IMPORTANCES:
-        emr = cl.run_grid(cl.Setup(method='emr', importance=importance, **schedule),
-                          bench, lrs, [0.0], seeds)
-        out[f'emr-{importance}'] = {'matrices': emr[:, 0]}
-        qr = cl.run_grid(cl.Setup(method='quadratic', importance=importance, **schedule),
-                         bench, lrs, STRENGTHS, seeds)
+        out[f'emr-{importance}'] = {'matrices': grid('emr', importance, [0.0])[:, 0]}
+        qr = grid('quadratic', importance, STRENGTHS)
         acc, _ = metrics(qr)  # (LR, λ, seed)
         mean = np.nan_to_num(acc.mean(-1), nan=-1.0)
         best = mean.argmax(1)  # per LR
@@ -382,7 +385,8 @@ def main(argv=None) -> int:
     all_results, rows, figures, check_list, summaries, notes = {}, [], [], [], {}, []
     for bench_name in benches:
         bench = dc.load_benchmark(bench_name, data_dir=args.data_dir)
-        results = run_benchmark(bench, schedule, lrs, seeds)
+        with common.shared_compilations():
+            results = run_benchmark(bench, schedule, lrs, seeds, os.path.join(out_dir, 'runs'))
         all_results[bench_name] = results
         rows += table(results, bench_name, lrs) + ['']
         found, summaries[bench_name], found_notes = evaluate_checks(declared[bench_name],

@@ -17,8 +17,12 @@ the fifth epoch; then 10 epochs of cosine fine-tuning from lr 0.1 (fresh optimiz
 phase, as the reference). Measures: magnitude, loss preservation |θg| (T = 1), its
 magnitude-biased variant, GraSP θ·Hg (T = 200), gradient-norm preservation |θ·Hg| (T = 1),
 random, and the dense model on the same schedule; BN scores in eval mode, Hg over one
-class-balanced batch per class (32 images each). Every run of a seed shares its
-initialization and data order, so measures are compared in pairs.
+class-balanced batch per class (32 images each). Every training phase (each round, the
+fine-tuning) of a measure is one engine run (``jaxnorm.train.fit``) with the seeds as lanes
+and the masks held by the ``sparsity`` extension, in ``OUT/flow_pruning/runs/<measure>-phase<p>``
+(a rerun resumes them); phase p draws its batches with seed ``s + 1000 p``
+(:data:`jaxnorm.pruning.PHASE_SEED_STRIDE`). Every run of a seed shares its initialization
+and data orders, so measures are compared in pairs.
 
 Checks (declared before the run by :func:`declare_checks`; the unit of replication is the
 seed, every measure of a seed sharing its initialization and data order, so each claim is
@@ -41,18 +45,17 @@ judged on per-seed paired differences with the 90 % paired t-interval of
   * Diagnostic without a check: the share of the alive filters' |g|^2 = -dL/dt that the
     removed filters carried (claim i's mechanism, in this operationalization).
 
-    python scripts/experiments/flow_pruning.py --quick --out results   # ~4 min, 2 CPU cores
+    python scripts/experiments/flow_pruning.py --quick --out results   # ~8 min, 2 CPU cores
     python scripts/experiments/flow_pruning.py --seeds 5 --out results  # 25 rounds, width 1
     python scripts/experiments/flow_pruning.py --config scripts/configs/flow_pruning.py  # paper
 
 ``--config`` takes a ``scripts/prune_model.py`` config (PruneSettings fields; the paper's
-VGG-13 on CIFAR-10 in ``scripts/configs/flow_pruning.py``); ``jaxnorm.pruning`` trains data
-parallel over every device.
+VGG-13 on CIFAR-10 in ``scripts/configs/flow_pruning.py``); the engine trains the seeds'
+lanes over every device.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 
@@ -295,9 +298,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     s = dataclasses.replace(base, data_dir=args.data_dir)
     declared = declare_checks(common.declared_seeds(args))
-    runner, records = pruning.run_all(s, MEASURES, list(range(args.seeds)), description=NAME)
-    out_dir = os.path.join(args.out, NAME)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = common.output_dir(args, NAME)
+    runner, records = pruning.run_all(s, MEASURES, list(range(args.seeds)), out_dir=out_dir,
+                                      description=NAME)
     judged = evaluate_checks(declared, records)
     old, diag = old_rules(records), diagnostics(records)
     network = s.model + ''.join(f', {k} {v}' for k, v in s.model_kwargs.items())

@@ -11,6 +11,10 @@ the first conv and all biases stay free. Block shapes 1x4, 4x4 and 1x16 in the `
 fan_in`` matrix; two ratio pairs (unified + pruned fraction of the blocks of every layer).
 Adam (batch 64; lr 1e-3, 3e-3 in the ADMM phase) throughout.
 
+Every phase is one seed-batched run of the engine (:func:`jaxnorm.train.fit`, the seeds as
+lanes): ADMM is the ``admm`` extension and the retraining the ``tied`` extension
+(:mod:`jaxnorm.unification`); projections and block selection happen per lane between runs.
+
 * dense: pre-train ``pretrain_epochs``;
 * one-shot: exact projection of the pre-trained weights, then ``retrain_epochs`` of
   retraining with the unified and pruned blocks frozen;
@@ -39,12 +43,14 @@ and the 90 % paired t-intervals run over networks:
     (points) at the milder ratio, averaged over the network's block shapes; non-inferiority
     with a 2-point margin.
 
-    python scripts/experiments/unification.py --quick --out results   # ~4 min, 2 CPU cores
+    python scripts/experiments/unification.py --quick --out results   # ~20 min, 2 busy CPU cores
     python scripts/experiments/unification.py --config scripts/configs/unification.py
 
 ``--config`` sets the Settings fields (dataset, models, epochs, ratios, ADMM schedule) from a
-``get_config()`` file; the paper's scale is ``scripts/configs/unification.py``. Seeds and
-configurations run one after another (each a jitted epoch on the default device).
+``get_config()`` file; the paper's scale is ``scripts/configs/unification.py``. Each engine
+run lives in ``OUT/unification/runs/<model>/<cell>/<phase>`` and a rerun resumes it (or reads
+it back when finished). A phase's lanes draw their batch orders from seeds offset per phase
+(:data:`PHASE_SEEDS`), since every run counts its epochs from 0.
 """
 from __future__ import annotations
 
@@ -54,13 +60,9 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-import prune
-from jaxnorm import config as config_lib, data, models
-from jaxnorm.losses import mean_cross_entropy
+from jaxnorm import config as config_lib, data, models, parallel, train, unification
 from jaxnorm.papers import checks, common, stats
 from prune import unify, unify_storage
 
@@ -87,7 +89,15 @@ class Settings:
     dataset: str = 'digits'
 
 
+# name -> (engine model, options): the MLP 256-256, and the CNN of three 3x3 convs (16,
+# 32/2, 64/2) with ReLU, flatten and the classifier ``head``; neither normalized.
+MODELS = {'mlp': ('mlp', {}), 'cnn': ('small_cnn', {'features': (16, 32, 64)})}
 MODEL_PATTERNS = {'mlp': r'^dense[12]/kernel', 'cnn': r'^conv[23]/kernel'}
+# The data order of lane k of a phase is BatchIterator seed PHASE_SEEDS[phase] + k, its epochs
+# counted from 0 in every fit: the phases see different batch orders, as the old loop's epoch
+# offsets 0 / 100 / 1000 gave them, and the one-shot and ADMM retraining of a seed share one
+# (paired arms). Lanes of different phases never share a seed while seeds <= 100.
+PHASE_SEEDS = {'pretrain': 0, 'admm': 100, 'retrain': 1000}
 
 
 def positions(name: str, height: int, width: int) -> dict:
@@ -100,116 +110,121 @@ def positions(name: str, height: int, width: int) -> dict:
 
 
 def build(name: str, num_classes: int):
-    """The MLP (256-256), or the CNN: three 3x3 convs (16, 32/2, 64/2) with ReLU, flatten and
-    the classifier ``head``; neither normalized."""
-    if name == 'mlp':
-        return models.get_model('mlp', norm='none', num_classes=num_classes)
-    return models.SmallCNN(num_classes, features=(16, 32, 64))
+    """The engine's network ``name`` (see :data:`MODELS`)."""
+    model, kwargs = MODELS[name]
+    return models.get_model(model, norm='none', num_classes=num_classes, **kwargs)
 
 
-class Runner:
-    """Data, compiled epochs and evaluation of one model."""
+class Phases:
+    """The engine runs of one model, each a seed-batched :func:`jaxnorm.train.fit` (the seeds
+    as lanes) in its own workdir, and the test accuracy of each lane's weights."""
 
-    def __init__(self, name: str, s: Settings, data_dir):
-        self.name, self.s = name, s
-        dataset = data.load_standardized(s.dataset, data_dir=data_dir)
-        self.x = dataset.train_images
-        self.y = dataset.train_labels.astype(np.int32)
-        self.xt = jnp.asarray(dataset.test_images)
-        self.yt = jnp.asarray(dataset.test_labels.astype(np.int32))
-        self.model = build(name, dataset.num_classes)
-        self.positions = positions(name, *self.x.shape[1:3])
-        self.steps = len(self.y) // s.batch_size
-        self._epochs = {}
-        self.accuracy = jax.jit(lambda p: jnp.mean(
-            jnp.argmax(self.model.apply({'params': p}, self.xt), -1) == self.yt))
+    def __init__(self, name: str, s: Settings, seeds: int, out_dir: str, data_dir):
+        if not 2 <= seeds <= PHASE_SEEDS['admm']:
+            raise ValueError(f'need 2 to {PHASE_SEEDS["admm"]} seeds, got {seeds}')
+        self.name, self.s, self.seeds = name, s, seeds
+        self.splits = data.load_standardized(s.dataset, data_dir=data_dir)
+        self.positions = positions(name, *self.splits.train_images.shape[1:3])
+        model, kwargs = MODELS[name]
+        self.base = config_lib.apply_overrides(config_lib.default_config(), {
+            'model': model, 'model_kwargs': kwargs, 'norm': 'none', 'dataset': s.dataset,
+            'data_dir': data_dir, 'augment': 'none', 'batch_size': s.batch_size,
+            'optimizer': 'adam', 'schedule': 'constant', 'lr': s.lr, 'weight_decay': 0.0,
+            'num_seeds': seeds, 'keep_checkpoints': 1, 'progress': False})
+        self.runs = os.path.join(out_dir, 'runs', name)
+        self._evaluate = jax.jit(jax.vmap(train.eval_step, in_axes=(0, None)))
 
-    def init(self, seed: int):
-        return self.model.init(jax.random.key(seed), jnp.zeros((1, *self.x.shape[1:])))['params']
+    def spec(self, shape, ratio) -> unify.UnifySpec:
+        return unify.UnifySpec(tuple(shape), ratio[0], ratio[1], pattern=MODEL_PATTERNS[self.name])
 
-    def spec(self, shape, ratio) -> prune.UnifySpec:
-        return prune.UnifySpec(tuple(shape), ratio[0], ratio[1], pattern=MODEL_PATTERNS[self.name])
+    def fit(self, phase: str, run: str, overrides: dict, initial_state=None) -> train.FitResult:
+        """The phase's engine run ``run`` (resumed, or read back when finished)."""
+        config = config_lib.apply_overrides(self.base, {
+            **overrides, 'seed': PHASE_SEEDS[phase], 'workdir': os.path.join(self.runs, run)})
+        return train.fit(config, resume=True, initial_state=initial_state)
 
-    def epoch_fn(self, key, tx):
-        """A jitted epoch (``lax.scan`` over the batches) for optimizer ``tx``, cached."""
-        if key not in self._epochs:
-            def loss(p, x, y):
-                logits = self.model.apply({'params': p}, x)
-                return mean_cross_entropy(logits, y)
+    def accuracy(self, state: train.TrainState, params) -> list[float]:
+        """Test accuracy of each lane of ``params`` (the engine's evaluation step)."""
+        weights_only = state.replace(params=params, opt_state=(), extensions={})
+        return train.evaluate_dataset(
+            self._evaluate, weights_only, self.splits.test_images, self.splits.test_labels,
+            batch_size=self.base.eval_batch_size, mesh=parallel.data_mesh(),
+            place=jax.device_put)['accuracy']
 
-            def step(carry, batch):
-                p, o = carry
-                g = jax.grad(loss)(p, *batch)
-                u, o = tx.update(g, o, p)
-                return (optax.apply_updates(p, u), o), None
+    def admm(self, run: str, spec: unify.UnifySpec, pretrained) -> train.FitResult:
+        """ADMM toward ``spec``'s unified set from the pre-trained weights."""
+        s = self.s
+        return self.fit('admm', run, {
+            'epochs': s.admm_epochs, 'lr': s.admm_lr, 'admm.rho0': s.rho0,
+            'admm.rho_factor': s.rho_factor, 'admm.block': spec.block_shape,
+            'admm.unify_ratio': spec.unify_ratio, 'admm.prune_ratio': spec.prune_ratio,
+            'admm.pattern': spec.pattern}, lambda state: unification.start_from(state, pretrained))
 
-            self._epochs[key] = jax.jit(lambda p, o, x, y: jax.lax.scan(step, (p, o), (x, y))[0])
-        return self._epochs[key]
+    def retrain(self, run: str, spec: unify.UnifySpec, projected, codes,
+                train_magnitudes: bool = False) -> list[float]:
+        """Retrain the projected weights with the blocks of ``codes`` tied; the accuracy of the
+        stored model (the result re-projected with ``codes``, which only removes rounding)."""
+        result = self.fit('retrain', run, {
+            'epochs': self.s.retrain_epochs, 'tied.retrain': True,
+            'tied.block': spec.block_shape, 'tied.pattern': spec.pattern,
+            'tied.train_magnitudes': train_magnitudes},
+            lambda state: unification.with_codes(state, projected, codes, spec))
+        return self.accuracy(result.state, unification.project_lanes(result.state.params,
+                                                                     codes, spec))
 
-    def batches(self, seed: int, epoch: int):
-        order = np.random.default_rng([seed, epoch]).permutation(len(self.y))
-        order = order[:self.steps * self.s.batch_size].reshape(self.steps, -1)
-        return jnp.asarray(self.x[order]), jnp.asarray(self.y[order])
-
-    def train(self, key, tx, params, state, seed, epochs, offset, after_epoch=None):
-        fn = self.epoch_fn(key, tx)
-        for epoch in range(epochs):
-            params, state = fn(params, state, *self.batches(seed, offset + epoch))
-            if after_epoch is not None:
-                after_epoch(params, state)
-        return params, state
-
-
-def retrain(runner: Runner, spec, params, codes, seed, train_magnitudes=False) -> float:
-    s = runner.s
-    tx = prune.tied_optimizer(optax.adam(s.lr), spec, train_magnitudes=train_magnitudes)
-    state = prune.install_codes(tx.init(params), params, codes, spec)
-    params, _ = runner.train(('tied', spec.block_shape, train_magnitudes), tx, params, state,
-                             seed,
-                             s.retrain_epochs, 1000)
-    return float(runner.accuracy(unify.project(params, spec, codes=codes)))
+    def hard_projection(self, params, spec: unify.UnifySpec):
+        """:func:`jaxnorm.unification.hard_projection`, and each lane's storage report (over
+        the constrained kernels)."""
+        projected, codes = unification.hard_projection(params, spec, self.seeds)
+        lane = lambda tree, k: jax.tree.map(lambda leaf: leaf[k], tree)  # noqa: E731
+        return projected, codes, [unify_storage.storage_report(
+            lane(projected, k), lane(codes, k), spec, positions=self.positions)['total']
+            for k in range(self.seeds)]
 
 
-def run_model(runner: Runner, seeds, progress) -> list[dict]:
-    s, records = runner.s, []
-    for seed in seeds:
-        tx = optax.adam(s.lr)
-        params = runner.init(seed)
-        params, _ = runner.train(('dense',), tx, params, tx.init(params), seed,
-                                 s.pretrain_epochs, 0)
-        dense = float(runner.accuracy(params))
-        for shape in SHAPES:
-            for ratio in s.ratios:
-                spec = runner.spec(shape, ratio)
-                row = {'model': runner.name, 'seed': seed, 'shape': list(shape),
-                       'ratio': list(ratio), 'dense': dense}
-                codes = unify.select_blocks(params, spec, 'exact')
-                projected = unify.project(params, spec, codes=codes)
-                report = unify_storage.storage_report(projected, codes, spec,
-                                              positions=runner.positions)['total']
-                row.update(compression=report['constrained_compression'],
-                           model_compression=report['model_compression'],
-                           multiply_reduction=report['multiply_reduction'],
-                           oneshot_before=float(runner.accuracy(projected)),
-                           oneshot_after=retrain(runner, spec, projected, codes, seed))
-                rho = prune.rho_schedule(s.rho0, s.rho_factor, runner.steps)
-                admm_tx = prune.admm(optax.adam(s.admm_lr), spec, rho, update_every=runner.steps)
-                gaps = []
-                w, _ = runner.train(('admm', spec), admm_tx, params, admm_tx.init(params), seed,
-                                    s.admm_epochs, 100,
-                                    lambda p, o: gaps.append(float(prune.admm_gap(p, o))))
-                codes = unify.select_blocks(w, spec, 'exact')
-                hard = unify.project(w, spec, codes=codes)
-                report = unify_storage.storage_report(hard, codes, spec,
-                                              positions=runner.positions)['total']
-                row.update(gaps=gaps, admm_trained=float(runner.accuracy(w)),
-                           admm_before=float(runner.accuracy(hard)),
-                           admm_after=retrain(runner, spec, hard, codes, seed),
-                           admm_after_magnitudes=retrain(runner, spec, hard, codes, seed, True),
-                           admm_compression=report['constrained_compression'])
-                records.append(row)
+def run_cell(phases: Phases, pretrained: train.FitResult, spec: unify.UnifySpec,
+             cell: str) -> dict[str, list]:
+    """One (block shape, ratio) cell from the pre-trained lanes: one-shot projection and
+    retraining, ADMM, hard projection and the two retrainings; every number a list over
+    lanes."""
+    projected, codes, reports = phases.hard_projection(pretrained.state.params, spec)
+    admm = phases.admm(f'{cell}/admm', spec, pretrained.state.params)
+    hard, hard_codes, hard_reports = phases.hard_projection(admm.state.params, spec)
+    retrain = lambda run, *args, **kwargs: phases.retrain(  # noqa: E731
+        f'{cell}/{run}', spec, *args, **kwargs)
+    return {
+        'compression': [r['constrained_compression'] for r in reports],
+        'model_compression': [r['model_compression'] for r in reports],
+        'multiply_reduction': [r['multiply_reduction'] for r in reports],
+        'oneshot_before': phases.accuracy(pretrained.state, projected),
+        'oneshot_after': retrain('oneshot-retrain', projected, codes),
+        'gaps': [[r['admm_gap'] for r in admm.history if r['seed'] == PHASE_SEEDS['admm'] + k]
+                 for k in range(phases.seeds)],
+        'admm_trained': phases.accuracy(admm.state, admm.state.params),
+        'admm_before': phases.accuracy(admm.state, hard),
+        'admm_after': retrain('admm-retrain', hard, hard_codes),
+        'admm_after_magnitudes': retrain('admm-retrain-magnitudes', hard, hard_codes,
+                                         train_magnitudes=True),
+        'admm_compression': [r['constrained_compression'] for r in hard_reports]}
+
+
+def run_model(phases: Phases, progress) -> list[dict]:
+    """Pre-training, then every (block shape, ratio) cell; one record per (seed, cell), in the
+    order seed, block shape, ratio."""
+    pretrained = phases.fit('pretrain', 'pretrain', {'epochs': phases.s.pretrain_epochs})
+    dense = phases.accuracy(pretrained.state, pretrained.state.params)
+    cells = []
+    for shape in SHAPES:
+        for ratio in phases.s.ratios:
+            numbers = run_cell(phases, pretrained, phases.spec(shape, ratio),
+                               f'{shape[0]}x{shape[1]}-unify{ratio[0]}-prune{ratio[1]}')
+            cells.append([{'model': phases.name, 'seed': k, 'shape': list(shape),
+                           'ratio': list(ratio), 'dense': dense[k],
+                           **{key: values[k] for key, values in numbers.items()}}
+                          for k in range(phases.seeds)])
+            for row in cells[-1]:
                 progress(row)
-    return records
+    return [rows[k] for k in range(phases.seeds) for rows in cells]
 
 
 def mean_std(values, scale=100.0) -> str:
@@ -404,6 +419,12 @@ def paper_setting(path: str) -> Settings:
     return settings
 
 
+def print_row(r: dict) -> None:
+    print(f"{r['model']} seed {r['seed']} {r['shape']} {r['ratio']}: one-shot "
+          f"{r['oneshot_before']:.3f}->{r['oneshot_after']:.3f}, ADMM {r['admm_before']:.3f}"
+          f"->{r['admm_after']:.3f}, gap {r['gaps'][0]:.3f}->{r['gaps'][-1]:.4f}", flush=True)
+
+
 def main(argv=None) -> int:
     _, args, s = common.parse_with_setting(
         __doc__, argv, lambda args: paper_setting(args.config) if args.config
@@ -413,13 +434,10 @@ def main(argv=None) -> int:
     out_dir = common.output_dir(args, NAME)
     declared = declare_checks(common.declared_seeds(args), s)
     records = []
-    for name in s.models:
-        runner = Runner(name, s, args.data_dir)
-        records += run_model(runner, range(args.seeds), lambda r: print(
-            f"{r['model']} seed {r['seed']} {r['shape']} {r['ratio']}: one-shot "
-            f"{r['oneshot_before']:.3f}->{r['oneshot_after']:.3f}, ADMM {r['admm_before']:.3f}"
-            f"->{r['admm_after']:.3f}, gap {r['gaps'][0]:.3f}->{r['gaps'][-1]:.4f}",
-            flush=True))
+    with common.shared_compilations():
+        for name in s.models:
+            records += run_model(Phases(name, s, args.seeds, out_dir, args.data_dir),
+                                 print_row)
     figure = os.path.join(out_dir, f'{NAME}.png')
     plot(records, figure)
     ran = (f'{s.dataset}, {" and ".join(s.models)} (MLP 256-256, 3-conv CNN), no '
@@ -429,7 +447,7 @@ def main(argv=None) -> int:
            f'epochs of Adam, then one-shot projection or {s.admm_epochs} ADMM epochs (rho '
            f'{s.rho0} x {s.rho_factor} per epoch, Adam {s.admm_lr}) + hard projection, then '
            f'{s.retrain_epochs} epochs of retraining with tied blocks (frozen, or shared '
-           f'magnitudes trained); {args.seeds} seeds.')
+           f'magnitudes trained); {args.seeds} seeds, each phase one seed-batched engine run.')
     evaluated, notes = evaluate_checks(declared, records, s)
     checks.write_results(out_dir, paper='Lin et al., arXiv:2106.08301', claim=CLAIM, ran=ran,
                          scale=common.scale(args), seeds=args.seeds, table=table(records),
