@@ -19,7 +19,6 @@ running (``stop_on_divergence=False``), as the stability comparison needs.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import tempfile
@@ -192,14 +191,20 @@ def _splits(task) -> data.StandardizedSplits:
                                    np.ones(channels, np.float32))
 
 
+def head_options(setup: Setup, benchmark: Benchmark, task: int) -> dict:
+    """The multi-head model's options for training or evaluating ``task``."""
+    options = {'num_tasks': benchmark.num_tasks, 'task': task}
+    if setup.model == 'mlp':
+        options['hidden'] = tuple(setup.hidden)
+    return options
+
+
 def task_config(setup: Setup, benchmark: Benchmark, lanes: int, task: int, workdir: str,
                 first_seed: int = 0):
     """The run config of one task's fit of ``lanes`` lanes (seeds ``first_seed`` ...)."""
-    model_kwargs = {'num_tasks': benchmark.num_tasks, 'task': task}
-    if setup.model == 'mlp':
-        model_kwargs['hidden'] = tuple(setup.hidden)
     return config_lib.apply_overrides(config_lib.default_config(), {
-        'model': f'multihead_{setup.model}', 'model_kwargs': model_kwargs, 'norm': 'none',
+        'model': f'multihead_{setup.model}', 'model_kwargs': head_options(setup, benchmark, task),
+        'norm': 'none',
         'dataset': benchmark.name, 'augment': 'none', 'optimizer': 'sgd', 'lr': 1.0,
         'momentum': setup.momentum, 'schedule': 'constant', 'weight_decay': 0.0,
         'batch_size': setup.batch_size, 'epochs': 1, 'num_seeds': lanes, 'seed': first_seed,
@@ -234,6 +239,12 @@ def run_grid(setup: Setup, benchmark: Benchmark, lrs, strengths, seeds, *,
     matrix = np.zeros((len(grid), tasks, tasks), np.float32)
     # Whole lanes per device: the continual batches (10) rarely split over the devices.
     mesh = parallel.data_mesh(jax.devices()[:math.gcd(len(grid), jax.device_count())])
+    # One eval step and one model per head for the whole grid: each head compiles once.
+    evaluate = train.compile_steps(mesh, 0.0, (), len(grid) if len(grid) > 1 else None)[1]
+    heads = [models.get_model(f'multihead_{setup.model}', norm='none',
+                              num_classes=benchmark.classes_per_task,
+                              **head_options(setup, benchmark, j))
+             for j in range(tasks)]
     with tempfile.TemporaryDirectory() as scratch:
         previous = None
         for t, task in enumerate(benchmark.tasks):
@@ -260,17 +271,14 @@ def run_grid(setup: Setup, benchmark: Benchmark, lrs, strengths, seeds, *,
             previous = train.fit(config, resume=True, initial_state=start, mesh=mesh,
                                  splits=_splits(task), batches=lane_batches).state
             for j, other in enumerate(benchmark.tasks):
-                matrix[:, t, j] = _accuracy(config, previous, other, j, mesh)
+                matrix[:, t, j] = _accuracy(evaluate, previous.replace(apply_fn=heads[j].apply),
+                                            other, mesh, config)
     return matrix.reshape(len(lrs), len(strengths), len(seeds), tasks, tasks)
 
 
-def _accuracy(config, state: train.TrainState, task, head: int, mesh) -> np.ndarray:
-    """Every lane's test accuracy on ``task`` through head ``head``."""
-    model = models.get_model(config.model, norm=config.norm, num_classes=task.test.num_classes,
-                             **{**config.model_kwargs, 'task': head})
+def _accuracy(evaluate, state: train.TrainState, task, mesh, config) -> np.ndarray:
+    """Every lane's test accuracy on ``task`` (``state.apply_fn``: that task's head)."""
     batch = -(-config.eval_batch_size // mesh.size) * mesh.size
-    state = state.replace(apply_fn=model.apply)
-    evaluate = _evaluator(mesh, config.num_seeds if config.num_seeds > 1 else None)
     if config.num_seeds == 1:
         result = train.evaluate_dataset(evaluate, state, task.test.images, task.test.labels,
                                         batch_size=batch, mesh=mesh)
@@ -280,10 +288,3 @@ def _accuracy(config, state: train.TrainState, task, head: int, mesh) -> np.ndar
         evaluate, state, task.test.images, task.test.labels, batch_size=batch, mesh=mesh,
         place=lambda b: placement.put(b, sharding=placement.eval_batch))
     return np.asarray(result['accuracy'], np.float32)
-
-
-@functools.lru_cache(maxsize=None)
-def _evaluator(mesh, lanes: int | None):
-    """One jitted (lane-batched) eval step per mesh and lane count; the heads are static
-    arguments, so each compiles once."""
-    return train.compile_steps(mesh, 0.0, (), lanes)[1]
