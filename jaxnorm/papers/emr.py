@@ -30,8 +30,8 @@ The cells are the LRs of the paper's grid {0.03, 0.01, 0.003, 0.001} that the ru
 others stay in the table; the notes name them). The full run repeats the three checks on
 permuted digits (named with that suffix).
 
-    python scripts/experiments/emr.py --quick --out results   # about 1 minute, 2 CPU cores
-    python scripts/experiments/emr.py --out results           # about 5 minutes, 2 CPU cores
+    python scripts/experiments/emr.py --quick --out results   # about 2.5 minutes, 2 CPU cores
+    python scripts/experiments/emr.py --out results           # not timed on the engine (quick x ~3)
 """
 from __future__ import annotations
 
