@@ -33,7 +33,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxnorm import extension
+from jaxnorm import extension, trees
 
 
 @extension.register
@@ -84,18 +84,13 @@ def with_mask(train_state: Any, mask: Any) -> Any:
     seed-batched run); its values are cast to the params' dtypes.
 
     Raises:
-      ValueError: the run has no sparsity state (``sparsity.masked`` is off) or the mask's
-        structure or shapes differ from the params'.
+      ValueError: the run has no sparsity state (``sparsity.masked`` is off), or the mask
+        lacks a parameter path, has an extra one or a leaf of another shape (the message
+        names them, :func:`jaxnorm.trees.check_like`).
     """
     if Sparsity.name not in train_state.extensions:
         raise ValueError("the train state has no 'sparsity' entry: set sparsity.masked=True")
-    if jax.tree.structure(mask) != jax.tree.structure(train_state.params):
-        raise ValueError('the mask does not have the structure of the params')
+    mask = trees.aligned(train_state.params, mask, 'sparsity mask')
     mask = jax.tree.map(lambda m, p: jnp.asarray(m, p.dtype), mask, train_state.params)
-    wrong = [(jnp.shape(m), jnp.shape(p)) for m, p in
-             zip(jax.tree.leaves(mask), jax.tree.leaves(train_state.params))
-             if jnp.shape(m) != jnp.shape(p)]
-    if wrong:
-        raise ValueError(f'mask and params shapes differ: {wrong[0][0]} vs {wrong[0][1]}')
     state = train_state.replace(params=apply_mask(train_state.params, mask))
     return state.replace(extensions={**state.extensions, Sparsity.name: mask})

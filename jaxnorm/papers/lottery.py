@@ -43,6 +43,7 @@ The paper states no effect sizes, so no check is powered.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sys
 import time
@@ -116,7 +117,7 @@ def make_train(name: str, setting: dict, seeds: int, out_dir: str, data_dir: str
         'optimizer': 'sgd', 'momentum': 0.9, 'weight_decay': 0.0, 'schedule': 'step',
         'epochs': 1, 'lr_decay_epochs': (80 / 150, 120 / 150), 'num_seeds': seeds,
         'sparsity.masked': True, 'keep_checkpoints': 1, 'progress': False})
-    calls = iter(range(10 ** 6))
+    calls = itertools.count()
 
     def train(params, masks, epochs, key):
         del key  # the lane seeds give each call its own data order
