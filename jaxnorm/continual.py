@@ -97,15 +97,6 @@ def set_lane_values(opt_state: Any, **values: jax.Array) -> Any:
         n, optax.InjectStatefulHyperparamsState))
 
 
-def continual_inner_state(opt_state: Any) -> Any:
-    """The wrapped optimizer's state inside the :class:`optim.ContinualState` of
-    ``opt_state`` (what a fresh state holds: zero momentum)."""
-    found = []
-    jax.tree.map(lambda n: found.append(n) if isinstance(n, optim.ContinualState) else None,
-                 opt_state, is_leaf=lambda n: isinstance(n, optim.ContinualState))
-    return found[0].inner_state
-
-
 def average_accuracy(matrix) -> float:
     """Mean accuracy over all tasks after the last one: mean of the last row of ``R``.
 
@@ -263,8 +254,9 @@ def run_grid(setup: Setup, benchmark: Benchmark, lrs, strengths, seeds, *,
                     return optim.new_task(opt_state, params, inner_state=inner_state)
                 if len(grid) > 1:
                     next_task = jax.vmap(next_task)
+                fresh_inner = trees.find_state(fresh.opt_state, optim.ContinualState).inner_state
                 return fresh.replace(params=previous.params, opt_state=next_task(
-                    previous.opt_state, previous.params, continual_inner_state(fresh.opt_state)))
+                    previous.opt_state, previous.params, fresh_inner))
 
             def lane_batches(lane_seed, task=task, t=t):
                 return TaskBatches(task.train, orders[seed_lane[lane_seed - seeds[0]]][t])

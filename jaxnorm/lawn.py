@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 import optim
-from jaxnorm import extension, homogeneous
+from jaxnorm import extension, homogeneous, trees
 from optim.lawn import PROJECTIONS
 
 
@@ -96,10 +96,7 @@ class Lawn(extension.Extension):
 def target_norms(opt_state: Any) -> dict[str, jax.Array]:
     """``{path: target norm}`` of the :class:`optim.LawnState` inside ``opt_state`` (the
     optimizer state of a run with LAWN on, e.g. behind coupled weight decay's chain)."""
-    def is_lawn(node) -> bool:
-        return isinstance(node, optim.LawnState)
-    (state,) = [node for node in jax.tree_util.tree_leaves(opt_state, is_leaf=is_lawn)
-                if is_lawn(node)]
+    state = trees.find_state(opt_state, optim.LawnState)
     leaves = jax.tree_util.tree_flatten_with_path(state.target_norms)[0]
     return {optim.path_name(path): value for path, value in leaves}
 

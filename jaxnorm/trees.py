@@ -243,3 +243,19 @@ def require_params(params: Any, transform: str) -> None:
 
 __all__ = ['MaskOrFn', 'aligned', 'check_like', 'is_placeholder', 'key_name', 'mask_flags',
            'mask_tree', 'named_leaves', 'path_name', 'regex_mask', 'require_params']
+
+
+def find_state(opt_state: Any, kind: type) -> Any:
+    """The one node of type ``kind`` (e.g. :class:`prune.AdmmState`) inside ``opt_state``,
+    wherever a chain, ``optax.masked`` or ``optax.inject_hyperparams`` nests it.
+
+    Raises:
+      ValueError: there is none (the transform, or its extension, is off) or more than one.
+    """
+    def is_kind(node) -> bool:
+        return isinstance(node, kind)
+    found = [node for node in jax.tree.leaves(opt_state, is_leaf=is_kind) if is_kind(node)]
+    if len(found) != 1:
+        raise ValueError(f'expected one {kind.__name__} in the optimizer state, found '
+                         f'{len(found)}; is its extension switched on?')
+    return found[0]

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import optax
 
 import prune
-from jaxnorm import extension
+from jaxnorm import extension, trees
 from prune import unify
 
 # The kernels UnifySpec constrains by default: every one but the classifier's.
@@ -102,7 +102,7 @@ class Admm(extension.Extension):
         super().__init__(section, context)
         self.spec = admm_spec(section)
         self._gap = jax.jit(lambda params, opt_state: prune.admm_gap(
-            params, find_state(opt_state, prune.AdmmState)))
+            params, trees.find_state(opt_state, prune.AdmmState)))
 
     def wrap_optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:
         every = self.context.steps_per_epoch
@@ -144,7 +144,7 @@ class Tied(extension.Extension):
     def __init__(self, section: Any, context: extension.RunContext):
         super().__init__(section, context)
         self._fraction = jax.jit(lambda opt_state: tied_fraction(
-            find_state(opt_state, prune.TiedState).codes))
+            trees.find_state(opt_state, prune.TiedState).codes))
 
     def wrap_optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:
         return prune.tied_optimizer(tx, tied_spec(self.section),
@@ -171,21 +171,6 @@ def tied_fraction(codes: dict) -> jax.Array:
     leaves = jax.tree.leaves(codes)
     return (sum(jnp.count_nonzero(c) for c in leaves) / sum(c.size for c in leaves)).astype(
         jnp.float32)
-
-
-def find_state(opt_state: Any, kind: type) -> Any:
-    """The one node of type ``kind`` (e.g. :class:`prune.AdmmState`) inside ``opt_state``.
-
-    Raises:
-      ValueError: there is none (the extension is off) or more than one.
-    """
-    def is_kind(node) -> bool:
-        return isinstance(node, kind)
-    found = [node for node in jax.tree.leaves(opt_state, is_leaf=is_kind) if is_kind(node)]
-    if len(found) != 1:
-        raise ValueError(f'expected one {kind.__name__} in the optimizer state, found '
-                         f'{len(found)}; is its extension switched on?')
-    return found[0]
 
 
 def seed_batched(train_state: Any) -> bool:
@@ -219,7 +204,7 @@ def with_codes(train_state: Any, params: Any, codes: dict, spec: unify.UnifySpec
       ValueError: the run has no tied optimizer, or the codes do not match its kernels.
     """
     state = start_from(train_state, params)
-    find_state(state.opt_state, prune.TiedState)  # raises when tied.retrain is off
+    trees.find_state(state.opt_state, prune.TiedState)  # raises when tied.retrain is off
 
     def one_lane(tied, params, codes):
         return prune.install_codes(tied, params, codes, spec)

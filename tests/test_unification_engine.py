@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import prune
-from jaxnorm import config as config_lib, data, losses, models, train, unification
+from jaxnorm import config as config_lib, data, losses, models, train, trees, unification
 from jaxnorm.commands import train as train_command
 from prune import unify
 
@@ -87,7 +87,7 @@ def test_admm_fit_lanes_equal_the_hand_written_prune_admm_loop(tmp_path):
     starts = stack(weights(1), weights(2))
     result = train.fit(run_config(tmp_path, num_seeds=2, **ADMM),
                        initial_state=lambda state: unification.start_from(state, starts))
-    final = unification.find_state(result.state.opt_state, prune.AdmmState)
+    final = trees.find_state(result.state.opt_state, prune.AdmmState)
     for k in range(2):
         params, state, gaps = reference_admm(lane(starts, k), data_seed=k, epochs=2)
         assert_trees_close(lane(result.state.params, k), params)
