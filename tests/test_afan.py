@@ -192,7 +192,7 @@ def test_quick_arms_are_the_declared_recipe_in_the_engine(resnet, arm):
     optax and ``afan_loss``: SGD momentum 0.9, LR 0.05 cosine over 6 epochs, coupled weight
     decay 5e-4, A-FAN at stage1_block3 with 5 sign steps of 0.5/255 (baseline: cross-entropy)."""
     from jaxnorm.papers import afan as experiment
-    config = config_lib.apply_overrides(experiment.quick_config(quick=True),
+    config = config_lib.apply_overrides(experiment.get_config('quick'),
                                         experiment.ARMS[arm])
     batch = resnet[2]
     steps_per_epoch = 22  # 1,437 digits // 64

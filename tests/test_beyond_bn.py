@@ -9,7 +9,7 @@ from jaxnorm.papers import beyond_bn, beyond_bn_report as report
 
 
 def test_quick_training_config_is_the_declared_recipe():
-    config = beyond_bn.training_config(beyond_bn.settings(quick=True)['training'])
+    config = beyond_bn.training_config(beyond_bn.get_config('quick')['training'])
     # The recipe of the module's docstring, written out.
     expected = {'model': 'vgg_cfg10', 'dataset': 'digits', 'image_size': 18, 'augment': 'none',
                 'epochs': 2, 'batch_size': 64, 'optimizer': 'sgd', 'lr': 0.1, 'momentum': 0.9,
@@ -18,17 +18,16 @@ def test_quick_training_config_is_the_declared_recipe():
     assert dict(config.model_kwargs) == {'width': 0.25}
 
 
-def test_quick_training_records_are_fit_histories(tmp_path, monkeypatch):
+def test_quick_training_records_are_fit_histories(tmp_path):
     # A small MLP in place of vgg_cfg10 (whose compiles take minutes on CPU): what is tested
     # is that the quick path's records are the engine's per-epoch values, arm by arm.
     tiny = config_lib.apply_overrides(config_lib.default_config(), {
         'model': 'mlp', 'model_kwargs': {'hidden': (32,)}, 'epochs': 2, 'batch_size': 128,
         'schedule': 'constant', 'progress': False})
-    monkeypatch.setattr(beyond_bn, 'training_config', lambda t: tiny)
-    s = beyond_bn.settings(quick=True)
+    s = beyond_bn.get_config('quick')
     s['training'] = {**s['training'], 'group_sizes': (4, 'C')}
-    args = argparse.Namespace(config=None, data_dir=None)
-    measured = beyond_bn.run_training(s, [0, 1], args, str(tmp_path / 'out'))
+    args = argparse.Namespace(config=None, data_dir=None, scale='quick')
+    measured = beyond_bn.run_training(s, tiny, [0, 1], args, str(tmp_path / 'out'))
     records = {r['group_size']: r for r in measured['records']}
     # Independent reference: seed 1 with one group, trained directly by jaxnorm.train.fit.
     direct = train.fit(config_lib.apply_overrides(tiny, {

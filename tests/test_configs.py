@@ -60,7 +60,7 @@ def test_every_config_is_accepted_by_its_script(path):
         assert all(getattr(args, k) == v for k, v in values.items())
     elif script.startswith('scripts/experiments/'):
         setting = load_experiment(os.path.splitext(os.path.basename(script))[0]).paper_setting(
-            path)
+            values, path)
         assert all(value_of(setting, k) == v for k, v in values.items())
     else:
         pytest.fail(f'{path}: SCRIPT {script!r} is not a script with --config')
@@ -112,19 +112,20 @@ SECTIONS = ('lawn', 'flow_pruning', 'beyond_bn', 'emr', 'unification', 'lottery'
 
 
 @pytest.mark.parametrize('name', SECTIONS)
-def test_each_experiment_accepts_its_papers_scale_config(name, tmp_path):
-    """What the report without --quick passes: scripts/configs/<name>.py."""
+def test_each_experiment_holds_its_settings_at_every_scale(name):
+    """One get_config(scale) per experiment; scripts/configs/<name>.py hands over its PAPER."""
     module = load_experiment(name)
-    path = os.path.join(REPO, 'scripts', 'configs', f'{name}.py')
-    setting = module.paper_setting(path)
-    values = config_lib.read_config_file(path)
+    values = config_lib.read_config_file(os.path.join(REPO, 'scripts', 'configs', f'{name}.py'))
+    assert values == module.PAPER
+    setting = module.get_config('paper')
     if name == 'emr':  # continual.py's flags, resolved: the benchmark, the LR grid, epochs
-        assert (setting['benchmark'], setting['lrs'], setting['schedule']['epochs']) == (
-            values['benchmark'], tuple(values['lr']), values['epochs'])
+        assert (setting['benchmarks'], setting['lrs'], setting['schedule']['epochs']) == (
+            [values['benchmark']], tuple(values['lr']), values['epochs'])
     else:
         assert all(value_of(setting, k) == v for k, v in values.items()
                    if not k.endswith('_kwargs'))
-    typo = tmp_path / 'typo.py'
-    typo.write_text(f"def get_config():\n    return {{**{values!r}, 'epochz': 1}}\n")
+    assert module.get_config('quick') != module.get_config('standard') != setting
     with pytest.raises(ValueError, match='epochz'):
-        module.paper_setting(str(typo))
+        module.paper_setting({**values, 'epochz': 1}, 'typo.py')
+    with pytest.raises(ValueError, match=r"unknown scale 'huge'; choose from \('quick'"):
+        module.get_config('huge')

@@ -225,7 +225,7 @@ def test_ema_teacher_refuses_test_data_it_cannot_see(tmp_path, data_dir):
 
 
 def test_experiment_arms_are_the_papers_settings():
-    hp = paper.SETTINGS['quick']
+    hp = paper.get_config('quick')
     configs = {arm: paper.arm_config(arm, hp, 3, '/tmp/unused', None) for arm in paper.ARMS}
     for arm, cfg in configs.items():
         assert (cfg.optimizer, cfg.momentum, cfg.nesterov, cfg.lr, cfg.weight_decay,
@@ -238,6 +238,14 @@ def test_experiment_arms_are_the_papers_settings():
     assert configs['fixmatch'].eman.momentum is None
     assert (configs['ema'].eman.kind, configs['eman'].eman.kind) == ('ema', 'eman')
     assert configs['ema'].eman.momentum == configs['eman'].eman.momentum == 0.98
+
+
+def test_experiment_settings_must_include_the_checked_fraction():
+    assert paper.paper_setting({'fractions': (0.01, 0.1)}, 'mine.py')['steps'] == 2000
+    with pytest.raises(ValueError, match=r'mine.py: fractions \(0.01,\) lack 0.1, the labeled '
+                                         'fraction the checks are declared at'):
+        paper.paper_setting({'fractions': (0.01,)}, 'mine.py')
+    assert paper.get_config('paper')['fractions'] == paper.PAPER['fractions']
 
 
 def test_experiment_refuses_a_teacher_that_is_not_its_student_at_step_0():

@@ -13,24 +13,62 @@ def write_config(tmp_path, body, name='paper.py'):
     return str(path)
 
 
-def test_override_setting_replaces_only_the_files_keys(tmp_path):
+def test_override_setting_replaces_only_the_given_keys():
     setting = {'dataset': 'digits', 'epochs': 2, 'lrs': (0.1,)}
-    merged = common.override_setting(setting, write_config(tmp_path, "{'dataset': 'cifar10'}"))
+    merged = common.override_setting(setting, {'dataset': 'cifar10'}, 'paper.py')
     assert merged == {'dataset': 'cifar10', 'epochs': 2, 'lrs': (0.1,)}
     assert setting['dataset'] == 'digits'  # the defaults are not mutated
 
 
-def test_override_setting_names_the_valid_keys_for_a_typo(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['epoch'\]; valid: "
+def test_override_setting_names_the_valid_keys_for_a_typo():
+    with pytest.raises(ValueError, match=r"paper.py: unknown setting\(s\) \['epoch'\]; valid: "
                                          r"\['dataset', 'epochs'\]"):
-        common.override_setting({'dataset': 'digits', 'epochs': 2},
-                                write_config(tmp_path, "{'epoch': 3}"))
+        common.override_setting({'dataset': 'digits', 'epochs': 2}, {'epoch': 3}, 'paper.py')
 
 
-def test_config_and_quick_are_refused_together(tmp_path, capsys):
+@pytest.mark.parametrize('argv, scale', [
+    ([], 'standard'), (['--quick'], 'quick'), (['--scale', 'quick'], 'quick'),
+    (['--scale', 'paper'], 'paper'), (['--config', 'FILE'], 'paper'),
+    (['--config', 'FILE', '--scale', 'paper'], 'paper'),
+    (['--quick', '--scale', 'quick'], 'quick')])
+def test_the_scale_follows_scale_quick_and_config(argv, scale, tmp_path):
+    argv = [str(tmp_path / 'paper.py') if a == 'FILE' else a for a in argv]
+    write_config(tmp_path, '{}')
+    args = common.parse_args('x', argv + ['--out', str(tmp_path / 'out')])
+    assert (args.scale, args.quick) == (scale, scale == 'quick')
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--quick', '--config', 'FILE'], "--config sets the papers' scale; drop --quick"),
+    (['--quick', '--scale', 'paper'], '--quick means --scale quick, not --scale paper'),
+    (['--config', 'FILE', '--scale', 'standard'],
+     '--config means --scale paper, not --scale standard')])
+def test_contradicting_scale_flags_are_refused(argv, message, tmp_path, capsys):
+    argv = [write_config(tmp_path, '{}') if a == 'FILE' else a for a in argv]
     with pytest.raises(SystemExit):
-        common.parse_args('x', ['--quick', '--config', write_config(tmp_path, '{}')])
-    assert "--config sets the papers' scale; drop --quick" in capsys.readouterr().err
+        common.parse_args('x', argv)
+    assert message in capsys.readouterr().err
+
+
+def test_load_setting_reads_a_config_file_or_asks_get_config(tmp_path):
+    path = write_config(tmp_path, "{'epochs': 7}")
+    seen = []
+
+    def paper_setting(values, source):
+        seen.append(source)
+        return values
+
+    def get_config(scale):
+        return {'scale': scale}
+
+    args = common.parse_args('x', ['--config', path])
+    assert common.load_setting(args, get_config, paper_setting) == {'epochs': 7}
+    assert seen == [path]
+    args = common.parse_args('x', ['--scale', 'quick'])
+    assert common.load_setting(args, get_config, paper_setting) == {'scale': 'quick'}
+    with pytest.raises(ValueError, match=r"unknown scale 'big'; choose from \('quick', "
+                                         r"'standard', 'paper'\)"):
+        common.check_scale('big')
 
 
 def test_spread_runs_gives_each_device_its_share_and_keeps_the_result():
@@ -54,14 +92,15 @@ def test_spread_runs_gives_each_device_its_share_and_keeps_the_result():
 def test_lottery_runs_a_papers_scale_config_file(tmp_path):
     import json
     from jaxnorm.papers import lottery
-    config = write_config(tmp_path, "{'models': ('mlp',), 'lrs': (0.01, 0.2), 'epochs': 2, "
-                                    "'rounds': 1, 'sparsity': 0.5}")
-    assert lottery.paper_setting(config)['epochs'] == 2
-    with pytest.raises(ValueError, match=r"models \['resnet20'\] are not built here"):
-        lottery.paper_setting(write_config(tmp_path, "{'models': ('resnet20',)}", 'bad.py'))
+    values = {'models': ('mlp',), 'lrs': (0.01, 0.2), 'epochs': 2, 'rounds': 1, 'sparsity': 0.5}
+    config = write_config(tmp_path, repr(values))
+    assert lottery.paper_setting(values, config)['epochs'] == 2
+    with pytest.raises(ValueError, match=r"bad.py: models \['resnet20'\] are not built here"):
+        lottery.paper_setting({'models': ('resnet20',)}, 'bad.py')
     lottery.main(['--config', config, '--seeds', '2', '--out', str(tmp_path / 'out')])
     results = json.loads((tmp_path / 'out' / 'lottery' / 'results.json').read_text())
     assert results['setting']['lrs'] == [0.01, 0.2] and results['setting']['rounds'] == 1
+    assert results['scale'] == 'paper'  # a --config file is the papers' scale
     mlp = results['runs']['mlp']
     # One round at 50 %: exactly half of every pruned kernel survives (per-layer top-k).
     assert mlp['mean_layer_density'] == pytest.approx(0.5, abs=1e-3)

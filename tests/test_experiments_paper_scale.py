@@ -40,7 +40,8 @@ def test_afan_arms_are_the_library_fit_runs(tmp_path):
 
 def test_a_diverged_arm_keeps_its_epochs_as_nan(tmp_path):
     config = write_config(tmp_path, ", 'lr': 1e12, 'epochs': 2")
-    histories = common.fit_arms(config, {'huge': {}}, 1, str(tmp_path / 'out'))
+    histories = common.fit_arms(config_lib.load_config_file(config), {'huge': {}}, 1,
+                                str(tmp_path / 'out'))
     runs = histories['huge'][0]
     assert [r['epoch'] for r in runs] == [1, 2]
     assert math.isnan(common.final_values(histories)['huge'][0])
@@ -119,7 +120,7 @@ def test_orthoreg_phases_are_fit_runs_with_its_extensions(tmp_path):
     import prune
     from jaxnorm import checkpoints
     from jaxnorm.papers import orthoreg
-    setting = {**orthoreg.SETTINGS['quick'], 'dense_epochs': 2, 'tune_epochs': 1,
+    setting = {**orthoreg.get_config('quick'), 'dense_epochs': 2, 'tune_epochs': 1,
                'batch': 128}
     params, stats, (gammas, ortho) = orthoreg.dense_phase(setting, 'orthoreg', 2, None,
                                                           str(tmp_path))

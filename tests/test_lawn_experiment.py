@@ -9,9 +9,9 @@ from jaxnorm.papers import lawn
 DIGITS_TRAIN = 1437
 
 
-@pytest.mark.parametrize('quick', [True, False])
-def test_engine_runs_keep_the_old_loops_step_counts(quick):
-    s = lawn.settings(quick)
+@pytest.mark.parametrize('scale', ['quick', 'standard'])
+def test_engine_runs_keep_the_old_loops_step_counts(scale):
+    s = lawn.get_config(scale)
     for run in lawn.plan(s):
         overrides = lawn.run_overrides(run, s, DIGITS_TRAIN)
         config = config_lib.apply_overrides(config_lib.default_config(),
@@ -35,7 +35,7 @@ def test_engine_runs_keep_the_old_loops_step_counts(quick):
 
 def test_a_run_trains_with_fit_and_its_measurement_matches_the_records(tmp_path):
     # Small batch (32): the tests' 8 simulated devices split it evenly.
-    s = {**lawn.settings(True), 'models': {'mlp_ln': ('mlp', 'ln', {'width': 0.25})},
+    s = {**lawn.get_config('quick'), 'models': {'mlp_ln': ('mlp', 'ln', {'width': 0.25})},
          'small_epochs': 2}
     run = {'role': 'grid', 'model': 'mlp_ln', 'batch': 'small', 'optimizer': 'adam',
            'free_fraction': 0.5, 'mask': None}
@@ -56,3 +56,12 @@ def test_a_run_trains_with_fit_and_its_measurement_matches_the_records(tmp_path)
     assert all(loss > 0 for loss in record['final']['train_loss'])
     assert lawn.constrained_paths(measures['mlp_ln'].mask) == ['head/kernel']
 
+
+
+def test_paper_scale_is_the_paper_values_and_refuses_a_config_without_lawn():
+    config = lawn.get_config('paper')
+    assert (config.model, config.optimizer, config.batch_size, config.lawn.free_epochs) == (
+        'vgg13', 'adam', 2048, 10.0)
+    with pytest.raises(ValueError, match=r'^mine\.py sets no lawn\.free_epochs'):
+        lawn.paper_setting({**lawn.PAPER, 'lawn.free_epochs': None, 'lawn.mask': None},
+                           'mine.py')

@@ -229,7 +229,7 @@ def test_quick_arms_are_the_declared_recipe_in_the_engine(name, norm, options):
     SGD momentum 0.9, LR 0.05 cosine over 2 epochs of 22 steps, no weight decay, the
     weight-mean projection chained after SGD for MimicNorm; models built independently."""
     from jaxnorm.papers import mimicnorm as experiment
-    config = config_lib.apply_overrides(experiment.quick_config(2),
+    config = config_lib.apply_overrides(experiment.get_config('quick'),
                                         experiment.arm(name, norm, options['width']))
     images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
     batch = {'image': images, 'label': jnp.arange(16) % 10}
@@ -267,7 +267,7 @@ def test_memory_check_compiles_the_engine_step_on_the_whole_state():
     """The memory check's argument bytes are the state and batch, counted by hand: params,
     their momentum, batch stats, the batch, and the step, key and schedule counters."""
     from jaxnorm.papers import mimicnorm as experiment
-    config = config_lib.apply_overrides(experiment.quick_config(2),
+    config = config_lib.apply_overrides(experiment.get_config('quick'),
                                         experiment.arm('resnet20', 'mimic', 0.25))
     memory, _ = experiment.step_memory(config, 4, 8)
     model = get_model('resnet20', norm='mimic', num_classes=10, width=0.25)
@@ -293,7 +293,7 @@ def test_quick_section_reports_the_engine_runs(tmp_path, monkeypatch):
     out = tmp_path / 'out'
     assert experiment.main(['--quick', '--seeds', '2', '--out', str(out)]) == 0
     results = json.loads((out / 'mimicnorm' / 'results.json').read_text())
-    direct = train.fit(config_lib.apply_overrides(experiment.quick_config(2), {
+    direct = train.fit(config_lib.apply_overrides(experiment.get_config('quick'), {
         **experiment.arm('resnet20', 'mimic', 0.25), 'num_seeds': 2,
         'workdir': str(tmp_path / 'direct')})).history
     assert results['runs']['accuracy']['resnet20/mimic'] == [

@@ -18,17 +18,15 @@ FAKE_EXPERIMENT = textwrap.dedent('''
     from fakepapers import helper
     from jaxnorm.papers import checks
     parser = argparse.ArgumentParser()
-    parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--scale')
     parser.add_argument('--seeds', type=int)
     parser.add_argument('--data-dir')
     parser.add_argument('--out')
-    parser.add_argument('--config')
     args = parser.parse_args()
     with open(os.environ['FAKE_RUN_LOG'], 'a') as log:
         log.write(f'{args.seeds}\\n')
-    if args.config:
-        with open(os.environ['FAKE_RUN_LOG'] + '.configs', 'a') as log:
-            log.write(f'{args.config}\\n')
+    with open(os.environ['FAKE_RUN_LOG'] + '.scales', 'a') as log:
+        log.write(f'{args.scale}\\n')
     out = os.path.join(args.out, 'fake')
     os.makedirs(out)
     open(os.path.join(out, 'curve.png'), 'wb').write(b'png')
@@ -38,7 +36,7 @@ FAKE_EXPERIMENT = textwrap.dedent('''
     declared = [checks.Check(f'c{i}', 'fake claim holds', 'claim', 'x', 'rule', args.seeds,
                              rule='|x| < 1') for i in range(len(holds))]
     checks.write_results(out, paper='Fake', claim='fake claim', ran='fake run',
-                         scale='quick' if args.quick else 'paper', seeds=args.seeds,
+                         scale=args.scale, seeds=args.seeds,
                          table=['| a |', '|---|', '| 1.0 +- 0.1 |'],
                          checks=[c.evaluate_rule(h) for c, h in zip(declared, holds)],
                          figures=['curve.png'], started=time.perf_counter())
@@ -112,27 +110,14 @@ def test_a_finished_section_is_cached_and_a_changed_config_reruns(reproduce, tmp
     assert '![curve.png](figures/fake/curve.png)' in report
 
 
-def test_without_quick_each_section_runs_its_config_file(reproduce, tmp_path, monkeypatch):
-    configs, out = tmp_path / 'configs', tmp_path / 'report'
-    configs.mkdir()
-    monkeypatch.setattr(reproduce, 'configs_dir', lambda: str(configs))
-    with pytest.raises(SystemExit):  # no scripts/configs/fake.py: refused before running
-        reproduce.main(['--out', str(out)])
-    assert not (tmp_path / 'runs.txt').exists()
-    config = configs / 'fake.py'
-    config.write_text("def get_config():\n    return {'epochs': 1}\n")
+def test_without_quick_each_section_runs_at_the_papers_scale(reproduce, tmp_path):
+    out = tmp_path / 'report'
     assert reproduce.main(['--out', str(out)]) == 0
     assert reproduce.main(['--out', str(out)]) == 0  # cached
-    config.write_text("def get_config():\n    return {'epochs': 2}\n")
-    assert reproduce.main(['--out', str(out)]) == 0  # the file's content is in the hash
-    logged = (tmp_path / 'runs.txt.configs').read_text().split()
-    assert logged == [str(config)] * 2
-    assert (out / 'REPORT.md').read_text().startswith('# jaxnorm reproduction report\n\nFull scale')
-
-
-def test_every_section_has_a_papers_scale_config():
-    sections = reproduce_module.SECTIONS
-    assert [s.name for s in sections if not os.path.isfile(s.config())] == []
+    assert reproduce.main(['--quick', '--out', str(out)]) == 0  # another scale: another entry
+    assert (tmp_path / 'runs.txt.scales').read_text().split() == ['paper', 'quick']
+    assert (out / 'REPORT.md').read_text().startswith(
+        '# jaxnorm reproduction report\n\nQuick (CPU) scale')
 
 
 def test_a_failed_section_leaves_no_cache_entry_and_reports_its_log(reproduce, tmp_path,

@@ -204,3 +204,15 @@ def test_codes_need_the_tied_optimizer(tmp_path):
     with pytest.raises(ValueError, match='TiedState'):
         train.fit(run_config(tmp_path, epochs=1), initial_state=lambda state: (
             unification.with_codes(state, params, codes, SPEC)))
+
+
+def test_the_experiment_holds_its_settings_at_every_scale():
+    from jaxnorm.papers import unification as experiment
+    assert experiment.get_config('quick') == experiment.Settings()
+    assert experiment.get_config('standard') == experiment.Settings(
+        pretrain_epochs=60, admm_epochs=20, retrain_epochs=20, rho_factor=1.3)
+    assert experiment.get_config('paper') == experiment.Settings(**experiment.PAPER)
+    with pytest.raises(ValueError, match=r"mine.py: models \['vgg16'\] are not built here"):
+        experiment.paper_setting({'models': ('vgg16',)}, 'mine.py')
+    with pytest.raises(ValueError, match=r"mine.py: unknown setting\(s\) \['epochs'\]"):
+        experiment.paper_setting({'epochs': 3}, 'mine.py')

@@ -66,13 +66,13 @@ and its outcome on the run.
 
     python scripts/experiments/beyond_bn.py all --quick --out results   # training 22 min (2 cores)
     python scripts/experiments/beyond_bn.py forward --seeds 5
-    python scripts/experiments/beyond_bn.py --config scripts/configs/beyond_bn.py  # paper
+    python scripts/experiments/beyond_bn.py --scale paper   # ResNet-56 (32/64/128), CIFAR-100
 
-With ``--config`` (a ``scripts/train.py`` config: the repo's ResNet-56 (32/64/128) recipe on
-CIFAR-100 in ``scripts/configs/beyond_bn.py``) the three init-time experiments run at their
-full sizes (they are the paper's networks) and the training experiment trains the file's
-model, instead of the settings above, with GroupNorm at each group size, the same way. Both
-paths declare the same checks.
+At ``--scale paper`` (:data:`PAPER`: the repo's ResNet-56 (32/64/128) recipe on CIFAR-100; or
+a ``scripts/train.py`` config given with ``--config``) the three init-time experiments run at
+their standard sizes (they are the paper's networks) and the training experiment trains the
+config's model, instead of the settings above, with GroupNorm at each group size, the same
+way. Every scale declares the same checks.
 
 A single subcommand keeps the other experiments' sections of an existing results.json that
 ran at the same scale and seeds (and drops the others).
@@ -94,7 +94,7 @@ from jaxnorm.layers import BEYOND_BN_REPO_OPTIONS
 from jaxnorm.papers import beyond_bn_report as report
 from jaxnorm.papers import checks, common
 
-PAPER = 'Beyond BatchNorm, arXiv:2106.05956'
+TITLE = 'Beyond BatchNorm, arXiv:2106.05956'
 CLAIMS = {
     'forward': 'Activations-based normalizers keep the activation variance of a ResNet growing '
                'about linearly with depth; WN, sWS and no normalization let it grow '
@@ -112,8 +112,30 @@ ONE_GROUP = 'C'  # the group size label of GroupNorm with a single group (LayerN
 NUM_CLASSES = 10
 
 
-def settings(quick: bool) -> dict:
-    """Sizes of every experiment; ``quick`` is the CPU budget."""
+# The paper's scale of the training experiment: ResNet-56 (32/64/128) on CIFAR-100 with the
+# BeyondBatchNorm repo's training recipe (research/norm.md 1.4): SGD momentum 0.9, weight decay
+# 1e-4 on every parameter, batch 256, 60 epochs with the base rate 0.1 for the first 45 and
+# 0.01 for the last 15 (its per-iteration scheduler, not the config's [40, 20] split), flip-only
+# augmentation, BN momentum 0.9 in flax's convention; FRN adds a 5-epoch warmup. The repo's
+# normalizer numerics are ``BEYOND_BN_REPO_OPTIONS``. ``scripts/configs/beyond_bn.py`` hands
+# these values to ``scripts/train.py`` (the normalizer picked with --norm).
+PAPER = {
+    'model': 'resnet56_wide', 'dataset': 'cifar100', 'augment': 'flip', 'epochs': 60,
+    'batch_size': 256, 'optimizer': 'sgd', 'lr': 0.1, 'momentum': 0.9, 'weight_decay': 1e-4,
+    'schedule': 'step', 'lr_decay_epochs': (45,), 'eval_batch_size': 1000,
+}
+
+
+def get_config(scale: str):
+    """What the experiments run at ``scale``: at ``'quick'`` (the CPU budget) and
+    ``'standard'``, the sizes of every experiment (the training one's engine config is
+    :func:`training_config` of its ``'training'`` sizes); at ``'paper'``, the engine config
+    the training experiment trains (:data:`PAPER`), the init-time experiments running at their
+    ``'standard'`` sizes (they are the paper's networks)."""
+    common.check_scale(scale)
+    if scale == 'paper':
+        return paper_setting(PAPER, f'{__name__}.PAPER')
+    quick = scale == 'quick'
     return {
         'forward': {'networks': ('resnet56_wide', 'uniform_resnet27'), 'batch': 16, 'image': 8},
         'rank': {'batch': 32, 'networks': {
@@ -257,8 +279,9 @@ def run_rank(s: dict, seeds: list[int]) -> dict:
 
 
 def training_config(t: dict):
-    """The run config of the training experiment without ``--config``: ``settings()``'s
-    ``training`` sizes for :func:`jaxnorm.train.fit` (GroupNorm is set per arm)."""
+    """The run config of the training experiment at the quick and standard scales:
+    :func:`get_config`'s ``training`` sizes for :func:`jaxnorm.train.fit` (GroupNorm is set
+    per arm)."""
     return config_lib.apply_overrides(config_lib.default_config(), {
         'model': 'vgg_cfg10', 'model_kwargs': {'width': t['width']}, 'dataset': 'digits',
         'image_size': t['image'], 'resize': 'bilinear', 'augment': 'none', 'epochs': t['epochs'],
@@ -267,30 +290,30 @@ def training_config(t: dict):
         'progress': False, 'keep_checkpoints': 1}, source='beyond_bn training settings')
 
 
-def paper_setting(path: str):
-    """The train config the training experiment runs under ``--config path``."""
-    return common.paper_config(path)
+def paper_setting(values, source: str):
+    """The engine config the training experiment runs at paper-scale ``values``
+    (ValueError naming ``source`` on bad keys or values)."""
+    return common.train_config(values, source)
 
 
-def run_training(s: dict, seeds: list[int], args, out_dir: str) -> dict:
-    """GroupNorm at every group size trained by :func:`jaxnorm.train.fit` (``--config``'s
-    model and recipe, else :func:`training_config`): one seed-batched run per group size
-    under ``out_dir/runs``, its per-epoch mean training losses as the loss traces."""
+def run_training(s: dict, config, seeds: list[int], args, out_dir: str) -> dict:
+    """GroupNorm at every group size trained by :func:`jaxnorm.train.fit` with ``config``'s
+    model and recipe (the paper's, else :func:`training_config`): one seed-batched run per
+    group size under ``out_dir/runs``, its per-epoch mean training losses as the loss traces."""
     group_sizes = s['training']['group_sizes']
-    config = paper_setting(args.config) if args.config else training_config(s['training'])
     arms = {f'gn{g}': {'norm': 'gn', 'norm_kwargs': gn_options(g)} for g in group_sizes}
     # One seed-batched run per group size: on 2 CPU cores the quick arm (3 seeds, 2 epochs)
     # took 279 s against 309 s for its seeds one after another, whose every run compiles
     # its own init and steps (most of the time), though a vmapped convolution is slower.
-    histories = common.fit_arms(args.config or config, arms, len(seeds), out_dir,
-                                args.data_dir)
+    histories = common.fit_arms(config, arms, len(seeds), out_dir, args.data_dir)
     records = [{'group_size': g,
                 'loss': [[r['train_loss'] for r in runs] for runs in histories[f'gn{g}']],
                 'test_accuracy': [[r['test_accuracy'] for r in runs]
                                   for runs in histories[f'gn{g}']]} for g in group_sizes]
     size = config.image_size
     data_note = f'{config.dataset}, zero-padded to {size}x{size}' if size else config.dataset
-    return {'setup': {'config': args.config or 'settings()', 'model': config.model,
+    source = args.config or f"jaxnorm.papers.beyond_bn.get_config('{args.scale}')"
+    return {'setup': {'config': source, 'model': config.model,
                       'model_kwargs': dict(config.model_kwargs), 'data': data_note,
                       'epochs': config.epochs, 'batch': config.batch_size, 'lr': config.lr,
                       'momentum': config.momentum, 'weight_decay': config.weight_decay,
@@ -298,8 +321,9 @@ def run_training(s: dict, seeds: list[int], args, out_dir: str) -> dict:
                       'loss': 'per-epoch mean training loss'}, 'records': records}
 
 
-def ran(name: str, s: dict, seeds: list[int], config_path: str | None = None) -> str:
-    """One sentence saying what an experiment ran."""
+def ran(name: str, s: dict, seeds: list[int], config=None, source: str | None = None) -> str:
+    """One sentence saying what an experiment ran (the training one: ``config`` from
+    ``source`` at paper scale)."""
     if name == 'forward':
         f = s['forward']
         return (f"{len(seeds)} seeds at init, N(0, 1) {f['image']}x{f['image']} inputs, batch "
@@ -314,10 +338,9 @@ def ran(name: str, s: dict, seeds: list[int], config_path: str | None = None) ->
                 f"{vgg['width']} on {vgg['image']}x{vgg['image']}, group sizes "
                 f"{vgg['group_sizes']}.")
     t = s['training']
-    if config_path:
-        config = paper_setting(config_path)
+    if config is not None:
         return (f"{config.model} with GN group sizes {t['group_sizes']} trained on "
-                f'{config.dataset} for {config.epochs} epochs with {config_path} (SGD LR '
+                f'{config.dataset} for {config.epochs} epochs with {source} (SGD LR '
                 f'{config.lr}, batch {config.batch_size}), {len(seeds)} seeds.')
     return (f"vgg_cfg10 (width {t['width']}, GN group sizes {t['group_sizes']}) trained by "
             f"jaxnorm.train.fit on digits zero-padded to {t['image']}x{t['image']} for "
@@ -353,20 +376,22 @@ def main(argv=None) -> int:
     parser.add_argument('experiment', nargs='?', default='all',
                         choices=('forward', 'informative', 'backward', 'training', 'all'),
                         help='which experiment (default: all, as the report runs it)')
-    args = common.parse_args(__doc__, argv, parser=parser)
-    if args.config:
-        try:
-            paper_setting(args.config)
-        except (FileNotFoundError, ValueError) as error:
-            parser.error(str(error))
-    s, seeds = settings(args.quick), list(range(args.seeds))
+    args, setting = common.parse_with_setting(__doc__, argv, get_config, paper_setting,
+                                              parser=parser)
+    # At paper scale the init-time experiments run at their standard sizes and the training
+    # experiment trains the paper's config.
+    paper = args.scale == 'paper'
+    s = get_config('standard') if paper else setting
+    train_config = setting if paper else training_config(s['training'])
+    source = args.config or 'jaxnorm.papers.beyond_bn.PAPER'
+    seeds = list(range(args.seeds))
     # Every check of every experiment, declared before anything runs.
     declared = report.declare_checks(common.declared_seeds(args), tuple(s['rank']['networks']),
                                      s['training']['group_sizes'])
     wanted = (('forward', 'informative', 'backward', 'training') if args.experiment == 'all'
               else (args.experiment,))
     out_dir = common.output_dir(args, 'beyond_bn')
-    scale = common.scale(args)
+    scale = args.scale
     experiments = previous_experiments(os.path.join(out_dir, 'results.json'), scale, seeds)
     started = time.perf_counter()
     rank_runs = None
@@ -375,14 +400,14 @@ def main(argv=None) -> int:
         if name == 'forward':
             measured = run_forward(s, seeds)
         elif name == 'training':
-            measured = run_training(s, seeds, args, out_dir)
+            measured = run_training(s, train_config, seeds, args, out_dir)
         else:
             rank_runs = rank_runs or run_rank(s, seeds)
             measured = rank_runs
         judged = report.JUDGES[name](measured['records'], declared[name])
         experiments[name] = {
-            'claim': CLAIMS[name], 'ran': ran(name, s, seeds, args.config), 'scale': scale,
-            'seeds': seeds, **judged,
+            'claim': CLAIMS[name], 'ran': ran(name, s, seeds, setting if paper else None, source),
+            'scale': scale, 'seeds': seeds, **judged,
             'setup': measured['setup'], 'records': measured['records'],
             'seconds': time.perf_counter() - begun}
         plot = report.PLOTS[name](measured['records'], out_dir)
@@ -391,7 +416,7 @@ def main(argv=None) -> int:
     fields = report.contract(experiments)
     earlier = fields.pop('seconds') - (time.perf_counter() - started)
     checks.write_results(
-        out_dir, paper=PAPER, scale=scale, seeds=args.seeds,
+        out_dir, paper=TITLE, scale=scale, seeds=args.seeds,
         figures=[os.path.join(out_dir, f) for f in fields.pop('figures')],
         started=started - max(earlier, 0.0), experiments=experiments, **fields)
     return 0

@@ -1,21 +1,28 @@
-"""What every paper's experiment shares: its command line and its training helpers.
+"""What every paper's experiment shares: its command line, its scales and its training helpers.
 
-The contract with :mod:`jaxnorm.papers.reproduce`: ``--quick --seeds N --out DIR --data-dir D``
-on the command line, or ``--config scripts/configs/<name>.py`` instead of ``--quick`` for the
-papers' scale; ``DIR/<name>/results.json`` written by :func:`jaxnorm.papers.checks.write_results`
-(the one writer, schema-validated), its checks declared as
-:class:`jaxnorm.papers.checks.Check` before the run.
+The contract with :mod:`jaxnorm.papers.reproduce`: ``--scale quick|standard|paper`` (``--quick``
+is ``--scale quick``), ``--seeds N --out DIR --data-dir D`` on the command line;
+``DIR/<name>/results.json`` written by :func:`jaxnorm.papers.checks.write_results` (the one
+writer, schema-validated), its checks declared as :class:`jaxnorm.papers.checks.Check` before
+the run.
+
+Each experiment module holds its settings at every scale in one place: ``get_config(scale)``
+for ``'quick'`` (the README's CPU demonstration), ``'standard'`` (longer CPU runs) and
+``'paper'`` (the paper's data, model and schedule, from the module's ``PAPER`` values, which
+``scripts/configs/<name>.py`` hands to the other command lines); and ``paper_setting(values,
+source)``, which validates paper-scale values, the module's own or those of a user's
+``--config FILE`` (a ``get_config()`` file that replaces them).
 
 Example::
 
-    args = common.parse_args(__doc__, argv)
+    args, setting = common.parse_with_setting(__doc__, argv, get_config, paper_setting)
     out_dir = common.output_dir(args, 'mimicnorm')
     accuracy = checks.Check('accuracy', 'MimicNorm is not worse than BN', 'claim',
                             'MimicNorm minus BN test accuracy (points)', 'non_inferiority',
                             seeds=args.seeds, margin=0.6)
     ...
     checks.write_results(out_dir, paper=PAPER, claim=CLAIM, ran=ran,
-                         scale=common.scale(args), seeds=args.seeds, table=rows,
+                         scale=args.scale, seeds=args.seeds, table=rows,
                          checks=[accuracy.evaluate(mimic_points, bn_points)],
                          figures=[png], started=started, runs=raw_numbers)
 """
@@ -25,7 +32,7 @@ import argparse
 import contextlib
 import os
 import tempfile
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 # The experiments are command lines: keep TensorFlow's C++ logging (tensorflow-datasets may
 # load TensorFlow while preparing data) off their output.
@@ -38,65 +45,99 @@ import numpy as np  # noqa: E402
 from jaxnorm import config as config_lib, parallel  # noqa: E402
 from jaxnorm.cli import (OneLineErrorParser, UsageError, check_input_dir,  # noqa: E402
                          check_output_dir, show_defaults)
+from jaxnorm.papers.checks import SCALES  # noqa: E402
 
 
 def build_parser(description: str, *, default_seeds: int = 3) -> argparse.ArgumentParser:
     """The shared flags; add the experiment's own to the returned parser."""
     parser = OneLineErrorParser(description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--quick', action='store_true',
-                        help='the CPU budget of the reproduction report')
+    parser.add_argument('--scale', choices=SCALES,
+                        help="quick: the README's CPU demonstration; standard: longer CPU runs "
+                        "(the default); paper: the paper's data, model and schedule (GPU/TPU)")
+    parser.add_argument('--quick', action='store_true', help='the same as --scale quick')
     parser.add_argument('--seeds', type=int, default=default_seeds,
                         help='seeds per configuration (>= 2: tables report a std)')
     parser.add_argument('--out', default='results', help='writes OUT/<name>/results.json')
     parser.add_argument('--data-dir', help='TFDS data dir (digits are embedded)')
-    parser.add_argument('--config', help="the papers' scale: a get_config() file from "
-                        'scripts/configs/ (not with --quick)')
+    parser.add_argument('--config', help="a get_config() file whose values the experiment "
+                        "runs instead of its own paper-scale ones (implies --scale paper; its "
+                        "paper_setting says what fills the keys the file leaves out)")
     return parser
+
+
+def resolve_scale(args: argparse.Namespace) -> str:
+    """The scale ``args`` ask for: ``--scale``, ``--quick`` or ``--config`` (paper), else
+    ``'standard'``; raises :class:`UsageError` when they disagree."""
+    config = getattr(args, 'config', None)
+    if args.quick and config:
+        raise UsageError("--config sets the papers' scale; drop --quick")
+    implied = 'quick' if args.quick else 'paper' if config else None
+    if args.scale and implied and args.scale != implied:
+        flag = '--quick' if args.quick else '--config'
+        raise UsageError(f'{flag} means --scale {implied}, not --scale {args.scale}')
+    return args.scale or implied or 'standard'
 
 
 def parse_args(description: str, argv: Sequence[str] | None = None, *,
                parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """Parse ``argv`` with :func:`build_parser` (or ``parser``) and check ``--seeds >= 2``."""
+    """Parse ``argv`` with :func:`build_parser` (or ``parser``), check ``--seeds >= 2`` and
+    set ``args.scale`` (:func:`resolve_scale`) and ``args.quick`` (``scale == 'quick'``)."""
     parser = parser or build_parser(description)
     show_defaults(parser)
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error('--seeds must be >= 2 (the table reports a standard deviation)')
-    if getattr(args, 'config', None) and args.quick:
-        parser.error("--config sets the papers' scale; drop --quick")
     try:
+        args.scale = resolve_scale(args)
         check_output_dir(args.out, '--out')
         check_input_dir(args.data_dir, '--data-dir')
     except UsageError as error:
         parser.error(str(error))
+    args.quick = args.scale == 'quick'
     return args
 
 
+def check_scale(scale: str) -> None:
+    """Raise ``ValueError`` naming :data:`SCALES` when ``scale`` is not one of them."""
+    if scale not in SCALES:
+        raise ValueError(f'unknown scale {scale!r}; choose from {SCALES}')
+
+
+def load_setting(args: argparse.Namespace, get_config: Callable[[str], Any],
+                 paper_setting: Callable[[Mapping[str, Any], str], Any]) -> Any:
+    """The setting ``args`` select: ``paper_setting(values, path)`` of a ``--config`` file's
+    values, else the experiment's ``get_config(args.scale)``."""
+    if getattr(args, 'config', None):
+        return paper_setting(config_lib.read_config_file(args.config), args.config)
+    return get_config(args.scale)
+
+
 def parse_with_setting(description: str, argv: Sequence[str] | None,
-                       load_setting: Callable[[argparse.Namespace], Any]
-                       ) -> tuple[argparse.ArgumentParser, argparse.Namespace, Any]:
-    """:func:`parse_args`, then ``load_setting(args)`` (a config file's values or the
-    quick/full defaults); a missing or bad config file is a usage error naming it."""
-    parser = build_parser(description)
+                       get_config: Callable[[str], Any],
+                       paper_setting: Callable[[Mapping[str, Any], str], Any], *,
+                       parser: argparse.ArgumentParser | None = None
+                       ) -> tuple[argparse.Namespace, Any]:
+    """:func:`parse_args`, then :func:`load_setting`; a missing or bad config file is a usage
+    error naming it."""
+    parser = parser or build_parser(description)
     args = parse_args(description, argv, parser=parser)
     try:
-        return parser, args, load_setting(args)
+        return args, load_setting(args, get_config, paper_setting)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
 
 
-def override_setting(setting: dict, path: str) -> dict:
-    """``setting`` with the keys of config file ``path`` replaced (a new dict).
+def override_setting(setting: dict, values: Mapping[str, Any], source: str) -> dict:
+    """``setting`` with the keys of ``values`` (from ``source``) replaced, as a new dict.
 
-    Raises ``ValueError`` naming the valid keys when the file sets one ``setting`` lacks, so a
+    Raises ``ValueError`` naming the valid keys when ``values`` sets one ``setting`` lacks, so a
     typo in a paper config fails before hours of training.
     """
-    overrides = config_lib.read_config_file(path)
-    unknown = sorted(set(overrides) - set(setting))
+    unknown = sorted(set(values) - set(setting))
     if unknown:
-        raise ValueError(f'{path}: unknown setting(s) {unknown}; valid: {sorted(setting)}')
-    return {**setting, **overrides}
+        raise ValueError(f'{source}: unknown setting(s) {unknown}; valid: {sorted(setting)}')
+    return {**setting, **values}
 
 
 def spread_runs(tree: Any) -> Any:
@@ -123,14 +164,6 @@ def output_dir(args: argparse.Namespace, name: str) -> str:
     path = os.path.join(args.out, name)
     os.makedirs(path, exist_ok=True)
     return path
-
-
-def scale(args: argparse.Namespace) -> str:
-    """The scale the experiment ran at: ``'quick'``, ``'paper'`` (``--config``), or
-    ``'standard'`` (neither flag: the experiment's own longer CPU setting)."""
-    if args.quick:
-        return 'quick'
-    return 'paper' if getattr(args, 'config', None) else 'standard'
 
 
 def declared_seeds(args: argparse.Namespace) -> int:
@@ -171,14 +204,14 @@ def shared_compilations():
             compilation_cache.reset_cache()
 
 
-def fit_arms(config: str | Any, arms: dict[str, dict], seeds: int, out_dir: str,
+def fit_arms(config: Any, arms: dict[str, dict], seeds: int, out_dir: str,
              data_dir: str | None = None, *, batch_seeds: bool = True
              ) -> dict[str, list[list[dict]]]:
     """Train every arm over seeds ``0 .. seeds - 1`` with :func:`jaxnorm.train.fit`; the
     per-epoch records, ``histories[arm][seed]``.
 
-    ``config`` is a run config or a config file path (:func:`paper_config`); each arm is it
-    with the arm's overrides on top. With ``batch_seeds`` an arm is one seed-batched run
+    ``config`` is a run config (``ConfigDict``); each arm is it with the arm's overrides on
+    top. With ``batch_seeds`` an arm is one seed-batched run
     (``num_seeds = seeds``) in ``out_dir/runs/<arm>``; without, one run per seed in
     ``out_dir/runs/<arm>-seed<k>`` (faster for convolutional models on CPU, where a vmapped
     convolution becomes a slower grouped one). Runs are checkpointed each epoch and resumed
@@ -186,8 +219,6 @@ def fit_arms(config: str | Any, arms: dict[str, dict], seeds: int, out_dir: str,
     epochs and NaN for the rest (for every seed of a batched run: it stops as a whole).
     """
     from jaxnorm import metrics, train  # the quick modes do not need them
-    base = paper_config(config) if isinstance(config, str) else config
-    source = config if isinstance(config, str) else 'experiment config'
     extra = {'data_dir': data_dir} if data_dir else {}
     runs = ([(None, 0, seeds)] if batch_seeds else [(k, k, 1) for k in range(seeds)])
 
@@ -195,9 +226,9 @@ def fit_arms(config: str | Any, arms: dict[str, dict], seeds: int, out_dir: str,
         records = []
         for index, first_seed, num_seeds in runs:
             workdir = os.path.join(out_dir, 'runs', arm if index is None else f'{arm}-seed{index}')
-            run_config = config_lib.apply_overrides(base, {
+            run_config = config_lib.apply_overrides(config, {
                 **overrides, **extra, 'seed': first_seed, 'num_seeds': num_seeds,
-                'workdir': workdir}, source=f'{source} + arm {arm!r}')
+                'workdir': workdir}, source=f'experiment config + arm {arm!r}')
             try:
                 records += train.fit(run_config, resume=True).history
             except train.DivergenceError:  # a diverged run is a result: NaN from there on
@@ -214,9 +245,10 @@ def fit_arms(config: str | Any, arms: dict[str, dict], seeds: int, out_dir: str,
         return {arm: train_arm(arm, overrides) for arm, overrides in arms.items()}
 
 
-def paper_config(path: str):
-    """A ``scripts/train.py`` config file merged over the defaults (ValueError on bad keys)."""
-    return config_lib.load_config_file(path)
+def train_config(values: Mapping[str, Any], source: str):
+    """``scripts/train.py`` config values (``source`` names them in errors) merged over the
+    engine's defaults (ValueError on bad keys)."""
+    return config_lib.apply_overrides(config_lib.default_config(), values, source=source)
 
 
 def final_values(histories: dict[str, list[list[dict]]],

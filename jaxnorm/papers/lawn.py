@@ -4,9 +4,10 @@ Claim (abstract): LAWN, stacked onto any optimizer, constrains the weight norms 
 homogeneous sub-network and so attenuates the logits; it generalizes better, with the largest
 gain for Adam, and improves every optimizer at large batch sizes.
 
-Setup: digits (1,437 train / 360 test), models MLP with LayerNorm (LAWN constrains the head),
-MLP without normalization (every kernel) and a reduced ResNet-20 with BatchNorm (the head), the
-default masks of :func:`jaxnorm.homogeneous.final_homogeneous_mask`. No weight decay anywhere:
+Setup at the quick and standard scales (:func:`get_config`): digits (1,437 train / 360 test),
+models MLP with LayerNorm (LAWN constrains the head), MLP without normalization (every kernel)
+and a reduced ResNet-20 with BatchNorm (the head), the default masks of
+:func:`jaxnorm.homogeneous.final_homogeneous_mask`. No weight decay anywhere:
 LAWN's premise is training without tuned decay. A small batch (32) and the full batch (1,437),
 5 % warmup + cosine schedule. Plus a free-phase sweep (Adam, MLP-LN, full batch) and a variant
 that also constrains the last LayerNorm's affine output.
@@ -42,16 +43,17 @@ batch order, so every comparison is paired by seed):
 
     python scripts/experiments/lawn.py --quick --out results   # 30 fit runs: 27 min, 2 busy cores
     python scripts/experiments/lawn.py --seeds 5 --out results  # full grid: meant for a GPU
-    python scripts/experiments/lawn.py --config scripts/configs/lawn.py --out results  # paper
+    python scripts/experiments/lawn.py --scale paper --out results  # Adam-LAWN, VGG-13, CIFAR-10
 
-With ``--config`` (a ``scripts/train.py`` config with LAWN on: Adam-LAWN on VGG-13, CIFAR-10,
-batch 2048 in ``scripts/configs/lawn.py``) the file's optimizer trains with and without LAWN
-(``lawn.free_epochs = None``) through ``jaxnorm.train.fit`` (every device, checkpointed,
-resumed), each seed shared by both arms. Checks from fit's per-epoch records (declared in
-:func:`declare_paper_checks`): sanity rules in every seed: every constrained norm constant
-(1e-4 relative) over the epochs after the switch, final mean logit norm lower and final train
-loss higher with LAWN; the claim: LAWN's paired accuracy gain (points) is positive at the
-file's batch size (superiority; the paper's large-batch claim).
+At ``--scale paper`` (:data:`PAPER`: Adam-LAWN on VGG-13, CIFAR-10, batch 2048; or a
+``scripts/train.py`` config with LAWN on, given with ``--config``) the config's optimizer
+trains with and without LAWN (``lawn.free_epochs = None``) through ``jaxnorm.train.fit``
+(every device, checkpointed, resumed), each seed shared by both arms. Checks from fit's
+per-epoch records (declared in :func:`declare_paper_checks`): sanity rules in every seed:
+every constrained norm constant (1e-4 relative) over the epochs after the switch, final mean
+logit norm lower and final train loss higher with LAWN; the claim: LAWN's paired accuracy
+gain (points) is positive at the config's batch size (superiority; the paper's large-batch
+claim).
 
 The full grid adds the ResNet at every optimizer and at full batch (hours on a CPU); it was
 not run here.
@@ -82,9 +84,30 @@ LEARNING_RATES = {'sgd': 0.05, 'adam': 2e-3, 'lamb': 1e-2}
 LAST_NORM_MASK = r'head/kernel|norm2/(scale|bias)'
 
 
-def settings(quick: bool) -> dict:
-    """Budgets: ``quick`` is 30 runs of 3 seeds (27 minutes on 2 heavily shared CPU cores)."""
-    if quick:
+# The paper's scale: Adam-LAWN on VGG-13 with BN, CIFAR-10, large batch. The paper's tables
+# were not retrieved (research/lawn_unify_papers.md), so every value here is [infer]: the base
+# optimizer's own large-batch recipe (linear warmup, then cosine), LR scaled with the batch,
+# E_free = the warmup length (about 5 % of training), and the constrained set S = the
+# classifier kernel after the last BN. ``scripts/configs/lawn.py`` hands these values to
+# ``scripts/train.py``.
+PAPER = {
+    'model': 'vgg13', 'dataset': 'cifar10', 'augment': 'crop_flip', 'epochs': 200,
+    'batch_size': 2048, 'optimizer': 'adam', 'lr': 2e-3, 'schedule': 'cosine',
+    'warmup_epochs': 10.0, 'weight_decay': 0.0, 'lawn.free_epochs': 10.0,
+    'lawn.mask': 'head/kernel', 'eval_batch_size': 1000,
+}
+
+
+def get_config(scale: str):
+    """What the experiment runs at ``scale``: ``'quick'`` the digits grid's budgets of the
+    README's CPU demonstration (30 runs of 3 seeds: 27 minutes on 2 heavily shared CPU cores),
+    ``'standard'`` the full digits grid (the ResNet at every optimizer and at full batch,
+    longer runs: meant for a GPU), both dicts of budgets (module docstring); ``'paper'`` the
+    engine config of Adam-LAWN on VGG-13, CIFAR-10 (:data:`PAPER`)."""
+    common.check_scale(scale)
+    if scale == 'paper':
+        return paper_setting(PAPER, f'{__name__}.PAPER')
+    if scale == 'quick':
         return {'models': {'mlp_ln': ('mlp', 'ln', {'width': 0.5}),
                            'mlp_none': ('mlp', 'none', {'width': 0.5}),
                            'resnet20_bn': ('resnet20', 'bn', {'width': 0.25})},
@@ -255,17 +278,18 @@ def train_runs(runs: list[dict], s: dict, seeds: int, out_dir: str, digits: Digi
     return records, measures
 
 
-def paper_setting(path: str):
-    """The train config ``--config path`` runs (ValueError on bad keys, or without LAWN)."""
-    config = common.paper_config(path)
+def paper_setting(values, source: str):
+    """The engine config of paper-scale ``values`` (ValueError naming ``source`` on bad keys,
+    or without LAWN)."""
+    config = common.train_config(values, source)
     if config.lawn.free_epochs is None:
-        raise ValueError(f'{path} sets no lawn.free_epochs: the LAWN arm would equal the '
+        raise ValueError(f'{source} sets no lawn.free_epochs: the LAWN arm would equal the '
                          'plain one')
     return config
 
 
 def declare_paper_checks(seeds: int, config) -> dict[str, checks.Check]:
-    """The ``--config`` checks, declared before the runs (``seeds`` per arm)."""
+    """The paper-scale checks, declared before the runs (``seeds`` per arm)."""
     declared = (
         checks.Check('norms constant', "LAWN holds every constrained group's norm at its value "
                      'at the switch (what its retraction does by construction)', 'sanity',
@@ -289,12 +313,12 @@ def declare_paper_checks(seeds: int, config) -> dict[str, checks.Check]:
     return {check.name: check for check in declared}
 
 
-def paper_scale(args, out_dir: str, started: float) -> int:
-    config = paper_setting(args.config)
+def paper_scale(args, config, out_dir: str, started: float) -> int:
+    """The paper-scale run of ``config`` (:func:`paper_setting`'s): plain and LAWN arms."""
     declared = declare_paper_checks(common.declared_seeds(args), config)
     labels = {'plain': config.optimizer, 'lawn': f'{config.optimizer}-LAWN'}
     plain = {'lawn.free_epochs': None, 'lawn.mask': None, 'lawn.per_unit': False}
-    histories = common.fit_arms(args.config, {'plain': plain, 'lawn': {}}, args.seeds, out_dir,
+    histories = common.fit_arms(config, {'plain': plain, 'lawn': {}}, args.seeds, out_dir,
                                 args.data_dir)
     final = {key: common.final_values(histories, key)
              for key in ('test_accuracy', 'train_loss', 'mean_logit_norm')}
@@ -340,21 +364,21 @@ def paper_scale(args, out_dir: str, started: float) -> int:
            f'({config.schedule}, {config.warmup_epochs} warmup epochs), batch '
            f'{config.batch_size}, {config.epochs} epochs, wd {config.weight_decay}; LAWN free '
            f'for {config.lawn.free_epochs} epochs on {config.lawn.mask or "the default mask"}; '
-           f'{args.seeds} seeds, paired; from {args.config}')
+           f"{args.seeds} seeds, paired; from {args.config or 'jaxnorm.papers.lawn.PAPER'}")
     figure = common.plot_arms(histories, labels, os.path.join(out_dir, 'lawn_accuracy.png'),
                               f'LAWN: {config.dataset}, {config.model}, batch {config.batch_size}')
     checks.write_results(out_dir, paper='LAWN, arXiv:2108.05839', claim=CLAIM, ran=ran,
-                         scale=common.scale(args), seeds=args.seeds, table=rows,
+                         scale=args.scale, seeds=args.seeds, table=rows,
                          checks=results, figures=[figure], started=started, notes=notes,
                          config=config.to_dict(), runs={**final, 'norm_drift': drifts})
     return 0
 
 
 def main(argv=None) -> int:
-    args = common.parse_args(__doc__, argv)
-    if args.config:
-        return paper_scale(args, common.output_dir(args, 'lawn'), time.perf_counter())
-    s, seeds = settings(args.quick), list(range(args.seeds))
+    args, setting = common.parse_with_setting(__doc__, argv, get_config, paper_setting)
+    if args.scale == 'paper':
+        return paper_scale(args, setting, common.output_dir(args, 'lawn'), time.perf_counter())
+    s, seeds = setting, list(range(args.seeds))
     declared = declare_checks(common.declared_seeds(args))
     started = time.perf_counter()
     out_dir = common.output_dir(args, 'lawn')
@@ -376,7 +400,7 @@ def main(argv=None) -> int:
            "sweep (Adam, LayerNorm MLP, full batch).")
     plots = plot(records, out_dir)
     checks.write_results(out_dir, paper='LAWN, arXiv:2108.05839', claim=CLAIM, ran=ran,
-                         scale=common.scale(args), seeds=args.seeds, table=table,
+                         scale=args.scale, seeds=args.seeds, table=table,
                          checks=results, figures=plots, started=started, notes=notes,
                          setup=setup, old_rules=old, diagnostics=diagnostics(records, s),
                          runs=records)

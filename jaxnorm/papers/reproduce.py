@@ -6,11 +6,12 @@
 
 (``jaxnorm-reproduce`` is the same command, installed with the package.)
 
-Without ``--quick`` every section runs at the papers' scale: its experiment gets ``--config
-scripts/configs/<section>.py``, the paper's dataset (CIFAR-10/100 through TFDS: prepare them
-once with ``python -m jaxnorm.data prepare cifar10``), model, epochs and hyperparameters, each
-file naming its source. The experiments use every device of the host: their training goes
-through ``jaxnorm.train.fit`` (the batch sharded over a ``data`` mesh) or spreads its vmapped
+Without ``--quick`` every section runs at the papers' scale: its experiment gets ``--scale
+paper``, i.e. its module's ``get_config('paper')`` (the ``PAPER`` values there, each naming its
+source, which ``scripts/configs/<section>.py`` hands to the other command lines): the paper's
+dataset (CIFAR-10/100 through TFDS: prepare them once with ``python -m jaxnorm.data prepare
+cifar10``), model, epochs and hyperparameters. The experiments use every device of the host:
+their training goes through ``jaxnorm.train.fit`` (the batch sharded over a ``data`` mesh) or spreads its vmapped
 seeds over the devices.
 
 Each section runs its experiment, ``python -m jaxnorm.papers.<section>`` (what
@@ -24,8 +25,8 @@ outcome (supported / refuted / inconclusive). The verdict follows from the claim
 not supported makes the section invalid.
 
 Finished sections are cached under ``OUT/cache/<section>-<hash>`` (:func:`cache_key`). The
-hash covers the section's arguments, the config file it is given and the source of its
-experiment module and of every repository module that module imports, directly or through
+hash covers the section's arguments and the source of its experiment module (which holds its
+settings at every scale) and of every repository module that module imports, directly or through
 others (:func:`section_sources`), so a change to code a section runs reruns it, and an
 unchanged rerun, or a change elsewhere, skips it. A section is written to a temporary folder
 and renamed when it has finished, so an interrupted run leaves no half-written cache entry.
@@ -72,11 +73,6 @@ class Section:
     def module(self) -> str:
         return f'{PACKAGE}.{self.name}'
 
-    def config(self) -> str:
-        """The papers'-scale config file, ``scripts/configs/<name>.py`` (FileNotFoundError
-        when the checkout has no ``scripts/configs``)."""
-        return os.path.join(configs_dir(), f'{self.name}.py')
-
 
 SECTIONS = (
     Section('lawn', 'LAWN: Learning with Constrained Weight Norms (arXiv:2108.05839)'),
@@ -99,21 +95,6 @@ SECTIONS = (
     Section('mimicnorm', 'MimicNorm: Weight Mean and Last BN Layer Mimic the Dynamic of Batch '
             'Normalization (arXiv:2010.09278)'),
 )
-
-
-def configs_dir() -> str:
-    """The checkout's ``scripts/configs`` folder, which holds each section's papers'-scale
-    config file.
-
-    Raises ``FileNotFoundError`` saying where it was looked for when jaxnorm is not installed
-    from a source checkout (``pip install -e .``), the only layout that ships the configs.
-    """
-    path = os.path.join(REPO, 'scripts', 'configs')
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"the papers' config files live in a source checkout's "
-                                f'scripts/configs/, which is not at {path}: install jaxnorm '
-                                'from a clone of the repository (pip install -e .)')
-    return path
 
 
 def select_sections(only: str | None) -> list[Section]:
@@ -143,16 +124,15 @@ def section_sources(module: str) -> list[str]:
 def cache_key(section: Section, arguments: list[str]) -> str:
     """The name of a section's cache entry: ``<name>-<hash>``.
 
-    The hash covers the section's arguments (paths relative to the repository), the contents
-    of the config files they name (its settings) and the source of every module
-    :func:`section_sources` finds. An edit to any of them, however indirectly imported,
-    changes the key, so the section reruns; an edit to a module it never imports does not.
+    The hash covers the section's arguments (paths relative to the repository) and the source
+    of every module :func:`section_sources` finds (the experiment module holds the settings).
+    An edit to any of them, however indirectly imported, changes the key, so the section
+    reruns; an edit to a module it never imports does not.
     """
     relative = [os.path.relpath(a, REPO) if os.path.isabs(a) else a for a in arguments]
     digest = hashlib.sha256(json.dumps({'section': section.name, 'arguments': relative},
                                        sort_keys=True).encode())
-    configs = [arguments[i + 1] for i, a in enumerate(arguments) if a == '--config']
-    for path in section_sources(section.module) + configs:
+    for path in section_sources(section.module):
         digest.update(os.path.relpath(path, REPO).encode())
         with open(path, 'rb') as f:
             digest.update(f.read())
@@ -161,8 +141,7 @@ def cache_key(section: Section, arguments: list[str]) -> str:
 
 def section_arguments(args: argparse.Namespace, section: Section) -> list[str]:
     """Command-line arguments passed to the section's experiment script."""
-    extra = ['--quick'] if args.quick else ['--config', section.config()]
-    extra += ['--seeds', str(args.seeds)]
+    extra = ['--scale', 'quick' if args.quick else 'paper', '--seeds', str(args.seeds)]
     if args.data_dir:
         extra += ['--data-dir', args.data_dir]
     return extra
@@ -318,13 +297,8 @@ def main(argv=None) -> int:
         sections = select_sections(args.only)
         check_output_dir(args.out, '--out')
         check_input_dir(args.data_dir, '--data-dir')
-        missing = [s.config() for s in sections
-                   if not args.quick and not os.path.isfile(s.config())]
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    if missing:
-        parser.error(f"the papers' scale needs a config file per section; missing {missing} "
-                     '(or pass --quick)')
     if args.seeds < 3:
         parser.error('--seeds must be >= 3: the statistical claims are judged on mean +- std')
     cache_dir = os.path.join(args.out, 'cache')
