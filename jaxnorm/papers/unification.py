@@ -97,8 +97,8 @@ class Settings:
 # schedule follows the ADMM-pruning line of the same group (2.4): rho starting small and
 # multiplied geometrically every epoch, then a hard projection and masked retraining. Every
 # number below is therefore [infer]: epochs scaled up from the digits run, rho0 1e-3 and x1.3
-# per epoch, the digits run's ratios. Deviation: the experiment's params-only loop has no
-# BatchNorm, so its 3-conv CNN (no normalization) stands in for VGG-16.
+# per epoch, the digits run's ratios. Deviation: the experiment's 3-conv CNN (no
+# normalization, :data:`MODELS`) stands in for VGG-16, which the experiment does not build.
 # ``scripts/configs/unification.py`` returns these values as a config file.
 PAPER = {
     'dataset': 'cifar100', 'models': ('cnn',), 'pretrain_epochs': 100, 'admm_epochs': 30,
