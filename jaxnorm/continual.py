@@ -265,6 +265,10 @@ def run_grid(setup: Setup, benchmark: Benchmark, lrs, strengths, seeds, *,
             for j, other in enumerate(benchmark.tasks):
                 matrix[:, t, j] = _accuracy(evaluate, previous.replace(apply_fn=heads[j].apply),
                                             other, mesh, config)
+    # Without this, JAX's global caches keep executables compiled for this grid's own
+    # closures, which no later grid hits: each small grid left ~275 memory maps behind, and
+    # the EMR sweep ran into Linux's 65,530-map limit (measured; flat with the clear).
+    jax.clear_caches()
     return matrix.reshape(len(lrs), len(strengths), len(seeds), tasks, tasks)
 
 
