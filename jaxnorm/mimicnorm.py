@@ -45,7 +45,7 @@ import optax
 from jaxnorm import extension
 from jaxnorm import functional as F
 from jaxnorm._norm_layers import BatchNorm
-from jaxnorm.trees import MaskOrFn, key_name, mask_flags, named_leaves, require_params
+from jaxnorm.trees import MaskOrFn, key_names, mask_flags, named_leaves, require_params
 
 MIN_FAN_IN = 50
 # Conv init variances c / fan_in of the authors' models: ResNets 2, plain VGGs 2.8, close to
@@ -86,7 +86,7 @@ def weight_mean_mask(params: Any, min_fan_in: int = MIN_FAN_IN) -> Any:
       {'conv': {'bias': False, 'kernel': True}, 'head': {'kernel': False}}
     """
     def selected(path, leaf):
-        return (bool(path) and key_name(path[-1]) == 'kernel'
+        return (bool(path) and key_names(path)[-1] == 'kernel'
                 and is_centered_kernel(np.shape(leaf), min_fan_in))
 
     return jax.tree_util.tree_map_with_path(selected, params)

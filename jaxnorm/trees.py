@@ -36,9 +36,19 @@ def key_name(key) -> str:
     return str(key)
 
 
+def key_names(path) -> tuple[str, ...]:
+    """The names of a ``jax.tree_util`` key path's entries, less the trailing ``.value`` that
+    a ``flax.nnx.Variable`` adds, so an ``nnx.state(model, nnx.Param)`` leaf is named as the
+    same Linen parameter (``'head/kernel'``, not ``'head/kernel/value'``)."""
+    names = tuple(key_name(key) for key in path)
+    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == 'value':
+        return names[:-1]
+    return names
+
+
 def path_name(path) -> str:
     """``'stage1_block0/conv1/kernel'`` for a ``jax.tree_util`` key path."""
-    return '/'.join(key_name(key) for key in path)
+    return '/'.join(key_names(path))
 
 
 def is_placeholder(x) -> bool:
@@ -50,7 +60,7 @@ def _keyed_leaves(tree, placeholders: bool) -> tuple[list[tuple[str, ...]], list
     """``(key-name tuples, leaves, treedef)``; placeholders kept as leaves if asked."""
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(
         tree, is_leaf=is_placeholder if placeholders else None)
-    return ([tuple(key_name(key) for key in path) for path, _ in with_paths],
+    return ([key_names(path) for path, _ in with_paths],
             [leaf for _, leaf in with_paths], treedef)
 
 
@@ -241,7 +251,8 @@ def require_params(params: Any, transform: str) -> None:
                          'tx.update(updates, state, params)')
 
 
-__all__ = ['MaskOrFn', 'aligned', 'check_like', 'is_placeholder', 'key_name', 'mask_flags',
+__all__ = ['MaskOrFn', 'aligned', 'check_like', 'is_placeholder', 'key_name', 'key_names',
+           'mask_flags',
            'mask_tree', 'named_leaves', 'path_name', 'regex_mask', 'require_params']
 
 

@@ -96,4 +96,6 @@ def install_masks(state: MaskedState, masks) -> MaskedState:
         raise TypeError(f'expected the MaskedState of masked_optimizer, got '
                         f'{type(state).__name__}; wrap the whole optimizer chain')
     check_masks(state.masks, masks)
-    return state._replace(masks=jax.tree.map(lambda m: jnp.asarray(m) != 0, masks))
+    # astype, not ``!= 0``: comparing a bool array gives a weakly typed result, and a mask
+    # dtype that differs from init's would make the next jitted step compile again.
+    return state._replace(masks=jax.tree.map(lambda m: jnp.asarray(m).astype(bool), masks))

@@ -3,6 +3,7 @@
 Expected flags and paths are written out by hand; error messages must name the paths.
 """
 import ast
+import collections
 import os
 
 import jax
@@ -41,6 +42,19 @@ def test_path_names_agree_for_dict_and_frozendict():
     assert trees.named_leaves(FrozenDict(_params()))[0] == plain
     (path, _), = jax.tree_util.tree_flatten_with_path({'a': [0, {'b': 1}]})[0][1:]
     assert trees.path_name(path) == 'a/1/b'
+
+
+def test_nnx_variables_are_named_like_the_linen_params():
+    """An ``nnx.Variable`` adds a ``.value`` entry to its leaf's path; it is dropped, while a
+    dict key or a NamedTuple field called ``value`` inside the tree is kept."""
+    from flax import nnx
+    variables = {'head': {'kernel': nnx.Param(jnp.ones((2, 3))), 'bias': nnx.Param(jnp.ones(3))}}
+    assert trees.named_leaves(variables)[0] == ['head/bias', 'head/kernel']
+    assert trees.mask_flags(optim.regex_mask('kernel$'), variables) == [False, True]
+    Holder = collections.namedtuple('Holder', ['value', 'count'])
+    assert trees.named_leaves({'value': 1, 'v': {'value': 2}})[0] == ['v/value', 'value']
+    assert trees.named_leaves({'state': Holder({'value': 1}, 2)})[0] == [
+        'state/value/value', 'state/count']
 
 
 def test_placeholders_are_leaves_only_when_asked():
