@@ -198,9 +198,8 @@ class BatchNorm(_RunningStatsNorm):
     def __call__(self, x, use_running_average: bool | None = None):
         scale, bias = self._scale_and_bias(x)
         if self._training(use_running_average):
-            mean, var = F.batch_moments(x, axis_name=self.axis_name)
-            stored_var = (F.batch_moments(x, axis_name=self.axis_name, unbiased=True)[1]
-                          if self.running_var_unbiased else var)
+            mean, var, stored_var = F.batch_norm_statistics(
+                x, axis_name=self.axis_name, unbiased_running_var=self.running_var_unbiased)
             self._update(self.mean, mean)
             self._update(self.var, stored_var)
         else:

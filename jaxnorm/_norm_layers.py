@@ -113,11 +113,10 @@ class BatchNorm(_RunningStatsNorm):
         running_var = self._running_var(channels)
         scale, bias = self._scale_and_bias(channels)
         if train:
-            axis_name = self._batch_axis_name()
-            mean, var = F.batch_moments(x, axis_name=axis_name)
+            mean, var, stored_var = F.batch_norm_statistics(
+                x, axis_name=self._batch_axis_name(),
+                unbiased_running_var=self.running_var_unbiased)
             if not self.is_initializing():
-                stored_var = (F.batch_moments(x, axis_name=axis_name, unbiased=True)[1]
-                              if self.running_var_unbiased else var)
                 running_mean.value = _running_average(running_mean.value, mean, self.momentum)
                 running_var.value = _running_average(running_var.value, stored_var,
                                                      self.momentum)

@@ -57,6 +57,18 @@ def batch_moments(x: Array, *, axis_name: Any = None,
     return mean.reshape(-1), var.reshape(-1)
 
 
+def batch_norm_statistics(x: Array, *, axis_name: Any = None,
+                          unbiased_running_var: bool = False) -> tuple[Array, Array, Array]:
+    """What a BatchNorm layer takes from a training batch: the per-channel mean and biased
+    variance it normalizes with, and the variance its running average stores (the
+    Bessel-corrected one, ``var * m / (m - 1)`` over ``m`` values per channel, when
+    ``unbiased_running_var``, as torch; else the biased one, as flax)."""
+    mean, var = batch_moments(x, axis_name=axis_name)
+    if not unbiased_running_var:
+        return mean, var, var
+    return mean, var, batch_moments(x, axis_name=axis_name, unbiased=True)[1]
+
+
 def batch_norm(x: Array, *, mean: Array | None = None, var: Array | None = None,
                scale: Array | None = None, bias: Array | None = None, epsilon: float = 1e-5,
                axis_name: Any = None) -> Array:

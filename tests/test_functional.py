@@ -170,6 +170,18 @@ def test_batch_moments_unbiased_is_bessel_corrected():
     np.testing.assert_allclose(var, x.astype(np.float64).var((0, 1, 2), ddof=1), **TOL)
 
 
+@pytest.mark.parametrize('unbiased', [False, True])
+def test_batch_norm_statistics_normalize_biased_and_store_as_asked(unbiased):
+    x = np.random.default_rng(3).normal(1.0, 2.0, (4, 3, 5, 6)).astype(np.float32)
+    mean, var, stored = jax.jit(functools.partial(
+        F.batch_norm_statistics, unbiased_running_var=unbiased))(x)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mean, x64.mean((0, 1, 2)), **TOL)
+    np.testing.assert_allclose(var, np_var(x64, (0, 1, 2)).reshape(-1), **TOL)
+    np.testing.assert_allclose(stored, np_var(x64, (0, 1, 2), unbiased=unbiased).reshape(-1),
+                               **TOL)
+
+
 def test_centered_relu_has_zero_mean_unit_variance_on_gaussian_input():
     z = draw((200_000,)).reshape(-1, 1)
     y = run(F.centered_relu, z)
