@@ -229,7 +229,8 @@ def run_grid(setup: Setup, benchmark: Benchmark, lrs, strengths, seeds, *,
     tasks = benchmark.num_tasks
     matrix = np.zeros((len(grid), tasks, tasks), np.float32)
     # Whole lanes per device: the continual batches (10) rarely split over the devices.
-    mesh = parallel.data_mesh(jax.devices()[:math.gcd(len(grid), jax.device_count())])
+    devices = parallel.data_mesh().devices.ravel()
+    mesh = parallel.data_mesh(devices[:math.gcd(len(grid), devices.size)])
     # One eval step and one model per head for the whole grid: each head compiles once.
     evaluate = train.compile_steps(mesh, 0.0, (), len(grid) if len(grid) > 1 else None)[1]
     heads = [models.get_model(f'multihead_{setup.model}', norm='none',

@@ -71,6 +71,7 @@ def test_load_setting_reads_a_config_file_or_asks_get_config(tmp_path):
         common.check_scale('big')
 
 
+@pytest.mark.sharded
 def test_spread_runs_gives_each_device_its_share_and_keeps_the_result():
     devices = jax.device_count()
     assert devices == 8  # tests/conftest.py simulates 8 CPU devices

@@ -146,6 +146,7 @@ def test_the_core_names_no_method():
 # ----------------------------------------------------------------------------- seeds
 
 
+@pytest.mark.sharded  # 3 seeds over 8 devices: the replicated placement, batches split
 def test_seed_batched_run_equals_the_runs_one_seed_at_a_time(tmp_path, data_dir):
     overrides = {'seed': 3, 'eman.momentum': 0.9, 'lawn.free_epochs': 1.0}
     batched = train.fit(small(tmp_path, data_dir, 'batched', num_seeds=3, **overrides))

@@ -248,7 +248,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ({'norm': 'magic'}, 'bn'),
     ({'dataset': 'no_such_dataset_xyz'}, 'no_such_dataset_xyz'),
     ({'batch_size': 4096}, '4096'),
-    ({'batch_size': 60}, 'divisible'),
+    pytest.param({'batch_size': 60}, 'divisible', marks=pytest.mark.sharded),
 ])
 def test_bad_input_raises_clear_error_and_writes_nothing(tmp_path, overrides, message):
     with pytest.raises((ValueError, TypeError), match=message):  # the model and norm already
