@@ -22,7 +22,9 @@ markdown ``table`` (mean +- std over seeds), ``figures`` and ``checks``: each de
 the run as claim or sanity, with its test, margin, powered effect, interval over seeds and
 outcome (supported / refuted / inconclusive). The verdict follows from the claim checks only
 (``jaxnorm.papers.checks.verdict``, its rule written into the report); a sanity check that is
-not supported makes the section invalid.
+not supported makes the section invalid. Below a section's checks, a sizing table takes the
+run as a pilot: for each paired claim check, the effect its seeds can detect and the seeds a
+larger scale needs for the effect it is declared for (:mod:`jaxnorm.papers.sizing`).
 
 Finished sections are cached under ``OUT/cache/<section>-<hash>`` (:func:`cache_key`). The
 hash covers the section's arguments and the source of its experiment module (which holds its
@@ -50,7 +52,7 @@ import time
 from tqdm.auto import tqdm
 
 from jaxnorm.cli import check_input_dir, check_output_dir, show_defaults
-from jaxnorm.papers import checks as checks_lib
+from jaxnorm.papers import checks as checks_lib, sizing
 
 # The checkout (jaxnorm/papers/reproduce.py -> the folder holding jaxnorm/ and scripts/): the
 # sections' modules are found and hashed there; and the package that holds them.
@@ -231,7 +233,8 @@ def section_markdown(section: Section, results: dict, figure_dir: str, seconds: 
              '|---|---|---|---|---|---|---|',
              *[f"| {cell(c['name'])} | {c['kind']} | {cell(c['claim'])} | "
                f"{cell(c['statistic'])} | {cell(c['rule'])} | {cell(effect_text(c))} | "
-               f"**{c['outcome']}** |" for c in checks], '']
+               f"**{c['outcome']}** |" for c in checks], '',
+             *sizing.sizing_table(results)]
     notes = results.get('notes')
     if notes:
         lines += ['**Notes.**', '', *[f'- {note}' for note in notes], '']

@@ -171,6 +171,9 @@ def minimum_detectable_effect(sd: float, n: int, *, alpha: float = 0.05,
     """
     scale = sd / np.sqrt(n)
     upper = 20 * scale
+    # Few seeds at a small alpha put the critical t far out (df = 1: t_{0.996} ~ 80).
+    while power(upper, sd, n, alpha=alpha) < target_power:
+        upper *= 4
     return float(optimize.brentq(
         lambda effect: power(effect, sd, n, alpha=alpha) - target_power, 0.0, upper,
         xtol=1e-12 * max(scale, 1e-300)))
