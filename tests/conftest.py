@@ -6,6 +6,12 @@ own), which JAX's in-memory cache does not share; the persistent cache, keyed by
 itself, does. It lives in a temporary folder (inherited by the tests' subprocesses through the
 environment) and is removed at exit, so no run sees another's executables.
 
+Every compiled program keeps a few memory maps for as long as JAX's caches hold it, and the
+caches outlive the functions that compiled it: the suite's one process would pass Linux's
+default limit of 65,530 maps (``vm.max_map_count``) after some thousands of programs, and LLVM
+then aborts the process (SIGABRT) in whichever compile comes next. The caches are cleared after
+each test module; the persistent cache keeps the next module's recompiles cheap.
+
 The 8 devices are there for the tests marked ``sharded``. Every other test gets a one-device
 default mesh (``jaxnorm.parallel.data_mesh()`` with no devices): spreading a small CPU run over
 8 simulated devices adds collectives and per-device programs (a ResNet-20 ``fit`` compiled 84
@@ -46,3 +52,10 @@ def one_device_default_mesh(request, monkeypatch):
         return every_device_mesh(jax.devices()[:1] if devices is None else devices)
 
     monkeypatch.setattr(parallel, 'data_mesh', first_device_mesh)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def caches_cleared_after_each_module():
+    """Frees the compiled programs (and their memory maps) a test module leaves behind."""
+    yield
+    jax.clear_caches()
