@@ -94,7 +94,10 @@ def _check(test, **kw):
 def test_identical_arms_never_support_superiority_and_support_equivalence(effect):
     same = [70.0, 71.5, 69.0, 72.0]
     assert _check('superiority', effect=effect).evaluate(same, same)['outcome'] != 'supported'
-    assert _check('equivalence').evaluate(same, same)['outcome'] == 'supported'
+    # Exactly identical: no noise estimate (zero spread). Equal up to small noise: supported.
+    assert _check('equivalence').evaluate(same, same)['outcome'] == 'inconclusive'
+    jitter = [0.01, -0.02, 0.015, -0.005]
+    assert _check('equivalence').evaluate(np.add(same, jitter), same)['outcome'] == 'supported'
     noisy = RNG.normal(0, 1, 6)
     outcome = _check('equivalence', margin=0.1).evaluate(noisy, noisy + RNG.normal(0, 1, 6))
     assert outcome['outcome'] in ('inconclusive', 'refuted')
@@ -197,3 +200,23 @@ def test_diverged_seeds_are_dropped_and_one_seed_is_never_conclusive():
     single = claim.evaluate([9.0, np.nan], [1.0, 1.0])
     assert single['outcome'] == 'inconclusive' and single['estimate'] is None
     checks.validate_check_result(single)
+
+
+def test_zero_spread_gives_no_noise_estimate_and_decides_nothing():
+    # The same difference in every seed (one test image of 360, say): the t-interval
+    # degenerates to a point, which would "refute" or "support" without any noise model.
+    below = _check('superiority', effect=1.0).evaluate([-0.278] * 3)
+    assert below['outcome'] == 'inconclusive' and below['zero_spread']
+    assert below['low'] == below['high'] == pytest.approx(-0.278)
+    above = _check('superiority').evaluate([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])
+    assert above['outcome'] == 'inconclusive' and above['zero_spread']
+    spread = _check('superiority').evaluate([2.0, 3.1, 4.0], [1.0, 2.0, 3.0])
+    assert spread['outcome'] == 'supported' and not spread['zero_spread']
+    checks.validate_check_result(below)
+    # In cells: the flat cell cannot be supported (p = 1 under Holm), nor refuted.
+    result = _check('superiority', effect=1.0).evaluate_cells(
+        {'flat': ([-0.3] * 3, None), 'noisy': ([2.0, 2.5, 3.0], None)})
+    flat, noisy = result['cells']
+    assert (flat['outcome'], flat['p_holm'], flat['zero_spread']) == ('inconclusive', 1.0, True)
+    assert noisy['outcome'] == 'supported' and result['zero_spread']
+    assert result['outcome'] == 'inconclusive'

@@ -24,7 +24,11 @@ rule               (a boolean rule holds in every seed)  (the rule fails in some
 =================  ====================================  =====================================
 
 and **inconclusive** otherwise: the interval holds both the null and the effect. Two identical
-arms therefore never support superiority, and always support equivalence. A claim over several
+arms therefore never support superiority; two arms equal up to small noise support
+equivalence. Without a noise
+estimate the outcome is inconclusive as well: fewer than two finite seeds, or **zero spread**,
+every seed's difference the same (a quantized statistic, e.g. one test image of 360 in every
+seed, gives a degenerate interval that would otherwise decide on a point). A claim over several
 cells (e.g. every batch size) uses Holm's step-down control on the cells' one-sided p-values
 for "supported" (:meth:`Check.evaluate_cells`).
 
@@ -60,7 +64,8 @@ VERDICT_RULE = (
     'is refuted and none supported, **inconclusive** otherwise. A sanity check that is not '
     'supported makes the section **invalid**. A check is supported when the paired interval '
     'over seeds (90 %, two-sided) clears its null, refuted when it excludes the effect the '
-    'check is powered for, and inconclusive when it holds both.')
+    'check is powered for, and inconclusive when it holds both or when there is no noise '
+    'estimate (fewer than two seeds, or the same difference in every seed).')
 
 
 class ResultsSchemaError(ValueError):
@@ -159,8 +164,8 @@ class Check:
         """Outcome on per-seed values ``a`` paired with ``b`` (or ``a`` against 0).
 
         Seeds where either arm is not finite (a diverged run) are left out and counted in
-        ``dropped``; with fewer than two seeds left there is no noise estimate and the outcome
-        is inconclusive.
+        ``dropped``; with fewer than two seeds left, or the same difference in every seed
+        (``zero_spread``), there is no noise estimate and the outcome is inconclusive.
 
         Returns:
             The result dict of the schema (:func:`validate_check_result`).
@@ -176,9 +181,11 @@ class Check:
                                              method=method)
             p_value = (None if self.test == 'equivalence' else
                        stats.p_greater(kept_a, kept_b, null=self.null))
+            outcome = ('inconclusive' if interval.sd == 0 else
+                       self.outcome(interval.low, interval.high))
             result = self._result(interval.mean, interval.low, interval.high, interval.sd,
-                                  interval.n, p_value, self.outcome(interval.low, interval.high),
-                                  values=values)
+                                  interval.n, p_value, outcome, values=values)
+            result['zero_spread'] = interval.sd == 0
         result['dropped'] = dropped
         return result
 
@@ -188,7 +195,8 @@ class Check:
 
         A cell is supported when its Holm-adjusted one-sided p-value is at most
         ``(1 - confidence) / 2``; refuted when its interval lies below the target; a cell with
-        fewer than two finite seeds is inconclusive (diverged seeds are dropped). The check
+        fewer than two finite seeds, or with zero spread, is inconclusive (diverged seeds are
+        dropped). The check
         aggregates the cells by ``aggregate`` (``'all'``: supported if every cell is, refuted if
         one is; ``'any'``: supported if one is, refuted if every cell is).
         """
@@ -197,16 +205,16 @@ class Check:
         _require(bool(cells), f'check {self.name!r}: no cells')
         finite = {name: stats.finite_pairs(*pair) for name, pair in cells.items()}
         names = list(finite)
-        usable = [finite[c][0].size >= 2 for c in names]
         intervals = [stats.paired_interval(*finite[c][:2], confidence=self.confidence)
-                     if ok else None for c, ok in zip(names, usable)]
-        # A cell without two finite seeds cannot be supported: p = 1 keeps Holm honest.
+                     if finite[c][0].size >= 2 else None for c in names]
+        usable = [i is not None and i.sd > 0 for i in intervals]
+        # A cell without a noise estimate cannot be supported: p = 1 keeps Holm honest.
         adjusted = stats.holm([stats.p_greater(*finite[c][:2], null=self.null) if ok else 1.0
                                for c, ok in zip(names, usable)])
         alpha = (1 - self.confidence) / 2
         rows, outcomes = [], []
-        for cell, interval, p in zip(names, intervals, adjusted):
-            if interval is None:
+        for cell, interval, p, ok in zip(names, intervals, adjusted, usable):
+            if not ok:
                 outcome = 'inconclusive'
             else:
                 outcome = ('supported' if p <= alpha else
@@ -216,6 +224,7 @@ class Check:
                          'low': None if interval is None else interval.low,
                          'high': None if interval is None else interval.high,
                          'n': int(finite[cell][0].size), 'p_holm': float(p),
+                         'zero_spread': interval is not None and interval.sd == 0,
                          'outcome': outcome})
         if self.aggregate == 'all':
             outcome = ('supported' if all(o == 'supported' for o in outcomes) else
@@ -232,6 +241,7 @@ class Check:
         else:
             result = self._result(None, None, None, None, 0, None, outcome)
         result['dropped'] = sum(dropped for _, _, dropped in finite.values())
+        result['zero_spread'] = any(row['zero_spread'] for row in rows)
         result['cells'] = rows
         return result
 

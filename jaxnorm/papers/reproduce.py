@@ -215,8 +215,9 @@ def effect_text(check: dict) -> str:
         return '–'
     if check['low'] is None:
         return f"{check['estimate']:.4g}"
+    flat = ', zero spread: no noise estimate' if check.get('zero_spread') else ''
     return (f"{check['estimate']:.3g} [{check['low']:.3g}, {check['high']:.3g}] "
-            f"(n = {check['n']})")
+            f"(n = {check['n']}{flat})")
 
 
 def section_markdown(section: Section, results: dict, figure_dir: str, seconds: float,
