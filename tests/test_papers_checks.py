@@ -208,6 +208,7 @@ def test_zero_spread_gives_no_noise_estimate_and_decides_nothing():
     below = _check('superiority', effect=1.0).evaluate([-0.278] * 3)
     assert below['outcome'] == 'inconclusive' and below['zero_spread']
     assert below['low'] == below['high'] == pytest.approx(-0.278)
+    assert below['point_outcome'] == 'refuted'  # the decision the point interval would make
     above = _check('superiority').evaluate([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])
     assert above['outcome'] == 'inconclusive' and above['zero_spread']
     spread = _check('superiority').evaluate([2.0, 3.1, 4.0], [1.0, 2.0, 3.0])
@@ -218,5 +219,10 @@ def test_zero_spread_gives_no_noise_estimate_and_decides_nothing():
         {'flat': ([-0.3] * 3, None), 'noisy': ([2.0, 2.5, 3.0], None)})
     flat, noisy = result['cells']
     assert (flat['outcome'], flat['p_holm'], flat['zero_spread']) == ('inconclusive', 1.0, True)
+    assert flat['point_outcome'] == 'refuted'
+    from jaxnorm.papers import reproduce  # pylint: disable=import-outside-toplevel
+    assert 'zero spread, no noise estimate; as a point: flat: refuted' in \
+        reproduce.effect_text(result)
+    assert reproduce.effect_text(below).endswith('as a point: refuted)')
     assert noisy['outcome'] == 'supported' and result['zero_spread']
     assert result['outcome'] == 'inconclusive'

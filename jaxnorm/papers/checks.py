@@ -186,6 +186,8 @@ class Check:
             result = self._result(interval.mean, interval.low, interval.high, interval.sd,
                                   interval.n, p_value, outcome, values=values)
             result['zero_spread'] = interval.sd == 0
+            if result['zero_spread']:  # what the point would have decided, for the report
+                result['point_outcome'] = self.outcome(interval.low, interval.high)
         result['dropped'] = dropped
         return result
 
@@ -226,6 +228,10 @@ class Check:
                          'n': int(finite[cell][0].size), 'p_holm': float(p),
                          'zero_spread': interval is not None and interval.sd == 0,
                          'outcome': outcome})
+            if rows[-1]['zero_spread']:
+                rows[-1]['point_outcome'] = ('supported' if interval.low > self.null else
+                                             'refuted' if interval.high < self.target else
+                                             'inconclusive')
         if self.aggregate == 'all':
             outcome = ('supported' if all(o == 'supported' for o in outcomes) else
                        'refuted' if 'refuted' in outcomes else 'inconclusive')

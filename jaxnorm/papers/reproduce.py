@@ -215,7 +215,12 @@ def effect_text(check: dict) -> str:
         return '–'
     if check['low'] is None:
         return f"{check['estimate']:.4g}"
-    flat = ', zero spread: no noise estimate' if check.get('zero_spread') else ''
+    flat = ''
+    if check.get('zero_spread'):
+        points = ([check['point_outcome']] if 'point_outcome' in check else
+                  [f"{c['cell']}: {c['point_outcome']}" for c in check['cells']
+                   if c['zero_spread']])
+        flat = f"; zero spread, no noise estimate; as a point: {', '.join(points)}"
     return (f"{check['estimate']:.3g} [{check['low']:.3g}, {check['high']:.3g}] "
             f"(n = {check['n']}{flat})")
 
