@@ -254,8 +254,9 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
         place_train = functools.partial(placement.put, sharding=placement.train_batch)
         place_eval = functools.partial(placement.put, sharding=placement.eval_batch)
         _, eval_single = compile_steps(mesh, config.label_smoothing, extensions)
-        slice_fn = jax.jit(seed_slice, static_argnums=1,
-                           out_shardings=parallel.replicated(mesh))
+        # The seed index is traced: one program for every seed (a static index compiled
+        # one per seed and fit, thousands over a continual-learning grid).
+        slice_fn = jax.jit(seed_slice, out_shardings=parallel.replicated(mesh))
     else:
         place_train, place_eval = (lambda batch: parallel.global_batch(batch, mesh)), None
         eval_single, slice_fn = eval_fn, (lambda st, _: st)
