@@ -189,7 +189,7 @@ def _two_engine_steps(config, batch, steps_per_epoch):
 @pytest.mark.parametrize('arm', ['baseline', 'afan'])
 def test_quick_arms_are_the_declared_recipe_in_the_engine(resnet, arm):
     """The experiment's quick arms, run by the engine's step, equal the recipe written out with
-    optax and ``afan_loss``: SGD momentum 0.9, LR 0.05 cosine over 6 epochs, coupled weight
+    optax and ``afan_loss``: SGD momentum 0.9, LR 0.05 cosine over 3 epochs, coupled weight
     decay 5e-4, A-FAN at stage1_block3 with 5 sign steps of 0.5/255 (baseline: cross-entropy)."""
     from jaxnorm.papers import afan as experiment
     config = config_lib.apply_overrides(experiment.get_config('quick'),
@@ -202,7 +202,7 @@ def test_quick_arms_are_the_declared_recipe_in_the_engine(resnet, arm):
 
     reference_tx = optax.chain(
         optax.add_decayed_weights(5e-4),
-        optax.sgd(optax.cosine_decay_schedule(0.05, 6 * steps_per_epoch), momentum=0.9))
+        optax.sgd(optax.cosine_decay_schedule(0.05, 3 * steps_per_epoch), momentum=0.9))
     recipe = afan.AFANConfig(layer='stage1_block3', steps=5, step_size=0.5 / 255)
 
     def loss(p, stats):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxnorm import config as config_lib, metrics
-from jaxnorm.papers import lawn
+from jaxnorm.papers import lawn, lawn_report
 
 DIGITS_TRAIN = 1437
 
@@ -31,6 +31,19 @@ def test_engine_runs_keep_the_old_loops_step_counts(scale):
         assert (config.weight_decay, config.schedule) == (0.0, 'cosine')
         assert config.lr == lawn.LEARNING_RATES[run['optimizer']]
     assert len({lawn.run_name(run) for run in lawn.plan(s)}) == len(lawn.plan(s))
+
+
+def test_quick_plan_keeps_every_checked_cell():
+    # The claims are judged per (optimizer, batch) cell and the sweep's monotonicity over at
+    # least two free fractions and plain training, so the quick plan keeps all of them.
+    plan = lawn.plan(lawn.get_config('quick'))
+    grid = {(r['batch'], r['optimizer'], r['free_fraction'] is None)
+            for r in plan if r['role'] == 'grid'}
+    assert grid == {(batch, optimizer, plain) for batch in ('small', 'full')
+                    for optimizer in lawn.LEARNING_RATES for plain in (False, True)}
+    sweep = {r['free_fraction'] for r in plan if lawn_report.in_sweep(r)}
+    assert None in sweep and len(sweep) >= 3
+    assert [r['role'] for r in plan].count('mask_variant') == 1
 
 
 def test_a_run_trains_with_fit_and_its_measurement_matches_the_records(tmp_path):

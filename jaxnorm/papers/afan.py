@@ -13,7 +13,7 @@ with ``afan.layer = None``. A seed gives both arms the same initialization and b
 
 Setup at the quick and standard scales (:func:`get_config`: the classification repo's recipe
 at CPU scale): embedded digits (1,437 train / 360 test, 8x8), ResNet-20 with BatchNorm at reduced
-width (``--quick``: 0.25, i.e. 4/8/16 channels, 6 epochs; without: 1, the paper's 16/32/64,
+width (``--quick``: 0.25, i.e. 4/8/16 channels, 3 epochs; without: 1, the paper's 16/32/64,
 30 epochs), SGD momentum 0.9, LR 0.05 cosine, weight decay 5e-4 (coupled), batch 64, no
 augmentation. A-FAN as in the repo's "norandclip" run: the output of stage 1
 (``stage1_block3``) is attacked with T = 5 sign steps of 0.5/255, no random start, no clip,
@@ -31,7 +31,7 @@ Checks (declared before running, in ``declare_checks``):
     costs at most one clean step (the head before the attacked layer is not recomputed; the
     research note's estimate is 1 + 6 x the tail's share of the network).
 
-    python scripts/experiments/afan.py --quick --out results        # minutes, 2 CPU cores
+    python scripts/experiments/afan.py --quick --out results        # about a minute, 2 CPU cores
     python scripts/experiments/afan.py --out results                # width 1, 30 epochs
     python scripts/experiments/afan.py --scale paper --out results  # ResNet-56, CIFAR-10
 
@@ -82,13 +82,15 @@ PAPER = {
 
 def get_config(scale: str):
     """The engine config of the A-FAN arm at ``scale`` (the baseline sets ``afan.layer =
-    None``): ``'quick'`` width 0.25 for 6 epochs and ``'standard'`` width 1 (the paper's
-    16/32/64) for 30, both on digits with the repo's recipe scaled down (module docstring);
-    ``'paper'`` the paper's ResNet-56 on CIFAR-10 (:data:`PAPER`)."""
+    None``): ``'quick'`` width 0.25 for 3 epochs (the README's CPU demonstration: about 50
+    CPU seconds, most of it compiling the two arms' steps; the cost check then times epochs 2
+    and 3) and ``'standard'`` width 1 (the paper's 16/32/64) for 30, both on digits with the
+    repo's recipe scaled down (module docstring); ``'paper'`` the paper's ResNet-56 on
+    CIFAR-10 (:data:`PAPER`)."""
     common.check_scale(scale)
     if scale == 'paper':
         return paper_setting(PAPER, f'{__name__}.PAPER')
-    width, epochs = (0.25, 6) if scale == 'quick' else (1.0, 30)
+    width, epochs = (0.25, 3) if scale == 'quick' else (1.0, 30)
     return config_lib.apply_overrides(config_lib.default_config(), {
         'model': 'resnet20', 'model_kwargs': {'width': width}, 'norm': 'bn',
         'dataset': 'digits', 'augment': 'none', 'epochs': epochs, 'batch_size': BATCH,
