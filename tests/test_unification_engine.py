@@ -208,7 +208,10 @@ def test_codes_need_the_tied_optimizer(tmp_path):
 
 def test_the_experiment_holds_its_settings_at_every_scale():
     from jaxnorm.papers import unification as experiment
-    assert experiment.get_config('quick') == experiment.Settings()
+    quick = experiment.get_config('quick')
+    assert quick == experiment.Settings(models=('mlp',), shapes=((1, 4),))
+    assert quick.ratios[0] == (0.5, 0.25)  # the milder ratio, the retraining check's cells
+    assert experiment.Settings().shapes == experiment.SHAPES  # what paper configs inherit
     assert experiment.get_config('standard') == experiment.Settings(
         pretrain_epochs=60, admm_epochs=20, retrain_epochs=20, rho_factor=1.3)
     assert experiment.get_config('paper') == experiment.Settings(**experiment.PAPER)

@@ -4,13 +4,15 @@ Claim (abstract): unifying the weights of selected micro-structured blocks (one 
 magnitude, signs kept; pruning when it is zero), trained with ADMM, compresses a network
 highly with little loss of accuracy.
 
-Setup at the quick and standard scales (:func:`get_config`): digits (1,437 train / 360 test,
-8x8), two models without normalization: an MLP
-64-256-256-10 (both hidden kernels constrained) and a small CNN (3x3 convs 16, 32 / stride 2,
-64 / stride 2, then the classifier; the second and third convs constrained). The classifier,
-the first conv and all biases stay free. Block shapes 1x4, 4x4 and 1x16 in the ``out x
-fan_in`` matrix; two ratio pairs (unified + pruned fraction of the blocks of every layer).
-Adam (batch 64; lr 1e-3, 3e-3 in the ADMM phase) throughout.
+Setup at the standard scale (:func:`get_config`): digits (1,437 train / 360 test, 8x8), two
+models without normalization: an MLP 64-256-256-10 (both hidden kernels constrained) and a
+small CNN (3x3 convs 16, 32 / stride 2, 64 / stride 2, then the classifier; the second and
+third convs constrained). The classifier, the first conv and all biases stay free. Block
+shapes 1x4, 4x4 and 1x16 in the ``out x fan_in`` matrix; two ratio pairs (unified + pruned
+fraction of the blocks of every layer). Adam (batch 64; lr 1e-3, 3e-3 in the ADMM phase)
+throughout. The quick scale runs the MLP alone at the 1x4 block shape, both ratio pairs (two
+cells, 10 engine runs): every engine run pays its compilations (about 5 CPU seconds each on
+2 cores), and each further cell, shape or model adds 4 or more runs.
 
 Every phase is one seed-batched run of the engine (:func:`jaxnorm.train.fit`, the seeds as
 lanes): ADMM is the ``admm`` extension and the retraining the ``tied`` extension
@@ -44,7 +46,7 @@ within each network first and the 90 % paired t-intervals run over networks:
     (points) at the milder ratio, averaged over the network's block shapes; non-inferiority
     with a 2-point margin.
 
-    python scripts/experiments/unification.py --quick --out results   # ~20 min, 2 busy CPU cores
+    python scripts/experiments/unification.py --quick --out results   # ~1 min, 2 CPU cores
     python scripts/experiments/unification.py --out results   # 60 / 20 / 20 epochs, rho x1.3
     python scripts/experiments/unification.py --scale paper --out results   # CNN, CIFAR-100
 
@@ -77,7 +79,9 @@ SHAPES = ((1, 4), (4, 4), (1, 16))
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The experiment's settings; the defaults are the quick scale's (:func:`get_config`)."""
+    """The experiment's settings; the defaults are the quick scale's schedule over both models
+    and every block shape (:func:`get_config` narrows the quick scale to one model and shape;
+    a paper-scale config keeps the defaults of the fields it omits)."""
     pretrain_epochs: int = 20
     admm_epochs: int = 10
     retrain_epochs: int = 5
@@ -88,6 +92,7 @@ class Settings:
     rho_factor: float = 1.6
     ratios: tuple = ((0.5, 0.25), (0.6, 0.35))  # (unify, prune)
     models: tuple = ('mlp', 'cnn')
+    shapes: tuple = SHAPES  # block shapes (rows, cols)
     dataset: str = 'digits'
 
 
@@ -110,6 +115,7 @@ PAPER = {
 # name -> (engine model, options): the MLP 256-256, and the CNN of three 3x3 convs (16,
 # 32/2, 64/2) with ReLU, flatten and the classifier ``head``; neither normalized.
 MODELS = {'mlp': ('mlp', {}), 'cnn': ('small_cnn', {'features': (16, 32, 64)})}
+DESCRIPTIONS = {'mlp': 'MLP 256-256', 'cnn': '3-conv CNN'}
 MODEL_PATTERNS = {'mlp': r'^dense[12]/kernel', 'cnn': r'^conv[23]/kernel'}
 # The data order of lane k of a phase is BatchIterator seed PHASE_SEEDS[phase] + k, its epochs
 # counted from 0 in every fit: the phases see different batch orders, as the old loop's epoch
@@ -232,7 +238,7 @@ def run_model(phases: Phases, progress) -> list[dict]:
     pretrained = phases.fit('pretrain', 'pretrain', {'epochs': phases.s.pretrain_epochs})
     dense = phases.accuracy(pretrained.state, pretrained.state.params)
     cells = []
-    for shape in SHAPES:
+    for shape in phases.s.shapes:
         for ratio in phases.s.ratios:
             numbers = run_cell(phases, pretrained, phases.spec(shape, ratio),
                                f'{shape[0]}x{shape[1]}-unify{ratio[0]}-prune{ratio[1]}')
@@ -247,14 +253,15 @@ def run_model(phases: Phases, progress) -> list[dict]:
 
 def get_config(scale: str) -> Settings:
     """The experiment's settings at ``scale``: ``'quick'`` 20 epochs of pre-training, 10 of
-    ADMM (rho x1.6 per epoch) and 5 of retraining, and ``'standard'`` 60 / 20 / 20 (rho x1.3),
-    both the MLP and the CNN on digits (:class:`Settings`, module docstring); ``'paper'`` the
-    CNN on CIFAR-100 for 100 / 30 / 30 (:data:`PAPER`)."""
+    ADMM (rho x1.6 per epoch) and 5 of retraining, the MLP alone at block shape 1x4 and both
+    ratio pairs (about 1 minute, 80 CPU seconds, on 2 cores), and ``'standard'`` 60 / 20 / 20
+    (rho x1.3), the MLP and the CNN at every block shape, on digits (:class:`Settings`, module
+    docstring); ``'paper'`` the CNN on CIFAR-100 for 100 / 30 / 30 (:data:`PAPER`)."""
     common.check_scale(scale)
     if scale == 'paper':
         return paper_setting(PAPER, f'{__name__}.PAPER')
     if scale == 'quick':
-        return Settings()
+        return Settings(models=('mlp',), shapes=((1, 4),))
     return Settings(pretrain_epochs=60, admm_epochs=20, retrain_epochs=20, rho_factor=1.3)
 
 
@@ -291,9 +298,9 @@ def main(argv=None) -> int:
                                  print_row)
     figure = os.path.join(out_dir, f'{NAME}.png')
     report.plot(records, figure)
-    ran = (f'{s.dataset}, {" and ".join(s.models)} (MLP 256-256, 3-conv CNN), no '
+    ran = (f'{s.dataset}, {" and ".join(DESCRIPTIONS[m] for m in s.models)}, no '
            f'normalization; blocks '
-           f"{', '.join(f'{a}x{b}' for a, b in SHAPES)}; unified + pruned "
+           f"{', '.join(f'{a}x{b}' for a, b in s.shapes)}; unified + pruned "
            f"{', '.join(f'{u} + {p}' for u, p in s.ratios)} per layer; {s.pretrain_epochs} "
            f'epochs of Adam, then one-shot projection or {s.admm_epochs} ADMM epochs (rho '
            f'{s.rho0} x {s.rho_factor} per epoch, Adam {s.admm_lr}) + hard projection, then '

@@ -163,16 +163,17 @@ def plot(records, path: str) -> None:
         for (model, shape, ratio), rows in group(records).items():
             if model != name:
                 continue
-            c = np.mean([r['compression'] for r in rows]) * {(1, 4): 0.98, (4, 4): 1.0,
-                                                               (1, 16): 1.02}[shape]
+            c = np.mean([r['compression'] for r in rows]) * {(1, 4): 0.98, (1, 16): 1.02
+                                                               }.get(shape, 1.0)
             for key, color, label in (('oneshot_before', 'tab:red', 'one-shot, before'),
                                       ('admm_before', 'tab:blue', 'ADMM, before'),
                                       ('oneshot_after', 'salmon', 'one-shot, after'),
                                       ('admm_after', 'lightblue', 'ADMM, after')):
                 acc = 100 * np.array([r[key] for r in rows])
-                ax.errorbar(c, acc.mean(), acc.std(ddof=1), marker=markers[shape], color=color,
-                            label=label if shape == (1, 4) and ratio == tuple(
-                                records[0]['ratio']) else None, linestyle='none')
+                ax.errorbar(c, acc.mean(), acc.std(ddof=1), marker=markers.get(shape, 'D'),
+                            color=color, label=label if shape == tuple(records[0]['shape'])
+                            and ratio == tuple(records[0]['ratio']) else None,
+                            linestyle='none')
         dense = 100 * np.mean([r['dense'] for r in records if r['model'] == name])
         ax.axhline(dense, color='gray', linestyle=':', label='dense')
         ax.set(title=f'{name} (o 1x4, s 4x4, ^ 1x16)',
