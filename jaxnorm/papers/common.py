@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import tempfile
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -204,6 +205,16 @@ def shared_compilations():
             compilation_cache.reset_cache()
 
 
+@functools.lru_cache(maxsize=4)
+def standardized_splits(dataset: str, data_dir: str | None, image_size: int | None,
+                        resize: str):
+    """A dataset's standardized splits, loaded once per process for every arm and run that
+    trains on it (what :func:`jaxnorm.train.fit` would load for the same config)."""
+    from jaxnorm import data  # pylint: disable=import-outside-toplevel
+    return data.load_standardized(dataset, data_dir=data_dir, image_size=image_size,
+                                  resize=resize)
+
+
 def fit_arms(config: Any, arms: dict[str, dict], seeds: int, out_dir: str,
              data_dir: str | None = None, *, batch_seeds: bool = True
              ) -> dict[str, list[list[dict]]]:
@@ -229,8 +240,10 @@ def fit_arms(config: Any, arms: dict[str, dict], seeds: int, out_dir: str,
             run_config = config_lib.apply_overrides(config, {
                 **overrides, **extra, 'seed': first_seed, 'num_seeds': num_seeds,
                 'workdir': workdir}, source=f'experiment config + arm {arm!r}')
+            splits = standardized_splits(run_config.dataset, run_config.data_dir,
+                                         run_config.image_size, run_config.resize or 'pad')
             try:
-                records += train.fit(run_config, resume=True).history
+                records += train.fit(run_config, resume=True, splits=splits).history
             except train.DivergenceError:  # a diverged run is a result: NaN from there on
                 records += metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
         per_seed = []
