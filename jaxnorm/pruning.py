@@ -20,6 +20,7 @@ entry, the kept entries move as under :func:`prune.masked_optimizer` and the pru
 exactly 0 (their momentum, which that wrapper keeps at 0, is never used). A phase starts
 from the previous phase's parameters and BatchNorm statistics per lane
 (``fit(initial_state=...)``); between phases every lane is scored and pruned on its own.
+Every run trains on the runner's splits, loaded once (``fit(splits=...)``).
 
 **Data order.** A run numbers its epochs from 0 and draws epoch ``e`` of lane seed ``s`` as
 ``f(s, e)``, so phase ``p`` runs with ``config.seed = s + PHASE_SEED_STRIDE * p``: each phase
@@ -148,7 +149,9 @@ class PruneRunner:
         settings.check()
         self.settings = s = settings
         self.out_dir = out_dir
-        splits = data.load_standardized(s.dataset, data_dir=s.data_dir)
+        # Loaded once: every phase's fit trains on these in-memory splits instead of decoding
+        # the dataset again (their fingerprint joins each run's checkpoint identity).
+        self.splits = splits = data.load_standardized(s.dataset, data_dir=s.data_dir)
         self.train_images, self.train_labels = splits.train_images, splits.train_labels
         self.test_images, self.test_labels = splits.test_images, splits.test_labels
         self.num_classes = splits.num_classes
@@ -214,7 +217,7 @@ class PruneRunner:
             state = fresh.replace(params=stack_lanes([lane.params for lane in starts]),
                                   batch_stats=stack_lanes([lane.batch_stats for lane in starts]))
             return sparsity.with_mask(state, stack_lanes([lane.masks for lane in starts]))
-        return train.fit(config, resume=True, mesh=self.mesh,
+        return train.fit(config, resume=True, mesh=self.mesh, splits=self.splits,
                          initial_state=None if starts is None else initial_state)
 
     def _estimate(self, params, batch_stats, batches, temperature, *, with_hg: bool):

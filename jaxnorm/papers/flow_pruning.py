@@ -10,14 +10,15 @@ preservation |θ·Hg| does better, and GraSP damages early layers.
 
 Setup: digits (1,437 train / 360 test, 8x8), vgg_cfg10 (VGG-13's ten convs, stride-2
 downsampling, conv -> BN -> ReLU) at width 0.25 (16..128 filters), SGD momentum 0.9, weight
-decay 1e-4, batch 64. Pruning starts from initialization: 5 rounds of 1 epoch at lr 0.1, each
-removing r_k = p / (k p + n (1 - p)) of the alive filters by one global ranking of raw
-scores (per-layer minimum floor(0.05 w) + 1), so that p = 75 % of the filters are gone after
-the fifth epoch; then 10 epochs of cosine fine-tuning from lr 0.1 (fresh optimizer each
-phase, as the reference). Measures: magnitude, loss preservation |θg| (T = 1), its
-magnitude-biased variant, GraSP θ·Hg (T = 200), gradient-norm preservation |θ·Hg| (T = 1),
-random, and the dense model on the same schedule; BN scores in eval mode, Hg over one
-class-balanced batch per class (32 images each). Every training phase (each round, the
+decay 1e-4, batch 64. Pruning starts from initialization: at ``--quick`` 2 rounds of 1 epoch
+at lr 0.1 (still iterative), each removing r_k = p / (k p + n (1 - p)) of the alive filters
+by one global ranking of raw scores (per-layer minimum floor(0.05 w) + 1), so that p = 75 %
+of the filters are gone after the second epoch; then 4 epochs of cosine fine-tuning from
+lr 0.1 (fresh optimizer each phase, as the reference). Measures: magnitude, loss
+preservation |θg| (T = 1), its magnitude-biased variant, GraSP θ·Hg (T = 200),
+gradient-norm preservation |θ·Hg| (T = 1), random, and the dense model on the same schedule;
+BN scores in eval mode, g over 4 random batches of 64, Hg over one class-balanced batch per
+class (16 images each). Every training phase (each round, the
 fine-tuning) of a measure is one engine run (``jaxnorm.train.fit``) with the seeds as lanes
 and the masks held by the ``sparsity`` extension, in ``OUT/flow_pruning/runs/<measure>-phase<p>``
 (a rerun resumes them); phase p draws its batches with seed ``s + 1000 p``
@@ -45,7 +46,7 @@ judged on per-seed paired differences with the 90 % paired t-interval of
   * Diagnostic without a check: the share of the alive filters' |g|^2 = -dL/dt that the
     removed filters carried (claim i's mechanism, in this operationalization).
 
-    python scripts/experiments/flow_pruning.py --quick --out results        # ~8 min, 2 CPU cores
+    python scripts/experiments/flow_pruning.py --quick --out results        # ~2 min, 2 CPU cores
     python scripts/experiments/flow_pruning.py --seeds 5 --out results       # 25 rounds, width 1
     python scripts/experiments/flow_pruning.py --scale paper --out results  # VGG-13, CIFAR-10
 
@@ -104,8 +105,11 @@ PAPER = {
 
 
 def get_config(scale: str) -> pruning.PruneSettings:
-    """The pruning settings at ``scale``: ``'quick'`` vgg_cfg10 at width 0.25 on digits, 5
-    one-epoch rounds and 10 epochs of fine-tuning (the module docstring's setup);
+    """The pruning settings at ``scale``: ``'quick'`` vgg_cfg10 at width 0.25 on digits, 2
+    one-epoch rounds, 4 epochs of fine-tuning (3 left accuracies at 76-91 %), 4 gradient batches and 16 images per class for
+    Hg (the module docstring's setup; 21 engine runs, whose per-run tracing, init and
+    plotting, and the two train-step and two scoring compiles, cost about as much as the
+    training itself);
     ``'standard'`` the reference schedule's 25 one-epoch rounds at full width, 40 epochs of
     fine-tuning, 64 images per class for Hg and 20 gradient batches; ``'paper'`` the paper's
     VGG-13 on CIFAR-10 (:data:`PAPER`)."""
@@ -114,7 +118,8 @@ def get_config(scale: str) -> pruning.PruneSettings:
         return paper_setting(PAPER, f'{__name__}.PAPER')
     if scale == 'quick':
         return pruning.PruneSettings(model='vgg_cfg10', model_kwargs={'width': 0.25},
-                                     rounds=5, round_epochs=1, finetune_epochs=10)
+                                     rounds=2, round_epochs=1, finetune_epochs=4,
+                                     gradient_batches=4, hvp_per_class=16)
     return pruning.PruneSettings(model='vgg_cfg10', model_kwargs={'width': 1.0}, rounds=25,
                                  round_epochs=1, finetune_epochs=40, hvp_per_class=64,
                                  gradient_batches=20)

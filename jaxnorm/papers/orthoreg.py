@@ -41,7 +41,7 @@ with kappa 0, which only records orthonormality), and one for fine-tuning whose 
 S x 10 networks (3 methods x 3 levels + the unpruned one per seed), each held pruned by the
 ``sparsity`` extension; lane k reads the data in seed 1000 + k's order.
 
-    python scripts/experiments/orthoreg.py --quick --out results   # ~3 min, 2 CPU cores
+    python scripts/experiments/orthoreg.py --quick --out results   # ~1 min, 2 CPU cores
     python scripts/experiments/orthoreg.py --seeds 5 --out results
     python scripts/experiments/orthoreg.py --scale paper --out results   # CIFAR-10
 
@@ -204,15 +204,17 @@ def additivity(scores, base, masked, members) -> tuple[float, np.ndarray, np.nda
 
 def get_config(scale: str) -> dict:
     """The experiment's setting at ``scale`` (epochs of the dense phase and of fine-tuning,
-    random groups per layer, scoring images, ...): ``'quick'`` 10 + 8 epochs, 30 groups, 512
-    images and ``'standard'`` 20 + 30 epochs, 100 groups, 1,024 images, both on digits with
-    batch 64 and LR 0.05 (module docstring); ``'paper'`` the reference code's Early-Bird
-    schedule on CIFAR-10 (:data:`PAPER`)."""
+    random groups per layer, scoring images, ...): ``'quick'`` 8 + 4 epochs, 20 groups, 512
+    images (about 80 s of CPU on 2 cores, most of it the 30-lane fine-tuning run and the
+    compiles; 8 dense epochs still leave room for the Early-Bird FIFO of 5) and
+    ``'standard'`` 20 + 30 epochs, 100 groups, 1,024 images, both on digits with batch 64
+    and LR 0.05 (module docstring); ``'paper'`` the reference code's Early-Bird schedule on
+    CIFAR-10 (:data:`PAPER`)."""
     common.check_scale(scale)
     if scale == 'paper':
         return paper_setting(PAPER, f'{__name__}.PAPER')
     if scale == 'quick':
-        return {**COMMON, 'dense_epochs': 10, 'tune_epochs': 8, 'n_groups': 30,
+        return {**COMMON, 'dense_epochs': 8, 'tune_epochs': 4, 'n_groups': 20,
                 'n_sample': 512}
     return {**COMMON, 'dense_epochs': 20, 'tune_epochs': 30, 'n_groups': 100, 'n_sample': 1024}
 
