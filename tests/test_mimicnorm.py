@@ -286,16 +286,18 @@ def test_quick_section_reports_the_engine_runs(tmp_path, monkeypatch):
     """``--quick`` end to end on one small model: its accuracies are those of the library's
     own seed-batched ``train.fit`` of the arm, and every declared check is evaluated."""
     import json
-    from jaxnorm.papers import mimicnorm as experiment
+    from jaxnorm.papers import common, mimicnorm as experiment
     monkeypatch.setattr(experiment, 'MODELS', {'resnet20': 0.25})
     monkeypatch.setattr(experiment, 'MEMORY_BATCH', 4)
     monkeypatch.setattr(experiment, 'MEMORY_SIZE', 8)
     out = tmp_path / 'out'
-    assert experiment.main(['--quick', '--seeds', '2', '--out', str(out)]) == 0
+    # One compilation cache for both: the direct run loads the section's compiled programs.
+    with common.shared_compilations():
+        assert experiment.main(['--quick', '--seeds', '2', '--out', str(out)]) == 0
+        direct = train.fit(config_lib.apply_overrides(experiment.get_config('quick'), {
+            **experiment.arm('resnet20', 'mimic', 0.25), 'num_seeds': 2,
+            'workdir': str(tmp_path / 'direct')})).history
     results = json.loads((out / 'mimicnorm' / 'results.json').read_text())
-    direct = train.fit(config_lib.apply_overrides(experiment.get_config('quick'), {
-        **experiment.arm('resnet20', 'mimic', 0.25), 'num_seeds': 2,
-        'workdir': str(tmp_path / 'direct')})).history
     assert results['runs']['accuracy']['resnet20/mimic'] == [
         r['test_accuracy'] for r in direct if r['epoch'] == 2]
     assert [c['name'] for c in results['checks']] == ['accuracy resnet20', 'memory resnet20',

@@ -10,8 +10,8 @@ norms in the early layers; together: a speed-stability trade-off in the group si
 
 Subcommands (each adds its section to OUT/beyond_bn/results.json and writes a PNG):
   forward      activation variance after every block of resnet56_wide and of a uniform
-               27-block ResNet (27 x width 32, identity shortcuts), every normalizer, with and
-               without SkipInit (forward.png)
+               27-block ResNet (27 x width 32, identity shortcuts; the uniform one alone with
+               --quick), every normalizer, with and without SkipInit (forward.png)
   informative  stable rank and mean cosine of the last layer vs GN group size, in a uniform
                CNN (20 layers of width 64; 10 with --quick) and vgg_cfg10, against the bound
                c * sqrt(C / group size) with c fitted (informative.png)
@@ -24,7 +24,8 @@ Subcommands (each adds its section to OUT/beyond_bn/results.json and writes a PN
 Setup at init (norm.md 1.6's protocol): every seed draws its own weights, N(0, 1) inputs and
 random labels (10 classes); norms in training mode (batch statistics); the repo's normalizer
 variants (``BEYOND_BN_REPO_OPTIONS``: unbiased GN variance, 32 EvoNorm-S0 groups, WN with unit
-gains, ...), GN with groups of 8 in the forward sweep. ResNets: 8x8 inputs, batch 16. Rank
+gains, ...), GN with groups of 8 in the forward sweep. ResNets: 8x8 inputs, batch 16, probed
+eagerly (all seeds and both SkipInit variants in one vmapped call per normalizer). Rank
 networks: batch 32; uniform CNN 16x16 (8x8 with --quick); vgg_cfg10 32x32 at width 1 (0.5 with
 --quick) with group sizes 1, 4, 16, 64, C (64 dropped at width 0.5, whose 32-channel layers it
 does not divide). SkipInit rows reuse the plain model's compiled program: a SkipInit ResNet with
@@ -43,7 +44,7 @@ replication, every seed drawing its own weights and inputs; all are claims of th
   forward      growth = var(block 27) / var(block 1), judged in every seed: every
                activations-based normalizer grows < 50x (linear growth of about +1 per block
                at most); WN, sWS and none grow > 1e4x (2x per block would give 2^26); every
-               normalizer with SkipInit grows < 50x; on both networks.
+               normalizer with SkipInit grows < 50x; on every network probed.
   informative  per network: paired superiority over seeds of the last-layer stable rank at
                group size 1 over one group (C), and a rule that the stable rank does not
                increase from one group size to the next in any seed; the mean cosine the
@@ -64,7 +65,7 @@ replication, every seed drawing its own weights and inputs; all are claims of th
 The results' ``notes`` give each old rule (means and unpaired 2 SE, or a ranking of means)
 and its outcome on the run.
 
-    python scripts/experiments/beyond_bn.py all --quick --out results   # training 22 min (2 cores)
+    python scripts/experiments/beyond_bn.py all --quick --out results   # ~200 CPU s on 2 cores
     python scripts/experiments/beyond_bn.py forward --seeds 5
     python scripts/experiments/beyond_bn.py --scale paper   # ResNet-56 (32/64/128), CIFAR-100
 
@@ -129,7 +130,9 @@ PAPER = {
 def get_config(scale: str):
     """What the experiments run at ``scale``: at ``'quick'`` (the CPU budget) and
     ``'standard'``, the sizes of every experiment (the training one's engine config is
-    :func:`training_config` of its ``'training'`` sizes); at ``'paper'``, the engine config
+    :func:`training_config` of its ``'training'`` sizes; ``'quick'`` probes the forward
+    experiment on uniform_resnet27 alone and costs ~200 CPU s on 2 cores, ~110 of them the
+    four training runs); at ``'paper'``, the engine config
     the training experiment trains (:data:`PAPER`), the init-time experiments running at their
     ``'standard'`` sizes (they are the paper's networks)."""
     common.check_scale(scale)
@@ -137,7 +140,10 @@ def get_config(scale: str):
         return paper_setting(PAPER, f'{__name__}.PAPER')
     quick = scale == 'quick'
     return {
-        'forward': {'networks': ('resnet56_wide', 'uniform_resnet27'), 'batch': 16, 'image': 8},
+        # --quick probes the uniform ResNet only: resnet56_wide's 11 normalizers cost about
+        # 55 CPU s more (its eager init and ops at three widths).
+        'forward': {'networks': ('uniform_resnet27',) if quick
+                    else ('resnet56_wide', 'uniform_resnet27'), 'batch': 16, 'image': 8},
         'rank': {'batch': 32, 'networks': {
             'uniform_cnn': {'depth': 10 if quick else 20, 'width': 64, 'image': 8 if quick else 16,
                             'group_sizes': (1, 4, 16, 64) if quick else (1, 2, 4, 8, 16, 32, 64)},
@@ -205,6 +211,19 @@ def probe_seeds(model, variables: list, images, labels, *, layers, keep: tuple[s
     return ((layer_names, tapped) if with_grads else layer_names), arrays
 
 
+def probe_rows_eagerly(model, variables: list, images) -> tuple[tuple[str, ...], dict]:
+    """The block names of ``model`` and ``{'variance': (len(variables), blocks)}`` of
+    ``theory.probe_arrays`` on ``(variables[i], images[i])``, all rows in one vmapped call,
+    run eagerly: on 2 CPU cores jitting one ResNet per normalizer costs ~4 s of compile each,
+    whereas eager ops compile once per shape and serve every normalizer (forward: ~60 % of
+    the jitted CPU time)."""
+    names = theory.probe_layers(model, variables[0], images[0], layers='blocks')[0]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *variables)
+    variance = jax.vmap(lambda v, x: theory.probe_arrays(model, v, x, layers='blocks')[
+        'variance'])(stacked, images)
+    return names, {'variance': np.asarray(variance)}
+
+
 def forward_network(name: str, norm: str, skipinit: bool):
     options = forward_norm_options(norm)
     if name == 'uniform_resnet27':
@@ -235,8 +254,7 @@ def run_forward(s: dict, seeds: list[int]) -> dict:
         variables = init_seeds(model, seeds, images[0])
         # Rows: the seeds with the plain residual branch (gain 1), then with SkipInit (gain 0).
         both = [with_skip_gain(v, 1.0) for v in variables] + variables
-        names, out = probe_seeds(model, both, jnp.concatenate([images, images]), None,
-                                 layers='blocks', keep=('variance',))
+        names, out = probe_rows_eagerly(model, both, jnp.concatenate([images, images]))
         for skip, rows in ((False, slice(0, len(seeds))), (True, slice(len(seeds), None))):
             # The first probed layer is the stem; the claim is about the residual blocks.
             records.append({'network': net, 'norm': norm, 'skipinit': skip,
@@ -328,7 +346,7 @@ def ran(name: str, s: dict, seeds: list[int], config=None, source: str | None = 
         f = s['forward']
         return (f"{len(seeds)} seeds at init, N(0, 1) {f['image']}x{f['image']} inputs, batch "
                 f"{f['batch']}: {len(ACTIVATION_NORMS + PARAMETRIC_NORMS)} normalizers with and "
-                f"without SkipInit in {' and '.join(f['networks'])} (27 blocks each).")
+                f"without SkipInit in {' and '.join(f['networks'])} (27 blocks{' each' if len(f['networks']) > 1 else ''}).")
     if name in ('informative', 'backward'):
         nets = s['rank']['networks']
         cnn, vgg = nets['uniform_cnn'], nets['vgg_cfg10']

@@ -75,20 +75,20 @@ def declare_checks(seeds: int, networks: Sequence[str], group_sizes: Sequence) -
             'activation variance of a ResNet growing about linearly with depth (paper, claim '
             '(i)).', 'claim', growth, 'rule', seeds,
             rule=f'every activations-based normalizer grows < {LINEAR_BOUND:g}x over 27 blocks '
-                 'on both networks'),
+                 'on every network probed'),
         'forward: parametric_exponential': checks.Check(
             'forward: parametric_exponential',
             'Without SkipInit, WN, sWS and no normalization let the activation variance grow '
             'exponentially with depth (paper, claim (i)).', 'claim', growth, 'rule', seeds,
-            rule=f'WN, sWS and none grow > {EXPONENTIAL_FLOOR:g}x over 27 blocks on both '
-                 'networks (2x per block would give 2^26)'),
+            rule=f'WN, sWS and none grow > {EXPONENTIAL_FLOOR:g}x over 27 blocks on every '
+                 'network probed (2x per block would give 2^26)'),
         'forward: skipinit_flattens': checks.Check(
             'forward: skipinit_flattens',
             'SkipInit (residual branch gain 0 at init) keeps the activation variance flat for '
             'every normalizer, the parametric ones included (paper, claim (i)).', 'claim',
             growth + ', with SkipInit', 'rule', seeds,
             rule=f'with SkipInit every normalizer grows < {LINEAR_BOUND:g}x over 27 blocks on '
-                 'both networks'),
+                 'every network probed'),
     }
     informative, backward = {}, {}
     for net in networks:

@@ -14,7 +14,8 @@ vmapped step, checkpointed under ``OUT/mimicnorm/runs/<model>-<norm>``, resumed 
 the next invocation); with ``norm='mimic'`` the engine's ``mimicnorm`` extension chains
 ``mimicnorm.weight_mean_projection`` after SGD. Memory: XLA's ``memory_analysis()`` of the
 engine's compiled train step (``train.train_step``: forward, backward, SGD-momentum update,
-projection) at batch 128, 32x32x3, full width; compiled, not run. Time (without --quick
+projection) at batch 128, 32x32x3, full width; compiled, not run (under --quick without
+LLVM's optimizations: same bytes, half the compile). Time (without --quick
 only; a full-width vgg_cfg10 step takes ~17 s on 2 CPU cores): median of round-robin calls
 of that step.
 Init check (norm.md 2.8): mean pairwise cosine of the 20th conv layer's output of
@@ -164,7 +165,8 @@ def arm(name: str, norm: str, width: float) -> dict:
 
 def get_config(scale: str):
     """The engine config the arms share at ``scale`` (each arm sets model, width and norm):
-    ``'quick'`` 2 and ``'standard'`` 4 epochs of the digits recipe (module docstring);
+    ``'quick'`` 2 (~120 CPU s on 2 cores, about 80 of them compiling the six arms' steps) and
+    ``'standard'`` 4 epochs of the digits recipe (module docstring);
     ``'paper'`` the paper's ResNet-18 on CIFAR-100 (:data:`PAPER`), whose arms set the norm."""
     common.check_scale(scale)
     if scale == 'paper':
@@ -185,7 +187,8 @@ def memory_and_time(config, quick: bool, repeats: int) -> dict:
     for name in MODELS:
         for norm in NORMS:
             run = config_lib.apply_overrides(config, arm(name, norm, 1.0))
-            out[name, norm], compiled = step_memory(run, MEMORY_BATCH, MEMORY_SIZE)
+            out[name, norm], compiled = step_memory(run, MEMORY_BATCH, MEMORY_SIZE,
+                                                    timed=not quick)
             if not quick:
                 state, batch = step_inputs(run, MEMORY_BATCH, MEMORY_SIZE)
                 calls[name, norm] = timing.threaded(
@@ -196,15 +199,20 @@ def memory_and_time(config, quick: bool, repeats: int) -> dict:
     return out
 
 
-def step_memory(config, batch: int, size: int, num_classes: int = 10) -> tuple[dict, object]:
+def step_memory(config, batch: int, size: int, num_classes: int = 10, *,
+                timed: bool = True) -> tuple[dict, object]:
     """XLA's temp / argument / output bytes of the engine's compiled train step
     (``train.train_step`` with the run's extensions: MimicNorm's projection) for ``config``
-    at ``batch`` x ``size`` x ``size`` x 3, and the compiled step; compiled, never run."""
+    at ``batch`` x ``size`` x ``size`` x 3, and the compiled step; compiled, never run.
+    A step that will not be ``timed`` is compiled without LLVM's optimizations: the bytes are
+    XLA's buffer assignment, the same at every backend optimization level, and the compile
+    takes half the time."""
     shapes = jax.eval_shape(lambda: step_inputs(config, batch, size, num_classes))
     model, extensions, _ = train.build(config, (size, size, 3), num_classes, 1)
     step = functools.partial(train.train_step, label_smoothing=config.label_smoothing,
                              extensions=tuple(extensions))
-    compiled = jax.jit(step).lower(*shapes).compile()
+    compiled = jax.jit(step).lower(*shapes).compile(
+        None if timed else {'xla_backend_optimization_level': 0})
     mem = compiled.memory_analysis()
     return {'temp': mem.temp_size_in_bytes, 'argument': mem.argument_size_in_bytes,
             'output': mem.output_size_in_bytes}, compiled
