@@ -8,8 +8,9 @@ environment) and is removed at exit, so no run sees another's executables.
 
 Every compiled program keeps a few memory maps for as long as JAX's caches hold it, and the
 caches outlive the functions that compiled it: the suite's one process would pass Linux's
-default limit of 65,530 maps (``vm.max_map_count``) after some thousands of programs, and LLVM
-then aborts the process (SIGABRT) in whichever compile comes next. The caches are cleared after
+default limit of 65,530 maps (``vm.max_map_count``) after some thousands of programs, where
+LLVM cannot allocate the next compile's code and the process dies in native code (SIGABRT or
+SIGSEGV). The caches are cleared after
 each test module; the persistent cache keeps the next module's recompiles cheap.
 
 The 8 devices are there for the tests marked ``sharded``. Every other test gets a one-device

@@ -211,6 +211,14 @@ def test_zero_spread_gives_no_noise_estimate_and_decides_nothing():
     assert below['point_outcome'] == 'refuted'  # the decision the point interval would make
     above = _check('superiority').evaluate([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])
     assert above['outcome'] == 'inconclusive' and above['zero_spread']
+    # Float32 means of a quantized accuracy: equal up to rounding is still zero spread.
+    correct = np.float32([351, 347, 353, 349])  # of 360 test images; one fewer with LAWN
+
+    def accuracy(count):
+        return count / np.float32(360) * np.float32(100)
+    plain, lawn = accuracy(correct), accuracy(correct - 1)
+    assert np.std(lawn.astype(np.float64) - plain, ddof=1) > 0  # rounding, not noise
+    assert _check('superiority').evaluate(lawn, plain)['zero_spread']
     spread = _check('superiority').evaluate([2.0, 3.1, 4.0], [1.0, 2.0, 3.0])
     assert spread['outcome'] == 'supported' and not spread['zero_spread']
     checks.validate_check_result(below)

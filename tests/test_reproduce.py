@@ -89,7 +89,9 @@ def test_verdict_rule(reproduce, outcomes, expected):
 def test_a_finished_section_is_cached_and_a_changed_config_reruns(reproduce, tmp_path):
     out = tmp_path / 'report'
     assert reproduce.main(['--quick', '--out', str(out)]) == 0
+    (out / 'figures' / 'fake' / 'no_longer_drawn.png').write_bytes(b'old')
     assert reproduce.main(['--quick', '--out', str(out)]) == 0
+    assert not (out / 'figures' / 'fake' / 'no_longer_drawn.png').exists()
     runs = (tmp_path / 'runs.txt').read_text().split()
     assert runs == ['3']  # the second invocation used the cache
     assert reproduce.main(['--quick', '--seeds', '4', '--out', str(out)]) == 0

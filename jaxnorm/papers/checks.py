@@ -57,6 +57,8 @@ OUTCOMES = ('supported', 'refuted', 'inconclusive')
 VERDICTS = ('reproduced', 'mixed', 'not reproduced', 'inconclusive', 'invalid')
 SCALES = ('quick', 'standard', 'paper')
 AGGREGATES = ('all', 'any')
+# Accuracies averaged in float32 differ by ~1e-6 of their size where the true values agree.
+SPREAD_TOLERANCE = 1e-5
 
 VERDICT_RULE = (
     'Verdicts come from claim checks only: **reproduced** when every claim check is supported, '
@@ -181,11 +183,11 @@ class Check:
                                              method=method)
             p_value = (None if self.test == 'equivalence' else
                        stats.p_greater(kept_a, kept_b, null=self.null))
-            outcome = ('inconclusive' if interval.sd == 0 else
-                       self.outcome(interval.low, interval.high))
+            flat = zero_spread(interval, kept_a, kept_b)
+            outcome = 'inconclusive' if flat else self.outcome(interval.low, interval.high)
             result = self._result(interval.mean, interval.low, interval.high, interval.sd,
                                   interval.n, p_value, outcome, values=values)
-            result['zero_spread'] = interval.sd == 0
+            result['zero_spread'] = flat
             if result['zero_spread']:  # what the point would have decided, for the report
                 result['point_outcome'] = self.outcome(interval.low, interval.high)
         result['dropped'] = dropped
@@ -209,13 +211,15 @@ class Check:
         names = list(finite)
         intervals = [stats.paired_interval(*finite[c][:2], confidence=self.confidence)
                      if finite[c][0].size >= 2 else None for c in names]
-        usable = [i is not None and i.sd > 0 for i in intervals]
+        flat = [i is not None and zero_spread(i, *finite[c][:2])
+                for c, i in zip(names, intervals)]
+        usable = [i is not None and not f for i, f in zip(intervals, flat)]
         # A cell without a noise estimate cannot be supported: p = 1 keeps Holm honest.
         adjusted = stats.holm([stats.p_greater(*finite[c][:2], null=self.null) if ok else 1.0
                                for c, ok in zip(names, usable)])
         alpha = (1 - self.confidence) / 2
         rows, outcomes = [], []
-        for cell, interval, p, ok in zip(names, intervals, adjusted, usable):
+        for cell, interval, p, ok, is_flat in zip(names, intervals, adjusted, usable, flat):
             if not ok:
                 outcome = 'inconclusive'
             else:
@@ -226,7 +230,7 @@ class Check:
                          'low': None if interval is None else interval.low,
                          'high': None if interval is None else interval.high,
                          'n': int(finite[cell][0].size), 'p_holm': float(p),
-                         'zero_spread': interval is not None and interval.sd == 0,
+                         'zero_spread': is_flat,
                          'outcome': outcome})
             if rows[-1]['zero_spread']:
                 rows[-1]['point_outcome'] = ('supported' if interval.low > self.null else
@@ -273,6 +277,14 @@ class Check:
         if values is not None:
             result['values'] = to_json(values)
         return result
+
+
+def zero_spread(interval: stats.Interval, a: np.ndarray, b: np.ndarray | None) -> bool:
+    """Whether the per-seed differences are all the same up to float32 rounding of the arms'
+    values (spread <= :data:`SPREAD_TOLERANCE` times their largest magnitude): no noise
+    estimate."""
+    scale = max(np.abs(a).max(), 0.0 if b is None else np.abs(b).max())
+    return interval.sd <= SPREAD_TOLERANCE * scale
 
 
 def verdict(check_results: Sequence[Mapping]) -> str:

@@ -267,7 +267,8 @@ def write_report(out: str, rows: list[tuple[Section, dict, str, float, bool]], q
     body = []
     for section, results, folder, seconds, cached in rows:
         target = os.path.join(figures_root, section.name)
-        os.makedirs(target, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)  # a figure the section no longer draws goes
+        os.makedirs(target)
         for name in results['figures']:
             shutil.copy2(os.path.join(folder, name), os.path.join(target, name))
         checks = results['checks']
