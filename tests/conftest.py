@@ -1,5 +1,6 @@
 """Test-wide JAX set-up: 8 simulated CPU devices, float32 matmuls at full precision, one XLA
-compilation cache for the session, and a one-device default mesh outside the sharding tests.
+compilation cache for the session, a one-device default mesh outside the sharding tests, and
+longer XLA:CPU collective timeouts.
 
 Many tests build the same model and step in new ``jax.jit`` objects (each ``fit`` compiles its
 own), which JAX's in-memory cache does not share; the persistent cache, keyed by the program
@@ -30,6 +31,16 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
     os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
+
+# XLA:CPU aborts the whole process (SIGABRT: "Termination timeout ... Exiting to ensure a
+# consistent program state") when a device thread reaches a collective's rendezvous 40 s after
+# the first one; 8 simulated devices sharing 2 loaded cores can be that late. The tests'
+# process and its subprocesses wait up to 30 minutes instead.
+_XLA_FLAGS = os.environ.get('XLA_FLAGS', '')
+if 'xla_cpu_collective_call_terminate_timeout_seconds' not in _XLA_FLAGS:
+    os.environ['XLA_FLAGS'] = (
+        f'{_XLA_FLAGS} --xla_cpu_collective_call_warn_stuck_timeout_seconds=300 '
+        '--xla_cpu_collective_call_terminate_timeout_seconds=1800').strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
