@@ -41,8 +41,8 @@ from jaxnorm.steps import (TrainState, compile_steps, create_train_state, eval_s
 
 __all__ = ['BatchSource', 'FitResult', 'TrainState', 'build', 'compile_steps',
            'create_train_state', 'data_fingerprint', 'default_workdir', 'eval_step',
-           'evaluate_dataset', 'fit', 'forward_loss', 'run_identity', 'run_seeds',
-           'seed_slice', 'train_step']
+           'evaluate_dataset', 'fit', 'forward_loss', 'load_splits', 'run_identity',
+           'run_seeds', 'seed_slice', 'train_step']
 
 
 class FitResult(NamedTuple):
@@ -129,6 +129,13 @@ def run_seeds(config: ml_collections.ConfigDict) -> list[int]:
     return [config.seed + k for k in range(config.num_seeds)]
 
 
+def load_splits(config: ml_collections.ConfigDict) -> data.StandardizedSplits:
+    """The standardized splits ``config`` trains and evaluates on (what :func:`fit` loads
+    when it is given none)."""
+    return data.load_standardized(config.dataset, data_dir=config.data_dir,
+                                  image_size=config.image_size, resize=config.resize or 'pad')
+
+
 def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
         resume_from: int | None = None, accept_changes: bool = False,
         on_epoch_end: Callable[[int, dict], None] | None = None, mesh=None,
@@ -212,9 +219,7 @@ def fit(config: ml_collections.ConfigDict, *, resume: bool = False,
     # --- Data: one batch order per seed.
     data_hash = None if splits is None else data_fingerprint(splits)
     if splits is None:
-        splits = data.load_standardized(config.dataset, data_dir=config.data_dir,
-                                        image_size=config.image_size,
-                                        resize=config.resize or 'pad')
+        splits = load_splits(config)
     seeds = run_seeds(config)
     batched = len(seeds) > 1
     if batches is None:

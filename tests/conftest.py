@@ -11,8 +11,8 @@ Every compiled program keeps a few memory maps for as long as JAX's caches hold 
 caches outlive the functions that compiled it: the suite's one process would pass Linux's
 default limit of 65,530 maps (``vm.max_map_count``) after some thousands of programs, where
 LLVM cannot allocate the next compile's code and the process dies in native code (SIGABRT or
-SIGSEGV). The caches are cleared after
-each test module; the persistent cache keeps the next module's recompiles cheap.
+SIGSEGV). The caches are cleared after each test module; the persistent cache keeps the next
+module's recompiles cheap.
 
 The 8 devices are there for the tests marked ``sharded``. Every other test gets a one-device
 default mesh (``jaxnorm.parallel.data_mesh()`` with no devices): spreading a small CPU run over

@@ -346,7 +346,8 @@ def ran(name: str, s: dict, seeds: list[int], config=None, source: str | None = 
         f = s['forward']
         return (f"{len(seeds)} seeds at init, N(0, 1) {f['image']}x{f['image']} inputs, batch "
                 f"{f['batch']}: {len(ACTIVATION_NORMS + PARAMETRIC_NORMS)} normalizers with and "
-                f"without SkipInit in {' and '.join(f['networks'])} (27 blocks{' each' if len(f['networks']) > 1 else ''}).")
+                f"without SkipInit in {' and '.join(f['networks'])} (27 blocks"
+                f"{' each' if len(f['networks']) > 1 else ''}).")
     if name in ('informative', 'backward'):
         nets = s['rank']['networks']
         cnn, vgg = nets['uniform_cnn'], nets['vgg_cfg10']

@@ -233,9 +233,7 @@ class Check:
                          'zero_spread': is_flat,
                          'outcome': outcome})
             if rows[-1]['zero_spread']:
-                rows[-1]['point_outcome'] = ('supported' if interval.low > self.null else
-                                             'refuted' if interval.high < self.target else
-                                             'inconclusive')
+                rows[-1]['point_outcome'] = self.outcome(interval.low, interval.high)
         if self.aggregate == 'all':
             outcome = ('supported' if all(o == 'supported' for o in outcomes) else
                        'refuted' if 'refuted' in outcomes else 'inconclusive')

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import os
 import tempfile
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -205,14 +204,17 @@ def shared_compilations():
             compilation_cache.reset_cache()
 
 
-@functools.lru_cache(maxsize=4)
-def standardized_splits(dataset: str, data_dir: str | None, image_size: int | None,
-                        resize: str):
-    """A dataset's standardized splits, loaded once per process for every arm and run that
-    trains on it (what :func:`jaxnorm.train.fit` would load for the same config)."""
-    from jaxnorm import data  # pylint: disable=import-outside-toplevel
-    return data.load_standardized(dataset, data_dir=data_dir, image_size=image_size,
-                                  resize=resize)
+_LOADED_SPLITS: dict[tuple, Any] = {}
+
+
+def standardized_splits(config: Any):
+    """``jaxnorm.train.load_splits(config)``, loaded once per process for every arm and run
+    that trains on the same data."""
+    from jaxnorm import train  # the quick modes do not need it
+    key = (config.dataset, config.data_dir, config.image_size, config.resize)
+    if key not in _LOADED_SPLITS:
+        _LOADED_SPLITS[key] = train.load_splits(config)
+    return _LOADED_SPLITS[key]
 
 
 def fit_arms(config: Any, arms: dict[str, dict], seeds: int, out_dir: str,
@@ -240,8 +242,7 @@ def fit_arms(config: Any, arms: dict[str, dict], seeds: int, out_dir: str,
             run_config = config_lib.apply_overrides(config, {
                 **overrides, **extra, 'seed': first_seed, 'num_seeds': num_seeds,
                 'workdir': workdir}, source=f'experiment config + arm {arm!r}')
-            splits = standardized_splits(run_config.dataset, run_config.data_dir,
-                                         run_config.image_size, run_config.resize or 'pad')
+            splits = standardized_splits(run_config)
             try:
                 records += train.fit(run_config, resume=True, splits=splits).history
             except train.DivergenceError:  # a diverged run is a result: NaN from there on

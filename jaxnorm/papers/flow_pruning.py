@@ -106,8 +106,8 @@ PAPER = {
 
 def get_config(scale: str) -> pruning.PruneSettings:
     """The pruning settings at ``scale``: ``'quick'`` vgg_cfg10 at width 0.25 on digits, 2
-    one-epoch rounds, 4 epochs of fine-tuning (3 left accuracies at 76-91 %), 4 gradient batches and 16 images per class for
-    Hg (the module docstring's setup; 21 engine runs, whose per-run tracing, init and
+    one-epoch rounds, 4 epochs of fine-tuning (3 left accuracies at 76-91 %), 4 gradient
+    batches and 16 images per class for Hg (the module docstring's setup; 21 engine runs, whose per-run tracing, init and
     plotting, and the two train-step and two scoring compiles, cost about as much as the
     training itself);
     ``'standard'`` the reference schedule's 25 one-epoch rounds at full width, 40 epochs of
