@@ -122,6 +122,30 @@ def test_without_quick_each_section_runs_at_the_papers_scale(reproduce, tmp_path
         '# jaxnorm reproduction report\n\nQuick (CPU) scale')
 
 
+def test_a_section_named_in_standard_runs_at_that_scale_with_its_seeds(reproduce, tmp_path):
+    out = tmp_path / 'report'
+    assert reproduce.main(['--quick', '--standard', 'fake:5', '--out', str(out)]) == 0
+    assert (tmp_path / 'runs.txt.scales').read_text().split() == ['standard']
+    assert (tmp_path / 'runs.txt').read_text().split() == ['5']
+    report = (out / 'REPORT.md').read_text()
+    assert report.startswith('# jaxnorm reproduction report\n\nStandard (CPU, sized from a '
+                             'pilot) scale')
+    assert 'Quick scale: not powered' not in report  # no section ran at the quick scale
+    assert '**Verdict: mixed** (1 supported' in report
+    assert '**Scale:** standard; **seeds:** 5.' in report
+    assert reproduce.main(['--quick', '--standard', 'fake', '--seeds', '4',
+                           '--out', str(out)]) == 0  # a bare name takes --seeds
+    assert (tmp_path / 'runs.txt').read_text().split() == ['5', '4']
+
+
+def test_the_header_names_each_scale_with_its_sections(reproduce):
+    rows = [(reproduce.Section(name, name), {'scale': scale}, '', 0.0, True)
+            for name, scale in [('a', 'quick'), ('b', 'standard'), ('c', 'quick')]]
+    assert reproduce.scales_line(rows) == ('Scales: quick (CPU): a, c; standard (CPU, sized '
+                                           'from a pilot): b')
+    assert reproduce.scales_line(rows[1:2]) == 'Standard (CPU, sized from a pilot) scale'
+
+
 def test_a_failed_section_leaves_no_cache_entry_and_reports_its_log(reproduce, tmp_path,
                                                                     monkeypatch, capsys):
     out = tmp_path / 'report'
@@ -192,6 +216,12 @@ def test_bad_arguments_name_the_choices(reproduce, capsys):
     with pytest.raises(SystemExit):
         reproduce.main(['--quick', '--seeds', '2'])
     assert '--seeds must be >= 3' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        reproduce.main(['--quick', '--standard', 'fake:2'])
+    assert "--standard: 'fake:2' needs a seed count >= 3, as in fake:8" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        reproduce.main(['--quick', '--standard', 'lawn'])
+    assert "--standard: unknown section 'lawn'; choose from ['fake']" in capsys.readouterr().err
 
 
 def test_every_section_has_its_experiment_module_and_command_line():

@@ -2,6 +2,7 @@
 
     python scripts/reproduce.py --quick              # CPU budget, embedded digits data
     python scripts/reproduce.py --quick --only lawn  # one section
+    python scripts/reproduce.py --quick --standard lawn:8,emr:5   # two sections at standard
     python scripts/reproduce.py                      # the papers' scale: meant for a GPU/TPU
 
 (``jaxnorm-reproduce`` is the same command, installed with the package.)
@@ -13,6 +14,10 @@ dataset (CIFAR-10/100 through TFDS: prepare them once with ``python -m jaxnorm.d
 cifar10``), model, epochs and hyperparameters. The experiments use every device of the host:
 their training goes through ``jaxnorm.train.fit`` (the batch sharded over a ``data`` mesh) or spreads its vmapped
 seeds over the devices.
+
+``--standard NAME:SEEDS,...`` runs the named sections at the standard scale instead (longer
+CPU runs on the offline datasets, sized from a pilot: ``get_config('standard')``) with their own
+seed count (``NAME`` alone takes ``--seeds``); the others keep the scale chosen above.
 
 Each section runs its experiment, ``python -m jaxnorm.papers.<section>`` (what
 ``scripts/experiments/<section>.py`` runs), in a subprocess and reads the ``results.json`` it
@@ -59,10 +64,12 @@ from jaxnorm.papers import checks as checks_lib, sizing
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE = 'jaxnorm.papers'
 VERDICT_RULE = checks_lib.VERDICT_RULE
-QUICK_NOTE = ('**Quick scale: not powered.** Every section below ran at the quick (CPU '
-              'demonstration) scale on small data with few seeds; its checks are declared and '
+QUICK_NOTE = ('**Quick scale: not powered.** Every section below at the quick (CPU '
+              'demonstration) scale ran on small data with few seeds; its checks are declared and '
               'judged by the rule above, but none is sized to detect the effect the paper '
-              'reports, so an inconclusive outcome says nothing about the paper.')
+              'reports, so an inconclusive outcome there says nothing about the paper.')
+SCALE_NAMES = {'quick': 'quick (CPU)', 'standard': 'standard (CPU, sized from a pilot)',
+               'paper': "the papers'"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +84,7 @@ class Section:
 
 
 SECTIONS = (
-    Section('lawn', 'LAWN: Learning with Constrained Weight Norms (arXiv:2108.05839)'),
+    Section('lawn', 'LAWN: Logit Attenuating Weight Normalization (arXiv:2108.05839)'),
     Section('flow_pruning', 'A Gradient Flow Framework for Analyzing Network Pruning '
             '(arXiv:2009.11839)'),
     Section('beyond_bn', 'Beyond BatchNorm: Towards a Unified Understanding of Normalization '
@@ -141,9 +148,31 @@ def cache_key(section: Section, arguments: list[str]) -> str:
     return f'{section.name}-{digest.hexdigest()[:16]}'
 
 
+def parse_standard(text: str | None, default_seeds: int) -> dict[str, int]:
+    """``'lawn:8,emr'`` -> ``{'lawn': 8, 'emr': default_seeds}`` (ValueError naming the
+    sections and the form when a name is unknown or a seed count is not an integer >= 3)."""
+    if not text:
+        return {}
+    known = {section.name for section in SECTIONS}
+    seeds = {}
+    for item in text.split(','):
+        name, _, count = item.partition(':')
+        if name not in known:
+            raise ValueError(f'--standard: unknown section {name!r}; choose from {sorted(known)}')
+        if count and not (count.isdigit() and int(count) >= 3):
+            raise ValueError(f'--standard: {item!r} needs a seed count >= 3, as in {name}:8')
+        seeds[name] = int(count) if count else default_seeds
+    return seeds
+
+
 def section_arguments(args: argparse.Namespace, section: Section) -> list[str]:
-    """Command-line arguments passed to the section's experiment script."""
-    extra = ['--scale', 'quick' if args.quick else 'paper', '--seeds', str(args.seeds)]
+    """Command-line arguments passed to the section's experiment script: the standard scale
+    and its seeds for a section named in ``--standard``, else ``--quick``'s or the paper's."""
+    if section.name in args.standard:
+        scale, seeds = 'standard', args.standard[section.name]
+    else:
+        scale, seeds = ('quick' if args.quick else 'paper'), args.seeds
+    extra = ['--scale', scale, '--seeds', str(seeds)]
     if args.data_dir:
         extra += ['--data-dir', args.data_dir]
     return extra
@@ -260,7 +289,20 @@ def machine_description() -> str:
             f'{len(devices)} x {devices[0].device_kind} ({os.cpu_count()} CPU cores)')
 
 
-def write_report(out: str, rows: list[tuple[Section, dict, str, float, bool]], quick: bool):
+def scales_line(rows: list[tuple[Section, dict, str, float, bool]]) -> str:
+    """``'Quick (CPU) scale'`` when every section shares one scale, else each scale with its
+    sections: ``'Scales: quick (CPU): a, b; standard (CPU, sized from a pilot): c'``."""
+    by_scale: dict[str, list[str]] = {}
+    for section, results, *_ in rows:
+        by_scale.setdefault(results['scale'], []).append(section.name)
+    if len(by_scale) == 1:
+        name = SCALE_NAMES[next(iter(by_scale))]
+        return f'{name[0].upper()}{name[1:]} scale'
+    return 'Scales: ' + '; '.join(f"{SCALE_NAMES[scale]}: {', '.join(names)}"
+                                  for scale, names in by_scale.items())
+
+
+def write_report(out: str, rows: list[tuple[Section, dict, str, float, bool]]):
     figures_root = os.path.join(out, 'figures')
     summary = ['| paper | scale | seeds | verdict | checks | seconds |',
                '|---|---|---|---|---|---|']
@@ -278,10 +320,11 @@ def write_report(out: str, rows: list[tuple[Section, dict, str, float, bool]], q
         body += section_markdown(section, results, os.path.join('figures', section.name),
                                  seconds, cached)
     header = ['# jaxnorm reproduction report', '',
-              f"{'Quick (CPU) scale' if quick else 'Full scale'}, written "
+              f"{scales_line(rows)}, written "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
               f'{machine_description()}.', '', VERDICT_RULE, '',
-              *([QUICK_NOTE, ''] if quick else []), *summary, '']
+              *([QUICK_NOTE, ''] if any(r[1]['scale'] == 'quick' for r in rows) else []),
+              *summary, '']
     with open(os.path.join(out, 'REPORT.md'), 'w') as f:
         f.write('\n'.join(header + body))
 
@@ -299,6 +342,8 @@ def main(argv=None) -> int:
     parser.add_argument('--only', help=f"comma-separated sections: "
                                        f"{', '.join(s.name for s in SECTIONS)}")
     parser.add_argument('--seeds', type=int, default=3, help='seeds per statistical claim')
+    parser.add_argument('--standard', metavar='NAME:SEEDS,...',
+                        help='sections run at the standard scale, each with its seed count')
     parser.add_argument('--out', default='report', help='writes OUT/REPORT.md and OUT/cache')
     parser.add_argument('--data-dir', help='TFDS data dir (digits is prepared there if absent)')
     show_defaults(parser)
@@ -307,6 +352,7 @@ def main(argv=None) -> int:
         sections = select_sections(args.only)
         check_output_dir(args.out, '--out')
         check_input_dir(args.data_dir, '--data-dir')
+        args.standard = parse_standard(args.standard, args.seeds)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     if args.seeds < 3:
@@ -336,7 +382,7 @@ def main(argv=None) -> int:
         if section.name in finished:
             rows.append(finished[section.name])
     if rows:
-        write_report(args.out, rows, args.quick)
+        write_report(args.out, rows)
         print(f"report: {os.path.join(args.out, 'REPORT.md')}")
         for section, results, *_ in rows:
             print(f"  {section.name}: {verdict_label(results)}")
