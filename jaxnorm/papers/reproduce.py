@@ -124,9 +124,17 @@ def section_sources(module: str) -> list[str]:
     bytecode, so imports inside functions count too (code a section imports lazily still runs),
     and follows them transitively, packages' ``__init__`` included. Third-party and standard
     library modules lie outside its search path: they are neither followed nor hashed.
+
+    The engine's extension registry imports its built-in extensions by name
+    (:data:`jaxnorm.extension.BUILTIN_MODULES`, through :mod:`importlib`, which no bytecode
+    shows): a section that reaches the registry runs them all, so they count as its imports.
     """
     finder = modulefinder.ModuleFinder(path=[REPO])
     finder.import_hook(module)
+    if 'jaxnorm.extension' in finder.modules:
+        from jaxnorm.extension import BUILTIN_MODULES
+        for name in BUILTIN_MODULES:
+            finder.import_hook(name)
     return sorted(m.__file__ for m in finder.modules.values() if m.__file__)
 
 
