@@ -5,7 +5,13 @@ the accuracy / forgetting metrics.
 Protocol (after the EMR authors' v1 code, arXiv:2102.02805): SGD with momentum 0.9 on the
 task's cross-entropy, batch 10, a fresh optimizer state (momentum) at every task boundary,
 :func:`optim.new_task` between tasks, one head per task (:mod:`jaxnorm.models.multihead`;
-evaluation of task j always uses head j), heads never regularized.
+evaluation of task j always uses head j), heads never regularized. Three behaviours of that
+code are :class:`Setup` fields and :class:`Continual` options whose defaults are the
+reference's: MAS's online objective is the squared norm of the features entering the head
+summed over the batch (``mas_objective='features_sum'``; ``'logits_mean'``: the current
+head's logits averaged, Aljundi et al.'s per-example form), QR's online importance reads the
+penalized gradient (``penalized_importance``), RWalk's Fisher is kept across tasks
+(``keep_fisher``).
 
 Task t of a sequence is one ``fit`` on that task's in-memory splits (``fit(splits=...)``)
 with ``model_kwargs={'task': t}``; it starts (``fit(initial_state=...)``) from task t-1's
@@ -24,6 +30,7 @@ import os
 import tempfile
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +42,26 @@ from jaxnorm.data.continual import Benchmark
 
 METHODS = ('finetune', 'quadratic', 'emr')
 HEAD_MASK = r'^(?!head)'  # regularize every parameter except the heads
+# MAS's online objective: the EMR v1 code's squared norm of the features entering the head,
+# summed over the batch (the reference), or the current head's logits averaged over it.
+MAS_OBJECTIVES = ('features_sum', 'logits_mean')
+
+
+def head_features(model, variables, images) -> jax.Array:
+    """The input of the model's ``head`` Dense (the features before the classifier), read with
+    ``flax.linen.intercept_methods`` from one forward pass of ``model``."""
+    captured = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.module.name == 'head' and context.method_name == '__call__':
+            captured.append(args[0])
+        return next_fun(*args, **kwargs)
+    with nn.intercept_methods(interceptor):
+        model.apply(variables, images)
+    if not captured:
+        raise ValueError("mas_objective='features_sum' needs a model with a submodule named "
+                         "'head' (the multi-head models)")
+    return captured[-1]
 
 
 @extension.register
@@ -57,6 +84,14 @@ class Continual(extension.Extension):
         'regularized': extension.Option(
             HEAD_MASK, 'regex over parameter paths of the regularized leaves (default: all '
             'but the heads)'),
+        'mas_objective': extension.Option(
+            'features_sum', "MAS's online objective: squared feature norm summed over the "
+            'batch (the reference) or the head logits averaged', choices=MAS_OBJECTIVES),
+        'penalized_importance': extension.Option(
+            True, "QR's online importance from the penalized gradient (the reference) or the "
+            'raw task gradient (False)'),
+        'keep_fisher': extension.Option(
+            True, "RWalk's Fisher kept across tasks (the reference) or reset (False)"),
     }
     switch = 'method'
 
@@ -64,22 +99,30 @@ class Continual(extension.Extension):
         method, importance = self.section.method, self.section.importance
         mask = trees.regex_mask(self.section.regularized)
 
+        keep = bool(self.section.keep_fisher)
+        penalized = bool(self.section.penalized_importance)
+
         def rule(lr_scale, strength):
             inner = optax.chain(tx, optax.scale(lr_scale))
             if method == 'emr':
-                return optim.emr(inner, importance, mask=mask)
+                return optim.emr(inner, importance, mask=mask, keep_fisher=keep)
             return optim.quadratic(inner, importance,
-                                   strength if method == 'quadratic' else 0.0, mask=mask)
+                                   strength if method == 'quadratic' else 0.0, mask=mask,
+                                   penalized_importance=penalized, keep_fisher=keep)
         return optax.inject_hyperparams(rule)(lr_scale=1.0, strength=self.section.strength)
 
     def optimizer_args(self, train_state: Any, batch: dict) -> dict:
         if self.section.importance != 'mas':
             return {}
 
+        features = self.section.mas_objective == 'features_sum'
+
         def outputs(params, images):
-            return self.context.model.apply(
-                {'params': params, 'batch_stats': train_state.batch_stats}, images)
-        norm = optim.importance.squared_output_norm(outputs)
+            variables = {'params': params, 'batch_stats': train_state.batch_stats}
+            if features:
+                return head_features(self.context.model, variables, images)
+            return self.context.model.apply(variables, images)
+        norm = optim.importance.squared_output_norm(outputs, 'sum' if features else 'mean')
         return {'mas_grads': jax.grad(norm)(train_state.params, batch['image'])}
 
 
@@ -134,6 +177,10 @@ class Setup:
     momentum: float = 0.9
     model: str = 'mlp'  # 'mlp' or 'cnn'
     hidden: tuple[int, ...] = (128, 128)
+    # the three reference-code behaviours (Continual's options; defaults: the reference's)
+    mas_objective: str = 'features_sum'
+    penalized_importance: bool = True
+    keep_fisher: bool = True
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -141,6 +188,9 @@ class Setup:
         optim.importance.check_importance(self.importance)
         if self.model not in ('mlp', 'cnn'):
             raise ValueError(f"model must be 'mlp' or 'cnn', got {self.model!r}")
+        if self.mas_objective not in MAS_OBJECTIVES:
+            raise ValueError(f'unknown mas_objective {self.mas_objective!r}; choose one of '
+                             f'{MAS_OBJECTIVES}')
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError('epochs and batch_size must be >= 1')
 
@@ -200,12 +250,15 @@ def task_config(setup: Setup, benchmark: Benchmark, lanes: int, task: int, workd
         'momentum': setup.momentum, 'schedule': 'constant', 'weight_decay': 0.0,
         'batch_size': setup.batch_size, 'epochs': 1, 'num_seeds': lanes, 'seed': first_seed,
         'continual.method': setup.method, 'continual.importance': setup.importance,
+        'continual.mas_objective': setup.mas_objective,
+        'continual.penalized_importance': setup.penalized_importance,
+        'continual.keep_fisher': setup.keep_fisher,
         'stop_on_divergence': False, 'keep_checkpoints': 1, 'progress': False,
         'workdir': os.path.join(workdir, f'task{task}')})
 
 
 def run_grid(setup: Setup, benchmark: Benchmark, lrs, strengths, seeds, *,
-             workdir: str | None = None) -> np.ndarray:
+             workdir: str | None = None, probe=None) -> np.ndarray:
     """Accuracy matrices for every (lr, strength, seed): array ``(L, S, seeds, T, T)``.
 
     One seed-batched fit per task trains every configuration as a lane (module docstring);
@@ -213,6 +266,9 @@ def run_grid(setup: Setup, benchmark: Benchmark, lrs, strengths, seeds, *,
     order ``batch_order(..., seed=seeds[k])``, shared across methods and hyperparameters
     (paired runs). ``strength`` is ignored unless the method is ``quadratic``. The task runs
     live in ``workdir/task<t>`` (a temporary folder without one) and a rerun resumes them.
+    ``probe(t, state)``, if given, sees the :class:`jaxnorm.train.TrainState` after task t
+    (leaves with a leading lane axis, lane ``(i * S + j) * len(seeds) + k``, when there is
+    more than one lane), e.g. to record per-layer parameters and importances.
     """
     lrs, strengths, seeds = list(lrs), list(strengths), list(seeds)
     if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
@@ -263,6 +319,8 @@ def run_grid(setup: Setup, benchmark: Benchmark, lrs, strengths, seeds, *,
                 return TaskBatches(task.train, orders[seed_lane[lane_seed - seeds[0]]][t])
             previous = train.fit(config, resume=True, initial_state=start, mesh=mesh,
                                  splits=_splits(task), batches=lane_batches).state
+            if probe is not None:
+                probe(t, previous)
             for j, other in enumerate(benchmark.tasks):
                 matrix[:, t, j] = _accuracy(evaluate, previous.replace(apply_fn=heads[j].apply),
                                             other, mesh, config)

@@ -4,8 +4,12 @@
 epoch)`` updates), then keeps the Frobenius norm of every constrained weight group fixed
 (:func:`optim.lawn`: tangent projection and retraction onto the sphere). The constrained
 weights are the kernels of the final homogeneous sub-network
-(:func:`jaxnorm.homogeneous.final_homogeneous_mask`) unless ``config.lawn.mask`` names them
-by a regex on parameter paths. Each epoch's record gets ``lawn_weight_norms``, the norm of
+(:func:`jaxnorm.homogeneous.final_homogeneous_mask`) and, with ``lawn.last_norm_affine``
+(default), the last normalization layer's scale and offset, whose growth would otherwise carry
+the logits past the frozen kernels; ``lawn.last_norm_affine = False`` is the kernels-only mask
+of earlier versions, and ``config.lawn.mask`` names the constrained set by a regex on
+parameter paths instead. With ``lawn.per_unit`` (groups are output units of kernels) the
+affine is left out. Each epoch's record gets ``lawn_weight_norms``, the norm of
 every constrained leaf, which must stay constant after the switch, and ``lawn_target_norms``,
 the norm each constrained group is held at (0 before the switch; per output unit, a list, with
 ``lawn.per_unit``).
@@ -47,6 +51,9 @@ class Lawn(extension.Extension):
         'mask': extension.Option(
             None, "constrained parameters by path regex, e.g. 'head/kernel' (default: the "
             'kernels after the last normalization layer)', str),
+        'last_norm_affine': extension.Option(
+            True, "default mask only: also constrain the last normalization layer's scale and "
+            'offset (False: the kernels alone)'),
         'per_unit': extension.Option(False, 'one norm per output unit instead of per layer'),
         'projection': extension.Option('gradient', 'what is projected onto the tangent space',
                                        choices=PROJECTIONS),
@@ -75,12 +82,14 @@ class Lawn(extension.Extension):
         super().__init__(section, context)
         self.mask = (optim.regex_mask(section.mask) if section.mask else
                      homogeneous.final_homogeneous_mask(
-                         context.model, jnp.zeros((1, *context.input_shape))))
+                         context.model, jnp.zeros((1, *context.input_shape)),
+                         last_norm_affine=section.last_norm_affine and not section.per_unit))
 
     def identity(self) -> dict:
         # The switch and the constrained leaves fix the optimizer state's structure.
         return {'free_epochs': self.section.free_epochs, 'mask': self.section.mask,
-                'per_unit': self.section.per_unit}
+                'per_unit': self.section.per_unit,
+                'last_norm_affine': self.section.last_norm_affine}
 
     def wrap_optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:
         return constrain(tx, self.section, self.context.steps_per_epoch, self.mask)

@@ -15,8 +15,10 @@ decay is added to the gradient as well. ``orthoreg.mask`` selects the regularize
 regex on parameter paths (default: every leaf with >= 2 axes, the classifier included; the
 paper leaves it out: ``'^(?!head)'``). Each epoch's record gets ``orthonormality``, the mean
 over the selected kernels of ‖diag G‖₁ / ‖G‖₁ (1 for orthogonal filters), and
-``orthonormality_kernels``, the value per kernel. ``κ = 0`` leaves the gradient unchanged and
-only records these metrics: a baseline run measured the same way.
+``orthonormality_kernels``, the value per kernel. ``orthoreg.size`` and
+``orthoreg.gram_side`` choose the layer weights and Gram side (``optim.orthoreg``'s
+``REFERENCE_RULES`` holds the reference's per architecture). ``κ = 0`` leaves the gradient
+unchanged and only records these metrics: a baseline run measured the same way.
 
 Example::
 
@@ -39,7 +41,7 @@ import optax
 
 import optim
 from jaxnorm import extension
-from optim.orthoreg import SIZES
+from optim.orthoreg import GRAM_SIDES, SIZES
 
 
 @extension.register
@@ -57,8 +59,12 @@ class OrthoReg(extension.Extension):
             None, "regularized kernels by path regex, e.g. '^(?!head)' (default: every leaf "
             'with >= 2 axes)', str),
         'size': extension.Option('gram', "layer weights w_l ∝ sqrt(size): the Gram side "
-                                 "('gram') or the number of filters ('filters')",
+                                 "('gram'), the number of filters ('filters', the reference's "
+                                 "VGG rule), or the reference's 'resnet' / 'mobilenet' rules",
                                  choices=SIZES),
+        'gram_side': extension.Option('smaller', "Gram matrix per kernel: the smaller side "
+                                      "('smaller') or M^T M for every kernel ('columns', the "
+                                      "reference's MobileNet-V1)", choices=GRAM_SIDES),
     }
     switch = 'kappa'
 
@@ -75,11 +81,12 @@ class OrthoReg(extension.Extension):
 
     def wrap_optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:
         return optax.chain(optim.orthoreg(self.section.kappa, mask=self.mask,
-                                          size=self.section.size), tx)
+                                          size=self.section.size,
+                                          gram_side=self.section.gram_side), tx)
 
     def measure(self, params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
         """The mean over the selected kernels of ‖diag G‖₁ / ‖G‖₁, and the value per kernel."""
-        values = optim.orthonormality(params, self.mask)
+        values = optim.orthonormality(params, self.mask, self.section.gram_side)
         return jnp.stack(list(values.values())).mean(), values
 
     def epoch_metrics(self, train_state: Any, evaluate: Callable[[Any], dict]) -> dict:

@@ -6,7 +6,8 @@ One update, with :math:`g` the task gradient and the leaves selected by ``mask``
 1. ``before``: the gradient the inner optimizer sees (the quadratic penalty's gradient added,
    :func:`optim.quadratic.penalize`; none for EMR);
 2. :math:`u = \\mathrm{inner}(\\cdot)`: the inner step;
-3. the tracker's online importance from :math:`g` and :math:`\\theta + u`
+3. the tracker's online importance from :math:`g` (or ``before``'s output, the penalized
+   gradient, with ``track_inner_input``) and :math:`\\theta + u`
    (:meth:`optim.importance.ImportanceTracker.update`);
 4. ``after``: the update returned (EMR's interpolation towards the anchor,
    :func:`optim.emr.interpolate`; none for the quadratic regularizers).
@@ -51,7 +52,8 @@ class ContinualState(NamedTuple):
 
 def with_importance(inner: optax.GradientTransformation, tracker: ImportanceTracker, *,
                     mask: MaskOrFn | None, name: str, before: Hook | None = None,
-                    after: Hook | None = None) -> optax.GradientTransformationExtraArgs:
+                    after: Hook | None = None, track_inner_input: bool = False
+                    ) -> optax.GradientTransformationExtraArgs:
     """``inner`` with ``tracker`` kept alongside and the hooks around it (module docstring).
 
     Args:
@@ -63,6 +65,10 @@ def with_importance(inner: optax.GradientTransformation, tracker: ImportanceTrac
       before: maps the task gradient to the inner optimizer's input.
       after: maps the inner step to the returned update; it sees the importance updated by
         this step.
+      track_inner_input: the tracker's gradient :math:`g_t` is the inner optimizer's input
+        (``before``'s output: the task gradient plus the penalty's, the EMR code's
+        ``param.grad`` after ``loss.backward()`` on the regularized loss) instead of the raw
+        task gradient.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with :class:`ContinualState`; ``update``
@@ -83,8 +89,9 @@ def with_importance(inner: optax.GradientTransformation, tracker: ImportanceTrac
                          else before(updates, params, state.importance, selected))
         steps, inner_state = inner.update(inner_updates, state.inner_state, params,
                                           **extra_args)
-        importance = tracker.update(state.importance, updates, params, steps, selected,
-                                    mas_grads=mas_grads)
+        importance = tracker.update(state.importance,
+                                    inner_updates if track_inner_input else updates, params,
+                                    steps, selected, mas_grads=mas_grads)
         if after is not None:
             steps = after(steps, params, importance, selected)
         return steps, ContinualState(count=optax.safe_increment(state.count),

@@ -84,7 +84,7 @@ def _interpolate_once_anchored(steps, params, importance: imp.ImportanceState, s
 
 def emr(inner: optax.GradientTransformation, importance: str = 'ewc', *,
         mask: MaskOrFn | None = None, momentum=0.8, path: str = 'abs',
-        damping=imp.DAMPING) -> optax.GradientTransformationExtraArgs:
+        damping=imp.DAMPING, keep_fisher: bool = True) -> optax.GradientTransformationExtraArgs:
     """Wrap ``inner`` with EMR's explicit interpolation (module docstring).
 
     Args:
@@ -95,6 +95,8 @@ def emr(inner: optax.GradientTransformation, importance: str = 'ewc', *,
       momentum: EMA weight of the new online importance term (0.8, the reference's).
       path: ``'abs'`` (EMR v1 code) or ``'relu'`` for SI/RWalk's path term.
       damping: :math:`\\xi` in SI/RWalk's normalization.
+      keep_fisher: RWalk's Fisher carried across tasks (default, the reference) or zeroed
+        (:class:`optim.importance.ImportanceTracker`).
 
     Returns:
       ``optax.GradientTransformationExtraArgs`` with :class:`optim.ContinualState`; call
@@ -118,6 +120,6 @@ def emr(inner: optax.GradientTransformation, importance: str = 'ewc', *,
     References:
       Lubana, Trivedi, Koutra, Dick, arXiv:2102.02805.
     """
-    tracker = imp.ImportanceTracker(importance, momentum, path, damping)
+    tracker = imp.ImportanceTracker(importance, momentum, path, damping, keep_fisher)
     return with_importance(inner, tracker, mask=mask, name='optim.emr',
                            after=_interpolate_once_anchored)

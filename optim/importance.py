@@ -20,7 +20,8 @@ the params' structure.
 * MAS: :math:`x_t = |\\nabla_\\theta \\lVert f(X_t) \\rVert^2|` (passed in by the caller).
 * SI and RWalk: the path term :math:`x_t = |g_t \\odot (\\theta_{t+1} - \\theta_{start})|`
   (``path='abs'``, EMR v1 code) or its ReLU (``path='relu'``, later code); RWalk also keeps
-  :math:`F \\leftarrow m (g_t \\odot \\theta_t)^2 + (1-m) F`.
+  :math:`F \\leftarrow m (g_t \\odot \\theta_t)^2 + (1-m) F`, kept across tasks by default
+  (the EMR code and RWalk's own definition; ``keep_fisher=False`` zeroes it at each task).
 
 The importance *used* from the running sums, with :math:`\\theta^*` the previous task's end
 point and damping :math:`\\xi` (1e-10):
@@ -67,13 +68,27 @@ def _f32(tree):
     return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
 
 
-def _mean_trees(trees: list):
+def _mean_trees(trees: list, weights: list | None = None):
+    """Weighted mean of ``trees`` (equal weights without ``weights``)."""
     if not trees:
         raise ValueError('importance needs at least one batch')
-    total = trees[0]
-    for tree in trees[1:]:
-        total = jax.tree.map(jnp.add, total, tree)
-    return jax.tree.map(lambda x: x / len(trees), total)
+    weights = [1.0] * len(trees) if weights is None else [float(w) for w in weights]
+    total = jax.tree.map(lambda x: weights[0] * x, trees[0])
+    for weight, tree in zip(weights[1:], trees[1:]):
+        total = jax.tree.map(lambda t, x, w=weight: t + w * x, total, tree)
+    return jax.tree.map(lambda x: x / sum(weights), total)
+
+
+def _batch_size(batch) -> int:
+    """Examples in ``batch`` (the leading axis of its leaves, which must agree)."""
+    sizes = {int(jnp.shape(leaf)[0]) for leaf in jax.tree.leaves(batch) if jnp.ndim(leaf)}
+    if len(sizes) != 1:
+        raise ValueError(f'a batch needs one example axis shared by its leaves, got leading '
+                         f'sizes {sorted(sizes)}')
+    size = sizes.pop()
+    if size == 0:
+        raise ValueError('importance got an empty batch')
+    return size
 
 
 def _per_example_grads(scalar_fn: Callable, params, batch):
@@ -92,8 +107,9 @@ def ewc_importance(loss_fn: Callable[[Any, Any], jax.Array], params, batches: It
         the example axis first).
       params: parameter tree.
       batches: one or more batches.
-      per_example: mean of squared single-example gradients (the empirical Fisher), or mean
-        over batches of the squared batch gradient (the EMR code, one batch per class).
+      per_example: mean over all examples of all batches of the squared single-example
+        gradients (the empirical Fisher; batches of unequal size count by their examples), or
+        mean over batches of the squared batch gradient (the EMR code, one batch per class).
 
     Returns:
       A float32 tree like ``params``.
@@ -101,22 +117,36 @@ def ewc_importance(loss_fn: Callable[[Any, Any], jax.Array], params, batches: It
     Example:
       >>> omega = ewc_importance(loss, params, [batch])
     """
-    terms = []
+    terms, sizes = [], []
     for batch in batches:
         if per_example:
+            sizes.append(_batch_size(batch))
             grads = _per_example_grads(loss_fn, params, batch)
             terms.append(jax.tree.map(lambda g: jnp.mean(jnp.square(_f32(g)), axis=0), grads))
         else:
             terms.append(jax.tree.map(lambda g: jnp.square(_f32(g)),
                                       jax.grad(loss_fn)(params, batch)))
-    return _mean_trees(terms)
+    # per example: every example counts once, so batch means are weighted by batch size
+    return _mean_trees(terms, sizes if per_example else None)
 
 
-def squared_output_norm(apply_fn: Callable[[Any, Any], jax.Array]):
-    """``(params, inputs) -> mean over the batch of ||f(x)||_2^2``, MAS's objective."""
+REDUCTIONS = ('mean', 'sum')
+
+
+def squared_output_norm(apply_fn: Callable[[Any, Any], jax.Array], reduction: str = 'mean'):
+    """``(params, inputs) -> mean (or sum) over the batch of ||f(x)||_2^2``, MAS's objective.
+
+    ``reduction='mean'`` is Aljundi et al.'s per-example average; ``'sum'`` is the EMR v1
+    code's ``output.norm(2, dim=1).pow(2).sum()`` (its online MAS applies it to the features
+    before the classifier), B times the mean for a batch of B.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f'unknown reduction {reduction!r}; choose one of {REDUCTIONS}')
+    reduce = jnp.mean if reduction == 'mean' else jnp.sum
+
     def objective(params, inputs):
         outputs = jnp.asarray(apply_fn(params, inputs), jnp.float32)
-        return jnp.mean(jnp.sum(jnp.square(outputs.reshape(outputs.shape[0], -1)), axis=-1))
+        return reduce(jnp.sum(jnp.square(outputs.reshape(outputs.shape[0], -1)), axis=-1))
     return objective
 
 
@@ -128,22 +158,24 @@ def mas_importance(apply_fn: Callable[[Any, Any], jax.Array], params, batches: I
       apply_fn: ``(params, inputs) -> outputs`` (logits or features), batch axis first.
       params: parameter tree.
       batches: one or more input batches (arrays, or pytrees the model accepts).
-      per_example: mean over examples of :math:`|\\nabla \\lVert f(x_i)\\rVert^2|` (Aljundi
-        et al.), or :math:`|\\mathrm{mean}_b \\nabla \\mathrm{mean}_{i \\in b}
+      per_example: mean over all examples of all batches of
+        :math:`|\\nabla \\lVert f(x_i)\\rVert^2|` (Aljundi et al.; batches count by their
+        examples), or :math:`|\\mathrm{mean}_b \\nabla \\mathrm{mean}_{i \\in b}
         \\lVert f(x_i)\\rVert^2|` (the EMR code: averaged before the absolute value).
 
     Returns:
       A float32 tree like ``params``.
     """
     objective = squared_output_norm(apply_fn)
-    terms = []
+    terms, sizes = [], []
     for inputs in batches:
         if per_example:
+            sizes.append(_batch_size(inputs))
             grads = _per_example_grads(objective, params, inputs)
             terms.append(jax.tree.map(lambda g: jnp.mean(jnp.abs(_f32(g)), axis=0), grads))
         else:
             terms.append(_f32(jax.grad(objective)(params, inputs)))
-    mean = _mean_trees(terms)
+    mean = _mean_trees(terms, sizes if per_example else None)
     return mean if per_example else jax.tree.map(jnp.abs, mean)
 
 
@@ -208,6 +240,8 @@ class ImportanceState(NamedTuple):
       running: float32 EMA :math:`r` of the online term of the current task.
       fisher: float32 EMA :math:`F` of :math:`(g \\odot \\theta)^2` (RWalk only; zeros otherwise).
       omega_cur: float32 importance of the current task after the last step.
+      keep_fisher: bool scalar: :func:`merge_task` keeps RWalk's :math:`F` across tasks (the
+        reference code) instead of zeroing it (set from :attr:`ImportanceTracker.keep_fisher`).
     """
 
     has_anchor: jax.Array
@@ -217,6 +251,7 @@ class ImportanceState(NamedTuple):
     running: Any
     fisher: Any
     omega_cur: Any
+    keep_fisher: Any = False
 
 
 def _zeros32(tree):
@@ -245,6 +280,9 @@ class ImportanceTracker:
         authors' code); an array under ``optax.inject_hyperparams``.
       path: ``'abs'`` or ``'relu'``, SI/RWalk's path term (:func:`path_term`).
       damping: :math:`\\xi` > 0 in SI/RWalk's normalization.
+      keep_fisher: True (default, the EMR authors' code and Chaudhry et al.'s RWalk, whose
+        Fisher is one EMA over the whole sequence): RWalk's :math:`F` carries over task
+        boundaries; False: :func:`merge_task` zeroes it with the path sums.
 
     Raises:
       ValueError: unknown importance or path, momentum outside (0, 1], damping <= 0.
@@ -261,6 +299,7 @@ class ImportanceTracker:
     momentum: Any = 0.8
     path: str = 'abs'
     damping: Any = DAMPING
+    keep_fisher: bool = True
 
     def __post_init__(self):
         check_importance(self.importance)
@@ -277,7 +316,7 @@ class ImportanceTracker:
         return ImportanceState(
             has_anchor=jnp.zeros([], jnp.bool_), anchor=jax.tree.map(jnp.array, params),
             start=jax.tree.map(jnp.array, params), omega_prev=zeros, running=zeros,
-            fisher=zeros, omega_cur=zeros)
+            fisher=zeros, omega_cur=zeros, keep_fisher=jnp.asarray(bool(self.keep_fisher)))
 
     def update(self, state: ImportanceState, grads, params, steps, selected, *,
                mas_grads=None) -> ImportanceState:
@@ -330,7 +369,8 @@ def merge_task(state: ImportanceState, params, omega=None) -> ImportanceState:
 
     :math:`\\Omega_{task}` is ``omega`` if given (an offline importance, e.g.
     :func:`ewc_importance`), else the online importance after the last step. Anchor and SI's
-    start become ``params`` (in the anchor's dtypes), the running sums 0, ``has_anchor`` True.
+    start become ``params`` (in the anchor's dtypes), the running sums 0 (RWalk's Fisher
+    :math:`F` too unless ``state.keep_fisher``), ``has_anchor`` True.
     Shapes and dtypes are kept, so jitted updates do not retrace.
 
     Args:
@@ -349,7 +389,9 @@ def merge_task(state: ImportanceState, params, omega=None) -> ImportanceState:
     merged = jax.tree.map(lambda p, t: 0.5 * (p + jnp.asarray(t, jnp.float32)),
                           state.omega_prev, task)
     anchor = jax.tree.map(lambda a, p: jnp.asarray(p, a.dtype), state.anchor, params)
+    keep = jnp.asarray(state.keep_fisher, jnp.bool_)
+    fisher = jax.tree.map(lambda f: jnp.where(keep, f, jnp.zeros_like(f)), state.fisher)
     return ImportanceState(
         has_anchor=jnp.ones([], jnp.bool_), anchor=anchor, start=anchor, omega_prev=merged,
-        running=_zeros32(state.running), fisher=_zeros32(state.fisher),
-        omega_cur=_zeros32(state.omega_cur))
+        running=_zeros32(state.running), fisher=fisher,
+        omega_cur=_zeros32(state.omega_cur), keep_fisher=state.keep_fisher)

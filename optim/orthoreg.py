@@ -14,11 +14,31 @@ is taken on the smaller side, so that an identity target is reachable,
     \\qquad w_l = \\frac{\\sqrt{s_l}}{\\sum_k \\sqrt{s_k}},
 
 with the *entrywise* L1 norm (PyTorch ``Tensor.norm(1)`` on a matrix; not the induced norm
-``jnp.linalg.norm(G, 1)``). The layer size :math:`s_l` is the Gram side ``min(out, fan_in)``
-(``size='gram'``, the reference's ResNet rule) or the number of filters (``size='filters'``,
-its VGG rule). Row orientation makes the filters orthonormal; the column orientation is the
-reference's choice for layers with more filters than inputs (first conv, 1x1 shortcuts,
-MobileNet's depthwise ``(C, 9)`` kernels, which give a 9x9 Gram).
+``jnp.linalg.norm(G, 1)``). Row orientation makes the filters orthonormal; the column
+orientation is the reference's choice for layers with more filters than inputs (first conv,
+1x1 shortcuts, MobileNet's depthwise ``(C, 9)`` kernels, which give a 9x9 Gram).
+``gram_side='columns'`` takes :math:`M_l^\\top M_l` for *every* layer, square kernels included
+(the reference's MobileNet-V1 code).
+
+The layer size :math:`s_l` (``size``), per the reference's ``*_train_ortho`` functions
+[code: ``EkdeepSLubana/OrthoReg`` ``main.py``; research/optim.md 3.2]:
+
+==============  =============================================================================
+``size``        :math:`s_l`
+==============  =============================================================================
+``'gram'``      the Gram side :math:`\\min(C_{out}, \\text{fan\\_in})` for every kernel
+``'filters'``   :math:`C_{out}` (the reference's VGG rule)
+``'resnet'``    :math:`\\min(C_{out}, \\text{fan\\_in})`, but :math:`C_{out}` for the stem (the
+                reference's ResNet rule: ResNet-34's stem weighs :math:`\\sqrt{64}`, not
+                :math:`\\sqrt{\\min(64, 27)}`)
+``'mobilenet'`` stem :math:`C_{out}` (:math:`\\sqrt{32}`), depthwise ``(H, W, 1, C)``
+                :math:`C`, pointwise ``(1, 1, C_in, C_out)`` and Dense :math:`C_{in}` (the
+                reference's MobileNet-V1 rule)
+==============  =============================================================================
+
+The stem is the kernel whose path matches ``stem`` (a regex, default a path component named
+``stem``, as :mod:`jaxnorm.models` names it). :data:`REFERENCE_RULES` gives ``size`` and
+``gram_side`` per architecture of the paper (``orthoreg(k, **REFERENCE_RULES['resnet34'])``).
 
 :func:`orthoreg` adds :math:`\\kappa \\nabla R(\\theta)` to the incoming gradient; chained
 before SGD without weight decay this is the reference's loss ``CE + kappa R`` (the regularizer
@@ -37,6 +57,7 @@ References:
 """
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 import jax
@@ -46,7 +67,23 @@ import optax
 
 from jaxnorm.trees import MaskOrFn, is_placeholder, mask_flags, named_leaves, require_params
 
-SIZES = ('gram', 'filters')
+SIZES = ('gram', 'filters', 'resnet', 'mobilenet')
+GRAM_SIDES = ('smaller', 'columns')
+STEM = r'(^|/)stem(/|$)'
+# The reference's rule per architecture of the paper [code: main.py, vgg/res/mobile_train_ortho].
+REFERENCE_RULES = {
+    'vgg13': {'size': 'filters', 'gram_side': 'smaller'},
+    'resnet34': {'size': 'resnet', 'gram_side': 'smaller'},
+    'resnet56': {'size': 'resnet', 'gram_side': 'smaller'},
+    'mobilenet_v1': {'size': 'mobilenet', 'gram_side': 'columns'},
+}
+
+
+def _check_rule(size: str, gram_side: str) -> None:
+    if size not in SIZES:
+        raise ValueError(f'size must be one of {SIZES}, got {size!r}')
+    if gram_side not in GRAM_SIDES:
+        raise ValueError(f'gram_side must be one of {GRAM_SIDES}, got {gram_side!r}')
 
 
 class OrthoRegState(NamedTuple):
@@ -59,10 +96,14 @@ def filter_matrix(kernel: jax.Array) -> jax.Array:
     return kernel.reshape(-1, kernel.shape[-1]).T.astype(jnp.float32)
 
 
-def gram(kernel: jax.Array) -> jax.Array:
-    """:math:`MM^\\top` if ``out <= fan_in`` else :math:`M^\\top M` (float32)."""
+def gram(kernel: jax.Array, gram_side: str = 'smaller') -> jax.Array:
+    """:math:`MM^\\top` if ``out <= fan_in`` else :math:`M^\\top M` (float32); always
+    :math:`M^\\top M` with ``gram_side='columns'``."""
+    if gram_side not in GRAM_SIDES:
+        raise ValueError(f'gram_side must be one of {GRAM_SIDES}, got {gram_side!r}')
     m = filter_matrix(kernel)
-    return m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
+    rows = gram_side == 'smaller' and m.shape[0] <= m.shape[1]
+    return m @ m.T if rows else m.T @ m
 
 
 def _selected(params, mask: MaskOrFn | None) -> list[tuple[str, Any]]:
@@ -87,27 +128,55 @@ def _selected(params, mask: MaskOrFn | None) -> list[tuple[str, Any]]:
     return chosen
 
 
-def layer_weights(params, mask: MaskOrFn | None = None, size: str = 'gram'
-                  ) -> dict[str, float]:
+def layer_size(path: str, shape, size: str = 'gram', stem: str = STEM) -> int:
+    """The layer size :math:`s_l` of the kernel at ``path`` with ``shape`` under ``size``
+    (module docstring's table).
+
+    Raises:
+      ValueError: unknown ``size``; under ``'mobilenet'`` a kernel that is neither the stem,
+        depthwise, pointwise nor Dense.
+    """
+    if size not in SIZES:
+        raise ValueError(f'size must be one of {SIZES}, got {size!r}')
+    shape = tuple(int(d) for d in shape)
+    out, fan_in = shape[-1], int(np.prod(shape[:-1]))
+    is_stem = re.search(stem, path) is not None
+    if size == 'gram':
+        return min(out, fan_in)
+    if size == 'filters' or is_stem:
+        return out
+    if size == 'resnet':
+        return min(out, fan_in)
+    if len(shape) == 2 or all(d == 1 for d in shape[:-2]):  # Dense or pointwise: C_in
+        return shape[-2]
+    if shape[-2] == 1:  # depthwise (H, W, 1, C): C
+        return out
+    raise ValueError(f"size='mobilenet': kernel {path!r} of shape {shape} is neither the stem "
+                     f'(path matching {stem!r}), depthwise (H, W, 1, C), pointwise '
+                     '(1, 1, C_in, C_out) nor Dense')
+
+
+def layer_weights(params, mask: MaskOrFn | None = None, size: str = 'gram', *,
+                  stem: str = STEM) -> dict[str, float]:
     """:math:`w_l = \\sqrt{s_l} / \\sum_k \\sqrt{s_k}` per selected kernel path (static floats).
 
     Args:
       params: parameter tree (only shapes are used).
       mask: as in :func:`orthoreg`.
-      size: ``'gram'`` (:math:`s = \\min(out, fan\\_in)`) or ``'filters'`` (:math:`s = out`).
+      size: ``'gram'``, ``'filters'``, ``'resnet'`` or ``'mobilenet'`` (:func:`layer_size`).
+      stem: regex on paths naming the stem (``'resnet'`` and ``'mobilenet'``).
     """
-    if size not in SIZES:
-        raise ValueError(f'size must be one of {SIZES}, got {size!r}')
-    roots = {}
-    for name, leaf in _selected(params, mask):
-        out = jnp.shape(leaf)[-1]
-        fan_in = int(np.prod(jnp.shape(leaf)[:-1]))
-        roots[name] = float(np.sqrt(min(out, fan_in) if size == 'gram' else out))
+    roots = {name: float(np.sqrt(layer_size(name, jnp.shape(leaf), size, stem)))
+             for name, leaf in _selected(params, mask)}
+    if size in ('resnet', 'mobilenet') and not any(re.search(stem, n) for n in roots):
+        raise ValueError(f'size={size!r} weighs the stem by C_out, but no selected kernel path '
+                         f'matches stem={stem!r}: {sorted(roots)}')
     total = sum(roots.values())
     return {name: root / total for name, root in roots.items()}
 
 
-def orthoreg_penalty(params, mask: MaskOrFn | None = None, size: str = 'gram') -> jax.Array:
+def orthoreg_penalty(params, mask: MaskOrFn | None = None, size: str = 'gram', *,
+                     gram_side: str = 'smaller', stem: str = STEM) -> jax.Array:
     """:math:`R(\\theta) = \\sum_l w_l \\sum_{ij} |(G_l - I)_{ij}|` (module docstring), float32.
 
     Args:
@@ -115,7 +184,10 @@ def orthoreg_penalty(params, mask: MaskOrFn | None = None, size: str = 'gram') -
       mask: tree of Python bools (or ``params -> tree``, e.g.
         ``optim.regex_mask('^(?!head)')`` to leave the classifier out, as the reference does);
         only the selected leaves with >= 2 axes are regularized. None selects every kernel.
-      size: layer-weight rule, ``'gram'`` or ``'filters'`` (:func:`layer_weights`).
+      size: layer-weight rule (:func:`layer_size`).
+      gram_side: ``'smaller'`` (the smaller Gram side per kernel) or ``'columns'``
+        (:math:`M^\\top M` for every kernel).
+      stem: regex naming the stem (``size`` ``'resnet'`` / ``'mobilenet'``).
 
     Returns:
       A float32 scalar; add ``kappa * orthoreg_penalty(params)`` to the loss.
@@ -124,16 +196,19 @@ def orthoreg_penalty(params, mask: MaskOrFn | None = None, size: str = 'gram') -
       >>> orthoreg_penalty({'dense': {'kernel': jnp.eye(3)}})
       Array(0., dtype=float32)
     """
-    weights = layer_weights(params, mask, size)
+    _check_rule(size, gram_side)
+    weights = layer_weights(params, mask, size, stem=stem)
     total = jnp.zeros((), jnp.float32)
     for name, leaf in _selected(params, mask):
-        residual = gram(leaf) - jnp.eye(min(filter_matrix(leaf).shape), dtype=jnp.float32)
+        g = gram(leaf, gram_side)
+        residual = g - jnp.eye(g.shape[0], dtype=jnp.float32)
         # x * sign(x) is |x| with derivative sign(x), 0 at 0 as PyTorch's abs (JAX's abs has 1).
         total = total + weights[name] * jnp.sum(residual * jnp.sign(residual))
     return total
 
 
-def orthonormality(params, mask: MaskOrFn | None = None) -> dict[str, jax.Array]:
+def orthonormality(params, mask: MaskOrFn | None = None, gram_side: str = 'smaller'
+                   ) -> dict[str, jax.Array]:
     """Entrywise :math:`\\lVert \\mathrm{diag}\\,G_l \\rVert_1 / \\lVert G_l \\rVert_1` per kernel.
 
     1 when the filters (or, for the column orientation, the input directions) are mutually
@@ -144,13 +219,13 @@ def orthonormality(params, mask: MaskOrFn | None = None) -> dict[str, jax.Array]
     """
     out = {}
     for name, leaf in _selected(params, mask):
-        g = gram(leaf)
+        g = gram(leaf, gram_side)
         out[name] = jnp.sum(jnp.abs(jnp.diagonal(g))) / jnp.sum(jnp.abs(g))
     return out
 
 
-def orthoreg(strength, *, mask: MaskOrFn | None = None, size: str = 'gram'
-             ) -> optax.GradientTransformation:
+def orthoreg(strength, *, mask: MaskOrFn | None = None, size: str = 'gram',
+             gram_side: str = 'smaller', stem: str = STEM) -> optax.GradientTransformation:
     """Add :math:`\\kappa \\nabla R(\\theta)` (module docstring) to the gradient.
 
     Chain it before the optimizer: ``optax.chain(orthoreg(1e-2), optax.sgd(0.1, 0.9))``.
@@ -160,15 +235,19 @@ def orthoreg(strength, *, mask: MaskOrFn | None = None, size: str = 'gram'
         a Python 0 makes the transform the identity.
       mask: which kernels are regularized (see :func:`orthoreg_penalty`); None selects every
         leaf with >= 2 axes, the classifier included.
-      size: layer-weight rule, ``'gram'`` or ``'filters'``.
+      size: layer-weight rule (:func:`layer_size`); ``**REFERENCE_RULES[arch]`` gives
+        ``size`` and ``gram_side`` of the reference's code for a paper architecture.
+      gram_side: ``'smaller'`` or ``'columns'`` (:func:`orthoreg_penalty`).
+      stem: regex naming the stem.
 
     Returns:
       An ``optax.GradientTransformation`` with :class:`OrthoRegState`; ``update`` needs
       ``params``.
 
     Raises:
-      ValueError: negative ``strength`` or unknown ``size``; at trace time a mask that does
-        not match params or selects no leaf with >= 2 axes; ``update`` without params.
+      ValueError: negative ``strength``, unknown ``size`` or ``gram_side``; at trace time a
+        mask that does not match params or selects no leaf with >= 2 axes; ``update``
+        without params.
 
     Example:
       >>> tx = optax.chain(orthoreg(1e-2, mask=optim.regex_mask('^(?!head)')),
@@ -181,19 +260,19 @@ def orthoreg(strength, *, mask: MaskOrFn | None = None, size: str = 'gram'
     """
     if isinstance(strength, (int, float, np.floating)) and not strength >= 0:
         raise ValueError(f'strength must be >= 0, got {strength!r}')
-    if size not in SIZES:
-        raise ValueError(f'size must be one of {SIZES}, got {size!r}')
+    _check_rule(size, gram_side)
     identity = isinstance(strength, (int, float, np.floating)) and strength == 0
 
     def init_fn(params):
-        _selected(params, mask)
+        layer_weights(params, mask, size, stem=stem)
         return OrthoRegState()
 
     def update_fn(updates, state, params=None):
         require_params(params, 'optim.orthoreg')
         if identity:
             return updates, state
-        penalty_grads = jax.grad(lambda p: orthoreg_penalty(p, mask, size))(params)
+        penalty_grads = jax.grad(lambda p: orthoreg_penalty(
+            p, mask, size, gram_side=gram_side, stem=stem))(params)
         flags = {name for name, _ in _selected(params, mask)}
         u_names, u_leaves, treedef = named_leaves(updates, placeholders=True)
         g_leaves = named_leaves(penalty_grads, placeholders=True)[1]

@@ -72,7 +72,8 @@ def penalize(grads, params, importance: imp.ImportanceState, selected, strength)
 
 def quadratic(inner: optax.GradientTransformation, importance: str, strength=1.0, *,
               mask: MaskOrFn | None = None, momentum=0.8, path: str = 'abs',
-              damping=imp.DAMPING) -> optax.GradientTransformationExtraArgs:
+              damping=imp.DAMPING, penalized_importance: bool = True, keep_fisher: bool = True
+              ) -> optax.GradientTransformationExtraArgs:
     """Quadratic-regularizer baseline: ``inner`` applied to :math:`g + 2\\lambda\\Omega
     \\odot (\\theta - \\theta^*)`.
 
@@ -87,6 +88,13 @@ def quadratic(inner: optax.GradientTransformation, importance: str, strength=1.0
       momentum: EMA weight of the new online term (0.8 in the reference code).
       path: ``'abs'`` or ``'relu'`` for SI/RWalk's path term.
       damping: :math:`\\xi` in SI/RWalk's normalization.
+      penalized_importance: True (default, the EMR authors' code, whose online importance
+        reads ``param.grad`` after backpropagating the regularized loss): the online
+        importance's gradient :math:`g_t` is :math:`g + 2\\lambda\\Omega \\odot (\\theta -
+        \\theta^*)`; False: the raw task gradient :math:`g` (the importance of the task
+        alone). EWC's :math:`g_t^2` and SI/RWalk's path terms change; MAS's does not.
+      keep_fisher: RWalk's Fisher carried across tasks (default, the reference) or zeroed
+        (:class:`optim.importance.ImportanceTracker`).
 
     Returns:
       ``optax.GradientTransformationExtraArgs`` with :class:`optim.ContinualState`. With
@@ -109,17 +117,20 @@ def quadratic(inner: optax.GradientTransformation, importance: str, strength=1.0
       Chaudhry et al., RWalk, 2018; the per-step interpolation view: Lubana et al.,
       arXiv:2102.02805.
     """
-    tracker = imp.ImportanceTracker(importance, momentum, path, damping)
+    tracker = imp.ImportanceTracker(importance, momentum, path, damping, keep_fisher)
     return with_importance(inner, tracker, mask=mask, name='optim.quadratic',
-                           before=functools.partial(penalize, strength=strength))
+                           before=functools.partial(penalize, strength=strength),
+                           track_inner_input=penalized_importance)
 
 
 def _named(importance: str):
     def factory(inner: optax.GradientTransformation, strength=1.0, *,
                 mask: MaskOrFn | None = None, momentum=0.8, path: str = 'abs',
-                damping=imp.DAMPING) -> optax.GradientTransformationExtraArgs:
+                damping=imp.DAMPING, penalized_importance: bool = True,
+                keep_fisher: bool = True) -> optax.GradientTransformationExtraArgs:
         return quadratic(inner, importance, strength, mask=mask, momentum=momentum,
-                         path=path, damping=damping)
+                         path=path, damping=damping, penalized_importance=penalized_importance,
+                         keep_fisher=keep_fisher)
     factory.__name__ = importance
     factory.__doc__ = (f"Quadratic regularizer with online {importance.upper()} importance: "
                        f"``quadratic(inner, '{importance}', strength, ...)``.")

@@ -118,3 +118,28 @@ def test_setup_rejects_unknown_names():
         cl.Setup(importance='fisher')
     with pytest.raises(ValueError, match='unknown method'):
         cl.Setup(method='replay')
+
+
+def test_split_mnist5k_and_permuted_mnist1d_hold_the_declared_tasks(data_dir):
+    full_train = data.load('mnist5k', 'train', data_dir=data_dir)
+    bench = dc.load_benchmark('split_mnist5k', data_dir=data_dir)
+    pairs = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (1, 2), (3, 4), (5, 6), (7, 8), (0, 9)]
+    assert [t.classes for t in bench.tasks] == pairs
+    for task in bench.tasks:
+        chosen = np.isin(full_train.labels, task.classes)
+        np.testing.assert_array_equal(task.train.images, full_train.images[chosen])
+        np.testing.assert_array_equal(task.train.labels,
+                                      full_train.labels[chosen] == max(task.classes))
+    raw = data.load('mnist1d', 'train', data_dir=data_dir)
+    perm = dc.permuted_mnist1d(data_dir=data_dir, num_tasks=3, train_per_task=50)
+    assert perm.num_tasks == 3 and all(len(t.train) == 50 for t in perm.tasks)
+    # every kept example is a raw example with its positions permuted (the same for all)
+    flat = raw.images.reshape(len(raw), -1)
+    for task in perm.tasks:
+        x = task.train.images.reshape(50, -1)
+        rows = [int(np.flatnonzero(np.all(np.sort(flat, 1) == np.sort(v), 1))[0]) for v in x]
+        order = np.argsort(flat[rows[0]])[np.argsort(np.argsort(x[0]))]
+        np.testing.assert_array_equal(x, flat[rows][:, order])
+        np.testing.assert_array_equal(task.train.labels, raw.labels[rows])
+    with pytest.raises(ValueError, match='num_tasks'):
+        dc.split_mnist5k(data_dir=data_dir, num_tasks=11)

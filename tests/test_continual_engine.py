@@ -62,9 +62,13 @@ def reference_grid(setup, benchmark, lrs, strengths, seeds):
                     return -jnp.mean(jnp.sum(jax.nn.one_hot(y, 2) * jax.nn.log_softmax(logits),
                                              -1))
                 extra = {}
-                if setup.importance == 'mas':
-                    extra['mas_grads'] = jax.grad(lambda p: jnp.mean(jnp.sum(
-                        model.apply({'params': p}, x) ** 2, -1)))(params)
+                if setup.importance == 'mas':  # the reference: features summed over the batch
+                    def features(p):  # the MLP trunk written out
+                        h = x.reshape(x.shape[0], -1)
+                        for name in ('dense1', 'dense2'):
+                            h = jax.nn.relu(h @ p[name]['kernel'] + p[name]['bias'])
+                        return h
+                    extra['mas_grads'] = jax.grad(lambda p: jnp.sum(features(p) ** 2))(params)
                 updates, state = tx.update(jax.grad(loss)(params), state, params, **extra)
                 return (optax.apply_updates(params, updates), state), None
             (params, state), _ = jax.lax.scan(step, (params, state), order[t])

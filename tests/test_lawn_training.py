@@ -18,20 +18,33 @@ def constrained_paths(mask):
     return sorted(optim.path_name(path) for path, flag in leaves if flag)
 
 
-@pytest.mark.parametrize('name, norm, options, expected', [
-    # BatchNorm before the pool: only the classifier sets the logit scale.
-    ('resnet20', 'bn', {}, ['head/kernel']),
-    ('vgg_cfg10', 'gn', {}, ['head/kernel']),
-    ('mlp', 'ln', {}, ['head/kernel']),
-    # No normalization: the whole net is homogeneous in every kernel.
-    ('mlp', 'none', {}, ['dense1/kernel', 'dense2/kernel', 'head/kernel']),
+@pytest.mark.parametrize('name, norm, options, expected, affine', [
+    # BatchNorm before the pool: only the classifier sets the logit scale, with the last
+    # norm's scale and offset (the default), whose growth would carry the logits too.
+    ('resnet20', 'bn', {}, ['head/kernel'], ['stage3_block3/norm2/bias',
+                                             'stage3_block3/norm2/scale']),
+    ('vgg_cfg10', 'gn', {}, ['head/kernel'], None),
+    ('mlp', 'ln', {}, ['head/kernel'], ['norm2/bias', 'norm2/scale']),
+    # No normalization: the whole net is homogeneous in every kernel, no affine to add.
+    ('mlp', 'none', {}, ['dense1/kernel', 'dense2/kernel', 'head/kernel'], []),
     # Pre-activation: the last block's conv2 follows the last norm (documented caveat).
-    ('resnet20', 'bn', {'preact': True}, ['head/kernel', 'stage3_block3/conv2/kernel']),
+    ('resnet20', 'bn', {'preact': True}, ['head/kernel', 'stage3_block3/conv2/kernel'], None),
 ])
-def test_final_homogeneous_mask_per_architecture(name, norm, options, expected):
+def test_final_homogeneous_mask_per_architecture(name, norm, options, expected, affine):
     model = models.get_model(name, norm=norm, num_classes=10, **options)
-    mask = homogeneous.final_homogeneous_mask(model, jnp.zeros((1, 8, 8, 1)))
-    assert constrained_paths(mask) == expected
+    head_only = homogeneous.final_homogeneous_mask(model, jnp.zeros((1, 8, 8, 1)),
+                                                   last_norm_affine=False)
+    assert constrained_paths(head_only) == expected
+    default = constrained_paths(
+        homogeneous.final_homogeneous_mask(model, jnp.zeros((1, 8, 8, 1))))
+    added = sorted(set(default) - set(expected))
+    assert set(expected) <= set(default)
+    if affine is not None:
+        assert added == affine
+    # Whatever the model, the additions are exactly the leaves of one normalization module.
+    assert len({path.rsplit('/', 1)[0] for path in added}) <= 1
+    assert all(path.rsplit('/', 1)[1] in ('scale', 'bias', 'v', 'gamma', 'beta')
+               for path in added)
 
 
 def test_default_mask_fits_the_model_params_exactly():
@@ -57,12 +70,16 @@ def small_config(tmp_path, data_dir, **overrides):
     return config_lib.apply_overrides(config_lib.default_config(), {**base, **overrides})
 
 
-@pytest.mark.parametrize('overrides', [
-    {'lawn.free_epochs': 1.0},
-    {'lawn.free_epochs': 1.0, 'optimizer': 'sgd', 'lr': 0.05, 'weight_decay': 5e-4,
-     'norm': 'none', 'lawn.per_unit': True},
+@pytest.mark.parametrize('overrides, expected', [
+    # The default mask: the head's kernel and the last BatchNorm's scale and offset.
+    ({'lawn.free_epochs': 1.0}, ['head/kernel', 'norm2/bias', 'norm2/scale']),
+    # The kernels-only mask of earlier versions, kept as an option.
+    ({'lawn.free_epochs': 1.0, 'lawn.last_norm_affine': False}, ['head/kernel']),
+    ({'lawn.free_epochs': 1.0, 'optimizer': 'sgd', 'lr': 0.05, 'weight_decay': 5e-4,
+      'norm': 'none', 'lawn.per_unit': True}, ['dense1/kernel', 'dense2/kernel', 'head/kernel']),
 ])
-def test_fit_with_lawn_logs_frozen_norms_and_logit_norms(tmp_path, data_dir, overrides):
+def test_fit_with_lawn_logs_frozen_norms_and_logit_norms(tmp_path, data_dir, overrides,
+                                                         expected):
     result = train.fit(small_config(tmp_path, data_dir, **overrides))
     records = result.history
     # The switch is the first step of epoch 2, so epoch 1's final norms are the targets.
@@ -77,14 +94,14 @@ def test_fit_with_lawn_logs_frozen_norms_and_logit_norms(tmp_path, data_dir, ove
         for path, target in record['lawn_target_norms'].items():
             np.testing.assert_allclose(np.linalg.norm(target),
                                        records[0]['lawn_weight_norms'][path], rtol=1e-5)
-    expected = (['dense1/kernel', 'dense2/kernel', 'head/kernel'] if 'norm' in overrides
-                else ['head/kernel'])
     assert sorted(records[0]['lawn_weight_norms']) == expected
     assert all(r['mean_logit_norm'] > 0 for r in records)
-    for path, norm in optim.constrained_norms(result.state.params, optim.regex_mask(
-            '|'.join(expected))).items():
-        np.testing.assert_allclose(float(norm), records[-1]['lawn_weight_norms'][path],
-                                   rtol=1e-6)
+    # The logged norms are the numpy norms of the final parameters.
+    params = jax.device_get(result.state.params)
+    for path in expected:
+        module, leaf = path.split('/')
+        np.testing.assert_allclose(np.linalg.norm(np.asarray(params[module][leaf])),
+                                   records[-1]['lawn_weight_norms'][path], rtol=1e-5)
 
 
 def test_fit_with_a_mask_that_matches_nothing_fails_before_training(tmp_path, data_dir):

@@ -156,3 +156,79 @@ def test_training_with_orthoreg_raises_orthonormality():
     ortho_metric = np.mean(list(jax.device_get(optim.orthonormality(ortho, mask)).values()))
     assert ortho_metric >= plain_metric + 0.1
     assert ortho_loss < np.log(10) / 2  # still learns the task
+
+
+def model_kernels(name, image=(32, 32, 3)):
+    """``{path: shape}`` of a model's conv/Dense kernels (shapes only, no initialization)."""
+    from jaxnorm import models
+    from jaxnorm.trees import named_leaves
+    model = models.get_model(name, norm='bn', num_classes=100)
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *image)))['params']
+    names, leaves, _ = named_leaves(params)
+    return params, {n: leaf.shape for n, leaf in zip(names, leaves) if len(leaf.shape) >= 2}
+
+
+def test_resnet34_reference_weights_stem_by_filters():
+    """The reference's ResNet rule: sqrt(min(C_out, C_in k k)) per conv, the stem sqrt(C_out)."""
+    from optim.orthoreg import REFERENCE_RULES
+    params, shapes = model_kernels('resnet34')
+    mask = optim.regex_mask('^(?!head)')
+    roots = {}
+    for path, (kh, kw, cin, cout) in ((p, s) for p, s in shapes.items() if p != 'head/kernel'):
+        roots[path] = np.sqrt(cout) if path == 'stem/conv/kernel' else np.sqrt(min(cout,
+                                                                                kh * kw * cin))
+    total = sum(roots.values())
+    weights = optim.layer_weights(params, mask, REFERENCE_RULES['resnet34']['size'])
+    assert weights == pytest.approx({p: r / total for p, r in roots.items()})
+    # sqrt(64) for the stem, where the plain Gram-side rule gives sqrt(min(64, 27)).
+    gram_rule = optim.layer_weights(params, mask, 'gram')
+    assert weights['stem/conv/kernel'] / weights['stage1_block1/conv1/kernel'] == pytest.approx(1)
+    assert gram_rule['stem/conv/kernel'] / gram_rule['stage1_block1/conv1/kernel'] == \
+        pytest.approx(np.sqrt(27 / 64))
+
+
+def test_mobilenet_reference_weights_and_columns_gram():
+    """Stem sqrt(32), depthwise sqrt(C), pointwise sqrt(C_in); M^T M for every kernel."""
+    from optim.orthoreg import REFERENCE_RULES
+    params, shapes = model_kernels('mobilenet_v1')
+    mask = optim.regex_mask('^(?!head)')
+    roots = {}
+    for path, (kh, kw, cin, cout) in ((p, s) for p, s in shapes.items() if p != 'head/kernel'):
+        if path == 'stem/conv/kernel':
+            roots[path] = np.sqrt(32)
+        elif 'depthwise' in path:
+            roots[path] = np.sqrt(cout)  # (3, 3, 1, C)
+        else:
+            roots[path] = np.sqrt(cin)   # (1, 1, C_in, C_out)
+    total = sum(roots.values())
+    rule = REFERENCE_RULES['mobilenet_v1']
+    assert optim.layer_weights(params, mask, rule['size']) == pytest.approx(
+        {p: r / total for p, r in roots.items()})
+    # A square pointwise kernel: R uses M^T M (C_in x C_in), which differs from M M^T.
+    kernel = RNG.normal(size=(1, 1, 6, 6)).astype(np.float32) / 2
+    tree = {'stem': {'kernel': RNG.normal(size=(3, 3, 3, 4)).astype(np.float32)},
+            'pw': {'kernel': kernel}}
+    m = numpy_matrix(kernel).astype(np.float64)
+    stem = numpy_matrix(tree['stem']['kernel']).astype(np.float64)
+    w_stem, w_pw = np.sqrt(4), np.sqrt(6)
+    expected = (w_stem * np.abs(stem.T @ stem - np.eye(27)).sum()
+                + w_pw * np.abs(m.T @ m - np.eye(6)).sum()) / (w_stem + w_pw)
+    value = optim.orthoreg_penalty(tree, **{k: v for k, v in rule.items()})
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    rows = (w_stem * np.abs(stem @ stem.T - np.eye(4)).sum()
+            + w_pw * np.abs(m @ m.T - np.eye(6)).sum()) / (w_stem + w_pw)
+    assert abs(float(optim.orthoreg_penalty(tree, size='mobilenet')) - rows) < 1e-3 * rows
+    assert abs(expected - rows) > 1e-2 * rows
+    metric = optim.orthonormality(tree, gram_side='columns')['pw/kernel']
+    np.testing.assert_allclose(metric, np.abs(np.diag(m.T @ m)).sum() / np.abs(m.T @ m).sum(),
+                               rtol=1e-5)
+
+
+def test_reference_rules_reject_bad_input():
+    with pytest.raises(ValueError, match='gram_side must be one of'):
+        optim.orthoreg(0.1, gram_side='rows')
+    with pytest.raises(ValueError, match='no selected kernel path matches'):
+        optim.layer_weights(PARAMS, size='resnet')
+    with pytest.raises(ValueError, match='neither the stem'):
+        optim.layer_weights({'stem': {'kernel': np.ones((3, 3, 1, 4))},
+                             'conv': {'kernel': np.ones((3, 3, 2, 4))}}, size='mobilenet')

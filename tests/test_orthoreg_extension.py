@@ -134,3 +134,25 @@ def test_small_cnn_is_built_by_name_with_the_same_function_either_conv_form():
     convs = get_model('small_cnn', norm='bn', num_classes=10, global_pool=True)
     np.testing.assert_allclose(convs.apply(variables, x), named.apply(variables, x),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_reference_rule_options_reach_the_transform_and_the_metric():
+    """orthoreg.size / orthoreg.gram_side give optim.orthoreg's rule; the metric follows."""
+    rule = {'orthoreg.size': 'filters', 'orthoreg.gram_side': 'columns'}
+    cfg = cnn_config(weight_decay=0.0, **{'orthoreg.kappa': 0.5, 'orthoreg.mask': CONVS,
+                                          **rule})
+    model, state, batch, new_state = one_step(cfg)
+    reference = optax.chain(optim.orthoreg(0.5, mask=optim.regex_mask(CONVS), size='filters',
+                                           gram_side='columns'), optax.sgd(0.1, momentum=0.9))
+    expected = by_hand(model, state, batch, reference)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 new_state.params, expected)
+    ext = orthoreg_ext.OrthoReg(cfg.orthoreg, None)
+    mean, values = ext.measure(state.params)
+    k = np.asarray(state.params['conv2']['kernel'], np.float64)
+    m = np.stack([k[..., f].ravel() for f in range(k.shape[-1])])
+    g = m.T @ m  # columns: (fan_in x fan_in) even where out <= fan_in
+    np.testing.assert_allclose(values['conv2/kernel'], np.trace(np.abs(g)) / np.abs(g).sum(),
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match='orthoreg.gram_side'):
+        config_lib.apply_overrides(config_lib.default_config(), {'orthoreg.gram_side': 'x'})

@@ -3,6 +3,13 @@
 * ``split_digits``: the embedded digits, 5 tasks of 2 classes ({0,1}, {2,3}, ..., {8,9}).
 * ``permuted_digits``: the 10-class digits, task 0 unchanged and every further task with its
   own fixed random pixel permutation (default 5 tasks).
+* ``permuted_mnist1d``: MNIST-1D (40-point signals, 10 classes), task 0 unchanged and every
+  further task with its own fixed permutation of the 40 positions (default 10 tasks; an
+  optional ``train_per_task`` keeps a seeded subset of each task's training examples).
+* ``split_mnist5k``: the 5,000 real MNIST digits of ``mnist5k`` as binary tasks, default 10:
+  the pairs {0,1}, {2,3}, ..., {8,9}, then {1,2}, {3,4}, ..., {9,0}. A class recurs in two
+  tasks (with a different partner and its own head), which MNIST's ten classes need for more
+  than five binary tasks [infer: our construction, not from the paper].
 * ``cifar100_superclass``: CIFAR-100 split by its 20 coarse labels, 20 tasks of 5 fine
   classes (TFDS ``cifar100``, feature ``coarse_label``; prepare it once with
   ``python -m jaxnorm.data prepare cifar100``).
@@ -18,7 +25,8 @@ import numpy as np
 
 from jaxnorm.data import loading
 
-BENCHMARKS = ('split_digits', 'permuted_digits', 'cifar100_superclass')
+BENCHMARKS = ('split_digits', 'permuted_digits', 'permuted_mnist1d', 'split_mnist5k',
+              'cifar100_superclass')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +157,49 @@ def permuted_digits(*, data_dir: str | None = None, num_tasks: int = 5,
     return permuted(train, test, num_tasks, seed=seed, name='permuted_digits')
 
 
+def permuted_mnist1d(*, data_dir: str | None = None, num_tasks: int = 10, seed: int = 0,
+                     train_per_task: int | None = None) -> Benchmark:
+    """Permuted MNIST-1D (10 classes per task); ``train_per_task`` keeps that many training
+    examples of each task (a seeded subset, its own per task; test sets whole)."""
+    train = loading.load('mnist1d', 'train', data_dir=data_dir)
+    test = loading.load('mnist1d', 'test', data_dir=data_dir)
+    bench = permuted(train, test, num_tasks, seed=seed, name='permuted_mnist1d')
+    if train_per_task is None:
+        return bench
+    if not 0 < train_per_task <= len(train):
+        raise ValueError(f'permuted_mnist1d: train_per_task must be in [1, {len(train)}], got '
+                         f'{train_per_task}')
+    rng = np.random.default_rng(seed + 1)
+    tasks = []
+    for task in bench.tasks:
+        keep = np.sort(rng.permutation(len(task.train))[:train_per_task])
+        tasks.append(dataclasses.replace(task, train=_subset(
+            task.train, keep, task.train.labels[keep], task.train.num_classes,
+            task.train.name)))
+    return dataclasses.replace(bench, tasks=tuple(tasks))
+
+
+def mnist5k_pairs(num_tasks: int = 10) -> list[tuple[int, int]]:
+    """The class pairs of :func:`split_mnist5k`: (0,1) .. (8,9), then (1,2) .. (9,0)."""
+    if not 1 <= num_tasks <= 10:
+        raise ValueError(f'split_mnist5k: num_tasks must be in [1, 10], got {num_tasks}')
+    pairs = [(2 * k, 2 * k + 1) for k in range(5)] + [(2 * k + 1, (2 * k + 2) % 10)
+                                                       for k in range(5)]
+    return pairs[:num_tasks]
+
+
+def split_mnist5k(*, data_dir: str | None = None, num_tasks: int = 10) -> Benchmark:
+    """MNIST-5k as ``num_tasks`` binary tasks over :func:`mnist5k_pairs` (labels 0/1 in the
+    order of the sorted pair)."""
+    train = loading.load('mnist5k', 'train', data_dir=data_dir)
+    test = loading.load('mnist5k', 'test', data_dir=data_dir)
+    tasks = []
+    for index, pair in enumerate(mnist5k_pairs(num_tasks)):
+        # each pair is disjoint on its own: a one-task split
+        tasks += split_by_classes(train, test, [pair], name=f'split_mnist5k[{index}]').tasks
+    return Benchmark(name='split_mnist5k', tasks=tuple(tasks))
+
+
 def _read_with_coarse(split: str, data_dir: str):
     with loading._quiet_tfds():  # noqa: SLF001 (same package)
         source = loading._open_data_source('cifar100', 'cifar100', split, data_dir)
@@ -181,6 +232,7 @@ def cifar100_superclass(*, data_dir: str | None = None, superclasses=None) -> Be
 def load_benchmark(name: str, *, data_dir: str | None = None, **kwargs) -> Benchmark:
     """One of :data:`BENCHMARKS` by name."""
     builders = {'split_digits': split_digits, 'permuted_digits': permuted_digits,
+                'permuted_mnist1d': permuted_mnist1d, 'split_mnist5k': split_mnist5k,
                 'cifar100_superclass': cifar100_superclass}
     if name not in builders:
         raise ValueError(f'unknown benchmark {name!r}; choose one of {BENCHMARKS}')

@@ -218,7 +218,7 @@ def standardized_splits(config: Any):
 
 
 def fit_arms(config: Any, arms: dict[str, dict], seeds: int, out_dir: str,
-             data_dir: str | None = None, *, batch_seeds: bool = True
+             data_dir: str | None = None, *, batch_seeds: bool = True, splits: Any = None
              ) -> dict[str, list[list[dict]]]:
     """Train every arm over seeds ``0 .. seeds - 1`` with :func:`jaxnorm.train.fit`; the
     per-epoch records, ``histories[arm][seed]``.
@@ -230,6 +230,8 @@ def fit_arms(config: Any, arms: dict[str, dict], seeds: int, out_dir: str,
     convolution becomes a slower grouped one). Runs are checkpointed each epoch and resumed
     (or skipped when finished) by the next invocation. A run that diverged keeps its finite
     epochs and NaN for the rest (for every seed of a batched run: it stops as a whole).
+    ``splits`` (what :func:`jaxnorm.train.load_splits` returns) trains every arm on those
+    arrays instead of the config's dataset.
     """
     from jaxnorm import metrics, train  # the quick modes do not need them
     extra = {'data_dir': data_dir} if data_dir else {}
@@ -242,9 +244,9 @@ def fit_arms(config: Any, arms: dict[str, dict], seeds: int, out_dir: str,
             run_config = config_lib.apply_overrides(config, {
                 **overrides, **extra, 'seed': first_seed, 'num_seeds': num_seeds,
                 'workdir': workdir}, source=f'experiment config + arm {arm!r}')
-            splits = standardized_splits(run_config)
+            arm_splits = standardized_splits(run_config) if splits is None else splits
             try:
-                records += train.fit(run_config, resume=True, splits=splits).history
+                records += train.fit(run_config, resume=True, splits=arm_splits).history
             except train.DivergenceError:  # a diverged run is a result: NaN from there on
                 records += metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
         per_seed = []

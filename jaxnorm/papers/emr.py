@@ -1,85 +1,82 @@
 """EMR vs quadratic regularizers (Lubana, Trivedi, Koutra, Dick, arXiv:2102.02805).
 
-Claim (abstract): quadratic regularizers (QR: EWC, MAS, SI, RWalk) prevent forgetting by
-interpolating the current parameters with the previous task's end point at every step, with
-a coefficient 2ηλΩ tied to the learning rate and λ, which makes them unstable; taking the
-optimizer step first and interpolating explicitly with the relative importance
-α = √Ω_cur / (√Ω_cur + √Ω_prev) (EMR, no λ) gives higher average accuracy (+6.2 points) and
-lower forgetting (-4.5 points) and is stable across hyperparameters.
+Claims (abstract): (1) quadratic regularizers (QR: EWC, MAS, SI, RWalk) interpolate the
+current parameters with the previous task's end point at every step with a coefficient
+2ηλΩ tied to the learning rate and λ, which makes them unstable across hyperparameters;
+taking the optimizer step first and interpolating explicitly with the relative importance
+α = √Ω_cur / (√Ω_cur + √Ω_prev) (EMR, no λ) gives higher average accuracy (+6.2 points) at
+lower forgetting (-4.5 points); (2) QR gives the deeper layers lower importance, and
+forgetting happens mostly there.
 
-Setup (the v1 code's protocol at CPU scale): split digits, 5 tasks x 2 classes,
-task-incremental with one head per task; MLP 64-128-128 (ReLU) + heads; SGD momentum 0.9,
-batch 10, 1 epoch per task (full run: 3 epochs, and permuted digits too), momentum reset at
-every task, heads never regularized; online importances (EMA 0.8). Grid: importance
-{EWC, MAS, SI, RWalk} x {QR with λ in 1e-8..1e4 (13 decades; the reference's
-1e-5..1e4 plus three below, where SI/RWalk first become stable), EMR} x LR {0.1, 0.03, 0.01}
-x seeds, plus plain fine-tuning. Every configuration of a seed shares the initialization and
-the batch order (paired comparison). QR's λ is chosen per LR by the best mean average
-accuracy over seeds, on the same test data it is scored on (favours QR).
+Protocol (the reference code's, at CPU scale): task-incremental with one head per task, an
+MLP 64-128-128 (ReLU) + heads, SGD momentum 0.9 reset at every task, batch 10, online
+importances (EMA 0.8) with the reference's three behaviours (MAS: summed feature norm; QR's
+importance from the penalized gradient; RWalk's Fisher kept; :class:`jaxnorm.continual.Setup`).
+LR grid {0.03, 0.01, 0.003, 0.001} (the reference's); QR's λ grid 1e-8..1e4 (the reference's
+1e-5..1e4 plus three decades below, where SI/RWalk first become stable; at ``quick`` and
+``standard`` every third decade of 1e-8..1e7). As in the reference, the first ``tune_tasks`` tasks are held out for
+tuning: every configuration runs that short sequence, each method takes the LR (and λ) with
+the best mean accuracy over seeds there, and is scored on a fresh sequence of the remaining
+tasks. Every configuration of a seed shares the initialization and batch order (paired).
 
-Checks (declared before the run, :mod:`jaxnorm.papers.checks`; seeds are the unit of
-replication, every difference is paired by seed, in points = 100 x fraction):
-  * accuracy (claim): per (importance, LR) cell d = acc(EMR) - acc(QR at its best λ),
-    superiority over 0 in every cell (Holm over the cells), powered for the paper's +6.2 points;
-  * forgetting (claim): per cell d = forgetting(QR at its best λ) - forgetting(EMR),
-    superiority over 0 in every cell, powered for the paper's -4.5 points;
-  * stability (claim): per importance d = spread(QR at one λ) - spread(EMR), the spread being
-    max - min over LRs of one seed's accuracy, QR's λ the best on average over those LRs;
-    superiority over 0 for every importance, not powered (the paper gives no number).
-The cells are the LRs of the paper's grid {0.03, 0.01, 0.003, 0.001} that the run has (the
-others stay in the table; the notes name them). The full run repeats the three checks on
-permuted digits (named with that suffix).
+Checks (declared before the run, :mod:`jaxnorm.papers.checks`; one cell per importance, Holm
+over the cells, paired over seeds, points = 100 x fraction):
+  * tuned accuracy (claim): acc(EMR tuned) - acc(QR tuned) on the scored tasks, superiority
+    over 0, powered for the paper's +6.2 points;
+  * tuned forgetting (claim): forgetting(QR tuned) - forgetting(EMR tuned), powered for 4.5;
+  * robust accuracy / robust forgetting (claims): spread (max - min over the LR grid) of one
+    seed's accuracy (forgetting), QR at its one tuned λ (best on average over the LRs on the
+    tuning tasks) minus EMR; superiority over 0, not powered (no number in the paper);
+  * depth importance (claim, finding 2): QR's log10 mean importance per parameter in the
+    first regularized layer minus the deepest one, at QR's tuned configuration, > 0;
+  * depth drift (claim, finding 2): QR's relative drift ||θ_end - θ_1|| / ||θ_1|| of the
+    deepest regularized layer minus the first (θ_1: after the first scored task), > 0.
+With several benchmarks each repeats them, named with its name as a suffix.
 
-    python scripts/experiments/emr.py --quick --out results   # about 2.5 minutes, 2 CPU cores
-    python scripts/experiments/emr.py --out results           # not timed on the engine (quick x ~3)
-    python scripts/experiments/emr.py --scale paper --out results   # CIFAR-100 superclasses
-
-The settings of each scale are :func:`get_config`'s. At ``--scale paper`` (:data:`PAPER`, or a
-``scripts/continual.py`` config given with ``--config``) the same grid runs on that config's
-benchmark, model, epochs per task, batch size, momentum and LR grid (its method, importance
-and seeds keys are ignored: every pair runs, over ``--seeds``).
+    python -m jaxnorm.papers.emr --quick --out results     # split digits, ~190 s of CPU
+    python -m jaxnorm.papers.emr --scale standard --seeds 5 --out results
+    python -m jaxnorm.papers.emr --scale paper --out results   # CIFAR-100 superclasses
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from typing import Any, Mapping
 
-import matplotlib
+import jax
 import numpy as np
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxnorm import continual as cl  # noqa: E402
-from jaxnorm.commands import continual as continual_command  # noqa: E402
-from jaxnorm.data import continual as dc  # noqa: E402
-from jaxnorm.papers import checks, common  # noqa: E402
+import optim
+from jaxnorm import continual as cl, trees
+from jaxnorm.commands import continual as continual_command
+from jaxnorm.data import continual as dc
+from jaxnorm.papers import checks, common, emr_report
 
 NAME = 'emr'
 TITLE = 'Lubana, Trivedi, Koutra, Dick, arXiv:2102.02805 (CoLLAs 2022)'
 CLAIM = ('Explicitly interpolating towards the previous task after the optimizer step, with '
          'a relative importance and no λ (EMR), gives higher average accuracy, lower '
          'forgetting and more stability across learning rates than the quadratic '
-         'regularizers EWC, MAS, SI and RWalk.')
+         'regularizers EWC, MAS, SI and RWalk, which give the deeper layers lower importance.')
 IMPORTANCES = ('ewc', 'mas', 'si', 'rwalk')
-LRS = (0.1, 0.03, 0.01)
-# The reference grid is 1e-5..1e4; three more decades below, because on this model SI and
-# RWalk (importances up to ~1/1e-10) have no stable λ >= 1e-5 at LR >= 0.03.
+# The paper's LR grid (the reference code's protocol), used at every scale.
+REFERENCE_LRS = LRS = (0.03, 0.01, 0.003, 0.001)
 STRENGTHS = tuple(10.0 ** k for k in range(-8, 5))
-# The paper's LR grid (the reference code's protocol); the claims are checked at these LRs.
-REFERENCE_LRS = (0.03, 0.01, 0.003, 0.001)
+# quick and standard (CPU budget): every third decade, 1e-8..1e7; above the reference's 1e4
+# because EWC's online importance (squared minibatch gradients, ~1e-5 here) picked the top of
+# 1e-8..1e4 in a pilot on split MNIST-5k.
+STANDARD_STRENGTHS = tuple(10.0 ** k for k in range(-8, 8, 3))
+ACCURACY_EFFECT, FORGETTING_EFFECT = 6.2, 4.5  # the abstract's averages, points
 
-# The paper's run (research/optim.md 2.4, the reference code's protocol): CIFAR-100 split by its
-# 20 superclasses into 5-class tasks, task-incremental, batch 128, SGD momentum 0.9, LR in
-# {0.03, 0.01, 0.003, 0.001}; QR's strength grid 1e-5 .. 1e4 (EMR needs none). Epochs per task
-# and the CL weight decay live in the repo's missing config.py, so the epochs here are [infer].
-# The model is the repo's vanilla CNN without its CIFAR-10 pre-training. These are
-# ``scripts/continual.py`` flags: ``scripts/configs/emr.py`` hands them to that command, run once
-# per importance (ewc, mas, si, rwalk) and method (emr, quadratic); this experiment runs every
-# pair itself and ignores ``method``, ``importance`` and ``seeds``.
+# The paper's run (research/optim.md 2.4): CIFAR-100 by its 20 superclasses, batch 128, SGD
+# momentum 0.9, the reference LR grid; epochs per task are in the repo's missing config.py
+# ([infer]); the reference's vanilla CNN without its CIFAR-10 pre-training. These are
+# ``scripts/continual.py`` flags (``scripts/configs/emr.py``); method, importance and seeds are
+# ignored here (every pair runs over ``--seeds``). Tasks 0-2 tune, as the reference.
 PAPER = {
     'benchmark': 'cifar100_superclass',
     'method': 'emr',
@@ -94,17 +91,24 @@ PAPER = {
 
 
 def get_config(scale: str) -> dict:
-    """What runs at ``scale``: ``{'benchmarks': [names], 'schedule': {Setup fields other than
-    method and importance; the rest keep their defaults}, 'lrs': (LR, ...)}``. ``'quick'``
-    split digits with 1 epoch per task and ``'standard'`` split and permuted digits with 3,
-    both the MLP at batch 10 over :data:`LRS`; ``'paper'`` the paper's CIFAR-100 superclass
-    tasks with its CNN, batch 128 and LR grid (:data:`PAPER`)."""
+    """What runs at ``scale``: ``{'benchmarks': [names], 'benchmark_kwargs': {name: kwargs},
+    'schedule': Setup fields, 'lrs', 'strengths', 'tune_tasks'}``. ``quick``: split digits
+    (5 tasks: 2 tune, 3 scored), 1 epoch per task. ``standard``: permuted MNIST-1D (10
+    tasks, 2,000 training examples each) and split MNIST-5k (10 binary tasks), 3 tune and 7
+    scored, 1 epoch per task. Both take every third λ decade of 1e-8..1e7
+    (:data:`STANDARD_STRENGTHS`, 6 values, to fit the CPU budget); ``paper``: :data:`PAPER`
+    with 1e-8..1e4 in decades."""
     common.check_scale(scale)
     if scale == 'paper':
         return paper_setting(PAPER, f'{__name__}.PAPER')
-    quick = scale == 'quick'
-    return {'benchmarks': ['split_digits'] + ([] if quick else ['permuted_digits']),
-            'schedule': {'epochs': 1 if quick else 3}, 'lrs': LRS}
+    if scale == 'quick':
+        return {'benchmarks': ['split_digits'], 'benchmark_kwargs': {}, 'tune_tasks': 2,
+                'schedule': {'epochs': 1}, 'lrs': LRS, 'strengths': STANDARD_STRENGTHS}
+    return {'benchmarks': ['permuted_mnist1d', 'split_mnist5k'],
+            'benchmark_kwargs': {'permuted_mnist1d': {'num_tasks': 10, 'train_per_task': 2000},
+                                 'split_mnist5k': {'num_tasks': 10}},
+            'tune_tasks': 3, 'schedule': {'epochs': 1}, 'lrs': LRS,
+            'strengths': STANDARD_STRENGTHS}
 
 
 def metrics(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,278 +119,191 @@ def metrics(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return acc, forg
 
 
-def run_benchmark(bench, schedule: dict, lrs, seeds: list[int], runs_dir: str) -> dict:
-    """Every method's accuracy matrices, (LR, seed, T, T) after choosing QR's λ; ``schedule``
-    holds the :class:`jaxnorm.continual.Setup` fields other than method and importance. Each
-    method's grid is one engine run per task (:func:`jaxnorm.continual.run_grid`), kept in
-    ``runs_dir/<benchmark>/<method>`` (a rerun resumes them)."""
+def split_tasks(bench: dc.Benchmark, tune_tasks: int) -> tuple[dc.Benchmark, dc.Benchmark]:
+    """The held-out tuning sequence (the first ``tune_tasks`` tasks) and the scored one."""
+    if not 1 <= tune_tasks <= bench.num_tasks - 2:
+        raise ValueError(f'{bench.name}: tune_tasks must leave >= 2 scored tasks of '
+                         f'{bench.num_tasks}, got {tune_tasks}')
+    return (dataclasses.replace(bench, tasks=bench.tasks[:tune_tasks]),
+            dataclasses.replace(bench, tasks=bench.tasks[tune_tasks:]))
+
+
+def choose(tune_acc: np.ndarray) -> tuple[int, int, int]:
+    """From tuning accuracies (LR, λ, seed): the (LR, λ) of the best mean over seeds, and the
+    one λ best on average over the LRs (a diverged configuration counts as -1)."""
+    mean = np.nan_to_num(np.asarray(tune_acc, float).mean(-1), nan=-1.0)
+    i, j = np.unravel_index(int(mean.argmax()), mean.shape)
+    return int(i), int(j), int(mean.mean(0).argmax())
+
+
+def _layer_order(name: str):
+    digits = re.findall(r'\d+', name)
+    return (int(digits[-1]) if digits else 0, name)
+
+
+class LayerProbe:
+    """Per-layer records of a grid's scored sequence (:func:`jaxnorm.continual.run_grid`'s
+    ``probe``): each regularized top-level layer's (all but the heads) parameters after the
+    first task and at the end, and its mean past importance Ω_prev per parameter at the end.
+    """
+
+    def __init__(self, lanes: int):
+        self.lanes, self.first, self.last, self.omega = lanes, None, None, None
+
+    def _per_layer(self, tree):
+        tree = jax.device_get(tree)
+        names = sorted((k for k in tree if k != 'head'), key=_layer_order)
+        out = {}
+        for name in names:
+            leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(tree[name])]
+            if self.lanes == 1:
+                leaves = [x[None] for x in leaves]
+            out[name] = np.concatenate([x.reshape(self.lanes, -1) for x in leaves], axis=1)
+        return out
+
+    def __call__(self, t: int, state) -> None:
+        params = self._per_layer(state.params)
+        if t == 0:
+            self.first = params
+        self.last = params
+        self.omega = self._per_layer(
+            trees.find_state(state.opt_state, optim.ContinualState).importance.omega_prev)
+
+    def summary(self, lanes) -> dict:
+        """``{'layers': names, 'importance': (layers, lanes) mean Ω_prev, 'drift': (layers,
+        lanes) ||θ_end - θ_first|| / ||θ_first||}`` for the lane indices ``lanes``."""
+        names = list(self.first)
+        lanes = np.asarray(lanes)
+        importance = np.stack([self.omega[n][lanes].mean(1) for n in names])
+        drift = np.stack([np.linalg.norm(self.last[n][lanes] - self.first[n][lanes], axis=1)
+                          / np.linalg.norm(self.first[n][lanes], axis=1) for n in names])
+        return {'layers': names, 'importance': importance, 'drift': drift}
+
+
+def run_benchmark(bench, setting: dict, seeds: list[int], runs_dir: str) -> dict:
+    """Every method tuned on the held-out tasks and scored on the rest (module docstring).
+
+    Per method (``finetune``, ``emr-<imp>``, ``qr-<imp>``): ``lr``/``strength`` tuned,
+    ``tune_accuracy`` (LR, λ, seed), ``accuracy``/``forgetting`` (seed) on the scored tasks
+    at the tuned configuration, ``lr_accuracy``/``lr_forgetting`` (LR, seed) over the LR grid
+    (QR at ``fixed_strength``), ``matrices`` (seed, T, T) tuned, and for EMR/QR ``layers``
+    (:meth:`LayerProbe.summary` at the tuned configuration). Runs live in
+    ``runs_dir/<benchmark>/{tune,score}/<method>`` (a rerun resumes them).
+    """
+    lrs, schedule = list(setting['lrs']), setting['schedule']
+    tune_bench, score_bench = split_tasks(bench, setting['tune_tasks'])
     out = {}
 
-    def grid(method, importance, strengths):
-        workdir = os.path.join(runs_dir, bench.name, f'{method}-{importance}')
-        return cl.run_grid(cl.Setup(method=method, importance=importance, **schedule), bench,
-                           lrs, strengths, seeds, workdir=workdir)
-    out['finetune'] = {'matrices': grid('finetune', 'ewc', [0.0])[:, 0]}
-    for importance in IMPORTANCES:
-        out[f'emr-{importance}'] = {'matrices': grid('emr', importance, [0.0])[:, 0]}
-        qr = grid('quadratic', importance, STRENGTHS)
-        acc, _ = metrics(qr)  # (LR, λ, seed)
-        mean = np.nan_to_num(acc.mean(-1), nan=-1.0)
-        best = mean.argmax(1)  # per LR
-        fixed = int(mean.mean(0).argmax())  # one λ for every LR
-        out[f'qr-{importance}'] = {
-            'matrices': qr[np.arange(len(lrs)), best],
-            'best_strength': [STRENGTHS[b] for b in best],
-            'fixed_strength': STRENGTHS[fixed],
-            'fixed_matrices': qr[:, fixed],
-            'grid_accuracy': mean.tolist(),
-            'strength_accuracy': acc}
-    for entry in out.values():
-        entry['accuracy'], entry['forgetting'] = metrics(entry['matrices'])  # (LR, seed)
-        if 'fixed_matrices' in entry:
-            entry['fixed_accuracy'], _ = metrics(entry['fixed_matrices'])
+    def grid(stage, bench_part, method, importance, strengths, probe=None):
+        setup = cl.Setup(method=method, importance=importance, **schedule)
+        workdir = os.path.join(runs_dir, bench.name, stage, f'{method}-{importance}')
+        return cl.run_grid(setup, bench_part, lrs, strengths, seeds, workdir=workdir,
+                           probe=probe)
+
+    plans = [('finetune', 'finetune', 'ewc', [0.0])]
+    for imp in IMPORTANCES:
+        plans += [(f'emr-{imp}', 'emr', imp, [0.0]),
+                  (f'qr-{imp}', 'quadratic', imp, list(setting['strengths']))]
+    for key, method, imp, strengths in plans:
+        tune_acc, _ = metrics(grid('tune', tune_bench, method, imp, strengths))
+        i, j, fixed = choose(tune_acc)
+        scored = sorted({strengths[j], strengths[fixed]})
+        probe = LayerProbe(len(lrs) * len(scored) * len(seeds)) if method != 'finetune' else None
+        matrices = grid('score', score_bench, method, imp, scored, probe)  # (L, S', seeds)
+        acc, forg = metrics(matrices)
+        jt, jf = scored.index(strengths[j]), scored.index(strengths[fixed])
+        entry = {'lr': lrs[i], 'strength': strengths[j], 'fixed_strength': strengths[fixed],
+                 'tune_accuracy': tune_acc, 'accuracy': acc[i, jt], 'forgetting': forg[i, jt],
+                 'matrices': matrices[i, jt], 'lr_accuracy': acc[:, jf],
+                 'lr_forgetting': forg[:, jf]}
+        if probe is not None:
+            entry['layers'] = probe.summary(
+                [(i * len(scored) + jt) * len(seeds) + k for k in range(len(seeds))])
+        out[key] = entry
     return out
 
 
-def table(results: dict, bench_name: str, lrs) -> list[str]:
-    head = ' | '.join(f'acc % (lr {lr}) | forg % (lr {lr})' for lr in lrs)
-    rows = [f'**{bench_name}** (mean ± std over seeds)', '',
-            f'| method | {head} | λ per lr |', '|---' * (2 * len(lrs) + 2) + '|']
-    for name, entry in results.items():
-        cells = ' | '.join(f"{common.mean_std(entry['accuracy'][i], 100, 1)} | "
-                           f"{common.mean_std(entry['forgetting'][i], 100, 1)}"
-                           for i in range(len(lrs)))
-        lam = ', '.join(f'{s:g}' for s in entry.get('best_strength', [])) or '-'
-        rows.append(f'| {name} | {cells} | {lam} |')
-    return rows
-
-
-def reference_lrs(lrs) -> list[int]:
-    """Indices of the LRs in ``lrs`` that belong to the paper's grid :data:`REFERENCE_LRS`."""
-    return [i for i, lr in enumerate(lrs)
-            if any(np.isclose(lr, ref, rtol=1e-9, atol=0) for ref in REFERENCE_LRS)]
-
-
-def check_lrs(lrs) -> tuple[list[int], list[int], list[str]]:
-    """The LR indices of the accuracy / forgetting cells and of the stability spread, and the
-    notes saying which LRs are left out and why (fixed by ``lrs`` alone, before the run)."""
-    inside = reference_lrs(lrs)
-    outside = [lr for i, lr in enumerate(lrs) if i not in inside]
-    grid = ', '.join(f'{lr:g}' for lr in REFERENCE_LRS)
-    notes = []
-    if outside:
-        notes.append(f"LR {', '.join(f'{lr:g}' for lr in outside)} of this run: outside the "
-                     f"paper's reference grid {{{grid}}}, kept in the table and figures but not "
-                     'a cell of the accuracy, forgetting and stability checks.')
-    else:
-        notes.append(f"Every LR of this run lies in the paper's reference grid {{{grid}}}.")
-    cells = inside
-    if not inside:
-        cells = list(range(len(lrs)))
-        notes.append("No LR of this run lies in the paper's reference grid: the checks use "
-                     'all of its LRs instead.')
-    spread = cells
-    if len(cells) < 2:
-        spread = list(range(len(lrs)))
-        notes.append('Fewer than two LRs of the reference grid ran: the stability spread is '
-                     "taken over all of the run's LRs.")
-    return cells, spread, notes
-
-
 def declare_checks(seeds: int, suffix: str = '') -> dict[str, checks.Check]:
-    """The three claim checks of one benchmark, declared before it runs."""
+    """The six claim checks of one benchmark, declared before it runs."""
     tag = f' ({suffix})' if suffix else ''
+
+    def check(name, claim, statistic, effect=None):
+        return checks.Check(f'{name}{tag}', claim, 'claim', statistic, 'superiority', seeds,
+                            margin=0.0, effect=effect, aggregate='all')
+    tuned = 'each tuned (LR, and λ for QR) on the held-out first tasks, scored on the rest'
     return {
-        'accuracy': checks.Check(
-            f'accuracy{tag}',
-            'EMR improves the average accuracy of every quadratic regularizer (EWC, MAS, SI, '
-            "RWalk) at every LR of the paper's grid that ran (paper: +6.2 points on average)",
-            'claim',
-            'EMR minus QR (at its best λ for the LR) average accuracy (points), per importance '
-            'and LR',
-            'superiority', seeds, margin=0.0, effect=6.2, aggregate='all'),
-        'forgetting': checks.Check(
-            f'forgetting{tag}',
-            'EMR reduces the average forgetting of every quadratic regularizer at every LR of '
-            "the paper's grid that ran (paper: -4.5 points on average)",
-            'claim',
-            'QR (at its best λ for the LR) minus EMR average forgetting (points; positive: EMR '
-            'forgets less), per importance and LR',
-            'superiority', seeds, margin=0.0, effect=4.5, aggregate='all'),
-        'stability': checks.Check(
-            f'stability{tag}',
-            'EMR is more stable across learning rates than every quadratic regularizer at a '
-            'single λ: its accuracy varies less over the LRs',
-            'claim',
-            "QR (at the one λ best on average over the LRs) minus EMR spread (max - min over "
-            "the LRs) of one seed's average accuracy (points), per importance",
-            'superiority', seeds, margin=0.0, effect=None, aggregate='all'),
+        'tuned_accuracy': check(
+            'tuned accuracy', 'Tuned EMR is more accurate than every tuned QR (EWC, MAS, SI, '
+            'RWalk) (paper: +6.2 points on average)',
+            f'EMR minus QR average accuracy (points), {tuned}; per importance',
+            ACCURACY_EFFECT),
+        'tuned_forgetting': check(
+            'tuned forgetting', 'Tuned EMR forgets less than every tuned QR (paper: -4.5 '
+            'points on average)',
+            f'QR minus EMR average forgetting (points), {tuned}; per importance',
+            FORGETTING_EFFECT),
+        'robust_accuracy': check(
+            'robust accuracy', "EMR's accuracy varies less over the reference LR grid than "
+            "QR's at one λ",
+            'QR (at its one λ tuned on the held-out tasks) minus EMR spread (max - min over '
+            "the LRs) of one seed's average accuracy (points); per importance"),
+        'robust_forgetting': check(
+            'robust forgetting', "EMR's forgetting varies less over the reference LR grid "
+            "than QR's at one λ",
+            "QR minus EMR spread over the LRs of one seed's average forgetting (points); per "
+            'importance'),
+        'depth_importance': check(
+            'depth importance', 'QR gives the deeper layers lower importance (abstract, '
+            'finding 2)',
+            "QR's log10 mean importance per parameter, first minus deepest regularized layer, "
+            'at its tuned configuration, at the end of the scored tasks; per importance'),
+        'depth_drift': check(
+            'depth drift', 'Under QR the deeper layers forget more: they move further from '
+            'where the first scored task left them (abstract, finding 2)',
+            "QR's relative drift ||θ_end - θ_1|| / ||θ_1||, deepest minus first regularized "
+            'layer (x100), at its tuned configuration; per importance'),
     }
 
 
-def evaluate_checks(declared: dict[str, checks.Check], results: dict, lrs
-                    ) -> tuple[list[dict], dict, list[str]]:
-    """The declared checks on one benchmark's results, a summary and the notes (LRs left out,
-    the old pooled rules and their outcome on these results)."""
-    cells, spread_lrs, notes = check_lrs(lrs)
-    acc_cells, forg_cells, stab_cells = {}, {}, {}
+def evaluate_checks(declared: dict[str, checks.Check], results: dict
+                    ) -> tuple[list[dict], dict]:
+    """The declared checks on one benchmark's results, and a summary."""
+    cells = {k: {} for k in declared}
+    summary = {'tuned': {}, 'spread_points': {}}
     for imp in IMPORTANCES:
         emr, qr = results[f'emr-{imp}'], results[f'qr-{imp}']
-        for i in cells:
-            cell = f'{imp}, lr {lrs[i]:g}'
-            acc_cells[cell] = (100 * emr['accuracy'][i], 100 * qr['accuracy'][i])
-            forg_cells[cell] = (100 * qr['forgetting'][i], 100 * emr['forgetting'][i])
-        grid = np.asarray(qr['strength_accuracy'])[spread_lrs]  # (LR, λ, seed)
-        fixed = int(np.nan_to_num(grid.mean(-1), nan=-1.0).mean(0).argmax())
-        spread_qr = np.ptp(100 * grid[:, fixed], axis=0)  # per seed
-        spread_emr = np.ptp(100 * np.asarray(emr['accuracy'])[spread_lrs], axis=0)
-        stab_cells[imp] = (spread_qr, spread_emr)
-    evaluated = [declared['accuracy'].evaluate_cells(acc_cells),
-                 declared['forgetting'].evaluate_cells(forg_cells),
-                 declared['stability'].evaluate_cells(stab_cells)]
-    notes += headroom_notes(results, lrs, cells)
-    old, summary = old_rules(results)
-    verb = {True: 'held', False: 'did not hold'}
-    notes.append(
-        'Old rule (pooled, no noise model, every LR of the run): accuracy held when the mean of '
-        'acc(EMR) - acc(QR, best λ) over importances x LRs x seeds was > 0 and the '
-        f"per-importance mean > 0 for >= 3 of 4 importances; on this run it {verb[old[0]]} "
-        f"(pooled {100 * summary['mean_accuracy_gain']:+.2f} points). New rule: paired "
-        'superiority over seeds in every (importance, LR) cell of the reference grid, Holm '
-        'over the cells, powered for +6.2 points.')
-    notes.append(
-        'Old rule: forgetting held when the pooled mean of forgetting(EMR) - forgetting(QR) '
-        'was < 0 and the per-importance mean < 0 for >= 3 of 4 importances; on this run it '
-        f"{verb[old[1]]} (pooled {100 * summary['mean_forgetting_change']:+.2f} points). New "
-        'rule: paired superiority of QR minus EMR forgetting in every cell, Holm, powered for '
-        '4.5 points.')
-    notes.append(
-        'Old rule: stability held when the spread over all LRs of the run of the seed-mean '
-        'accuracy was smaller for EMR than for QR at one λ (best on average over those LRs) '
-        f'for >= 3 of 4 importances; on this run it {verb[old[2]]}. New rule: per seed spread '
-        "over the reference grid's LRs, QR at the one λ best on average over those LRs; paired "
-        'superiority of QR minus EMR spread for every importance, Holm, not powered.')
-    summary['stability_lrs'] = [lrs[i] for i in spread_lrs]
-    summary['spread_qr_minus_emr_points'] = {k: (a - b).tolist()
-                                             for k, (a, b) in stab_cells.items()}
-    return evaluated, summary, notes
-
-
-def headroom_notes(results: dict, lrs, cells: list[int]) -> list[str]:
-    """Descriptive notes (no test): the mean paired differences at the LRs that are not
-    cells, and the cells where the paper's effect exceeds what QR leaves to gain."""
-    notes = []
-    def gap(first, second, key, i):
-        return 100 * np.mean(np.asarray(results[first][key][i])
-                             - np.asarray(results[second][key][i]))
-
-    for i in (i for i in range(len(lrs)) if i not in cells):
-        text = ', '.join(f"{imp} {gap(f'emr-{imp}', f'qr-{imp}', 'accuracy', i):+.1f} / "
-                         f"{gap(f'qr-{imp}', f'emr-{imp}', 'forgetting', i):+.1f}"
-                         for imp in IMPORTANCES)
-        notes.append(f'At LR {lrs[i]:g} (not a cell) EMR minus QR accuracy / QR minus EMR '
-                     f'forgetting, mean over seeds, points: {text}.')
-    tight_acc = [f'{imp} lr {lrs[i]:g}' for imp in IMPORTANCES for i in cells
-                 if 100 * (1 - np.mean(results[f'qr-{imp}']['accuracy'][i])) < 6.2]
-    tight_forg = [f'{imp} lr {lrs[i]:g}' for imp in IMPORTANCES for i in cells
-                  if 100 * np.mean(results[f'qr-{imp}']['forgetting'][i]) < 4.5]
-    if tight_acc:
-        notes.append("QR's mean accuracy leaves less than the paper's 6.2 points to gain "
-                     f"(100 - QR accuracy) in the cells {', '.join(tight_acc)}: no method "
-                     'can gain the declared effect there (accuracy near the ceiling), so '
-                     '"refuted" there excludes the paper\'s effect size, which the setting '
-                     "rules out; the sign of EMR's difference shows in the cell's interval.")
-    if tight_forg:
-        notes.append("QR's mean forgetting is below the paper's 4.5 points in the cells "
-                     f"{', '.join(tight_forg)}: EMR cannot reduce it by the declared effect "
-                     'there unless its own forgetting turns negative, so "refuted" there '
-                     "excludes the paper's effect size, which the setting rules out; the sign "
-                     "of the difference shows in the cell's interval.")
-    return notes
-
-
-def old_rules(results: dict) -> tuple[tuple[bool, bool, bool], dict]:
-    """The pooled rules used before the declared checks (kept for the notes) and a summary."""
-    d_acc, d_forg, spreads = {}, {}, {}
-    for imp in IMPORTANCES:
-        emr, qr = results[f'emr-{imp}'], results[f'qr-{imp}']
-        d_acc[imp] = np.asarray(emr['accuracy']) - np.asarray(qr['accuracy'])  # (LR, seed)
-        d_forg[imp] = np.asarray(emr['forgetting']) - np.asarray(qr['forgetting'])
-        emr_mean = np.asarray(emr['accuracy']).mean(-1)
-        fixed_mean = np.asarray(qr['fixed_accuracy']).mean(-1)
-        spreads[imp] = (float(np.ptp(emr_mean)), float(np.ptp(fixed_mean)))
-    pooled_acc = float(np.mean([d.mean() for d in d_acc.values()]))
-    pooled_forg = float(np.mean([d.mean() for d in d_forg.values()]))
-    wins_acc = sum(d.mean() > 0 for d in d_acc.values())
-    wins_forg = sum(d.mean() < 0 for d in d_forg.values())
-    stable = sum(e < q for e, q in spreads.values())
-    holds = (bool(pooled_acc > 0 and wins_acc >= 3), bool(pooled_forg < 0 and wins_forg >= 3),
-             bool(stable >= 3))
-    summary = {'mean_accuracy_gain': pooled_acc, 'mean_forgetting_change': pooled_forg,
-               'per_importance_accuracy_gain': {k: float(v.mean()) for k, v in d_acc.items()},
-               'per_importance_forgetting_change': {k: float(v.mean())
-                                                    for k, v in d_forg.items()},
-               'accuracy_spread_over_lrs_emr_vs_qr_fixed_lambda': spreads,
-               'old_rules_hold': {'accuracy': holds[0], 'forgetting': holds[1],
-                                  'stability': holds[2]}}
-    return holds, summary
-
-
-def plot_matrices(results: dict, path: str, lr_index: int, title: str) -> str:
-    names = (['finetune'] + [f'qr-{i}' for i in IMPORTANCES] + [None]
-             + [f'emr-{i}' for i in IMPORTANCES])
-    fig, grid = plt.subplots(2, 5, figsize=(11, 5.6))
-    axes = grid.ravel()
-    for ax, name in zip(axes, names):
-        if name is None:
-            ax.axis('off')
-            continue
-        matrix = results[name]['matrices'][lr_index].mean(0)
-        tasks = matrix.shape[0]
-        shown = np.where(np.tril(np.ones((tasks, tasks), bool)), matrix, np.nan)
-        ax.imshow(100 * shown, vmin=50, vmax=100, cmap='viridis')
-        for i in range(tasks):
-            for j in range(i + 1):
-                ax.text(j, i, f'{100 * matrix[i, j]:.0f}', ha='center', va='center',
-                        fontsize=6, color='w')
-        ax.set_title(name, fontsize=8)
-        ax.set_xticks([]), ax.set_yticks([])
-    for ax in grid[:, 0]:
-        ax.set_ylabel('after training task', fontsize=7)
-    fig.supxlabel('task evaluated (cell = accuracy %, mean over seeds)', fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_lr(results: dict, path: str, title: str, lrs) -> str:
-    fig, (ax_acc, ax_forg) = plt.subplots(1, 2, figsize=(10, 3.8))
-    colors = dict(zip(IMPORTANCES, ('C0', 'C1', 'C2', 'C3')))
-    for name, entry in results.items():
-        method, _, imp = name.partition('-')
-        style = {'color': colors.get(imp, 'k'), 'ls': '-' if method == 'emr' else
-                 ('--' if method == 'qr' else ':'), 'marker': 'o', 'capsize': 2}
-        for ax, key in ((ax_acc, 'accuracy'), (ax_forg, 'forgetting')):
-            values = 100 * entry[key]
-            ax.errorbar(lrs, values.mean(-1), values.std(-1, ddof=1), label=name, **style)
-    for ax, label in ((ax_acc, 'average accuracy %'), (ax_forg, 'average forgetting %')):
-        ax.set_xscale('log'), ax.set_xlabel('learning rate'), ax.set_ylabel(label)
-    ax_acc.legend(fontsize=7, ncol=3)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        cells['tuned_accuracy'][imp] = (100 * emr['accuracy'], 100 * qr['accuracy'])
+        cells['tuned_forgetting'][imp] = (100 * qr['forgetting'], 100 * emr['forgetting'])
+        spreads = {}
+        for key, name in (('lr_accuracy', 'robust_accuracy'),
+                          ('lr_forgetting', 'robust_forgetting')):
+            spread_qr = np.ptp(100 * np.asarray(qr[key]), axis=0)
+            spread_emr = np.ptp(100 * np.asarray(emr[key]), axis=0)
+            cells[name][imp] = (spread_qr, spread_emr)
+            spreads[key] = {'qr': spread_qr.tolist(), 'emr': spread_emr.tolist()}
+        layers = qr['layers']
+        log_imp = np.log10(np.asarray(layers['importance']) + 1e-30)
+        cells['depth_importance'][imp] = (log_imp[0], log_imp[-1])
+        drift = 100 * np.asarray(layers['drift'])
+        cells['depth_drift'][imp] = (drift[-1], drift[0])
+        summary['tuned'][imp] = {m: {'lr': results[f'{m}-{imp}']['lr'],
+                                     'strength': results[f'{m}-{imp}']['strength']}
+                                 for m in ('emr', 'qr')}
+        summary['spread_points'][imp] = spreads
+    evaluated = [declared[k].evaluate_cells(cells[k]) for k in declared]
+    summary['mean_accuracy_gain'] = float(np.mean(
+        [np.mean(a - b) for a, b in cells['tuned_accuracy'].values()]))
+    summary['mean_forgetting_reduction'] = float(np.mean(
+        [np.mean(a - b) for a, b in cells['tuned_forgetting'].values()]))
+    return evaluated, summary
 
 
 def paper_setting(values: Mapping[str, Any], source: str) -> dict:
     """The :func:`get_config` dict of paper-scale ``values``: ``scripts/continual.py`` config
     values (``source`` names them in errors) over that command's defaults (its benchmark,
     model, epochs, batch size, momentum and LR grid; the method, importance and seeds keys are
-    ignored, the experiment runs every pair over ``--seeds``). ValueError on keys that are not
-    the command's flags, or bad values."""
+    ignored, the experiment runs every pair over ``--seeds``). Tasks 0-2 tune (the
+    reference's). ValueError on keys that are not the command's flags, or bad values."""
     parser = continual_command.build_parser()
     defaults = vars(parser.parse_args([]))  # the command's defaults: no flags given
     flags = set(defaults) - {'config'}
@@ -400,8 +317,8 @@ def paper_setting(values: Mapping[str, Any], source: str) -> dict:
     schedule = {'epochs': values['epochs'], 'batch_size': values['batch_size'],
                 'momentum': values['momentum'], 'model': model}
     cl.Setup(**schedule)  # validates
-    return {'benchmarks': [values['benchmark']], 'schedule': schedule,
-            'lrs': tuple(values['lr'])}
+    return {'benchmarks': [values['benchmark']], 'benchmark_kwargs': {}, 'tune_tasks': 3,
+            'schedule': schedule, 'lrs': tuple(values['lr']), 'strengths': STRENGTHS}
 
 
 def main(argv=None) -> int:
@@ -410,45 +327,50 @@ def main(argv=None) -> int:
     out_dir = common.output_dir(args, NAME)
     seeds = list(range(args.seeds))
     benches, schedule, lrs = setting['benchmarks'], setting['schedule'], setting['lrs']
-    epochs, setup = schedule['epochs'], cl.Setup(**schedule)
-    network = ('MLP 64-128-128' if args.scale != 'paper'
+    setup = cl.Setup(**schedule)
+    network = ('MLP 128-128' if args.scale != 'paper'
                else f'{setup.model} (hidden {setup.hidden})')
     seeds_declared = common.declared_seeds(args)
-    declared = {b: declare_checks(seeds_declared, '' if i == 0 else b)  # split digits first
-                for i, b in enumerate(benches)}
-    all_results, rows, figures, check_list, summaries, notes = {}, [], [], [], {}, []
+    declared = {b: declare_checks(seeds_declared, '' if len(benches) == 1 else b)
+                for b in benches}
+    all_results, rows, figures, check_list, summaries, sizes = {}, [], [], [], {}, []
+    notes = emr_report.notes(setting)
     for bench_name in benches:
-        bench = dc.load_benchmark(bench_name, data_dir=args.data_dir)
+        bench = dc.load_benchmark(bench_name, data_dir=args.data_dir,
+                                  **setting['benchmark_kwargs'].get(bench_name, {}))
+        sizes.append(f'{bench_name} ({bench.num_tasks} tasks: {setting["tune_tasks"]} tune, '
+                     f'{bench.num_tasks - setting["tune_tasks"]} scored)')
         with common.shared_compilations():
-            results = run_benchmark(bench, schedule, lrs, seeds, os.path.join(out_dir, 'runs'))
+            results = run_benchmark(bench, setting, seeds, os.path.join(out_dir, 'runs'))
         all_results[bench_name] = results
-        rows += table(results, bench_name, lrs) + ['']
-        found, summaries[bench_name], found_notes = evaluate_checks(declared[bench_name],
-                                                                    results, lrs)
+        rows += emr_report.tables(results, bench_name, lrs, IMPORTANCES) + ['']
+        found, summaries[bench_name] = evaluate_checks(declared[bench_name], results)
         check_list += found
-        prefix = '' if bench_name == benches[0] else f'{bench_name}: '
-        notes += [prefix + n for n in found_notes
-                  if prefix == '' or not n.startswith(('LR ', 'Every LR', 'No LR', 'Fewer'))]
+        notes += emr_report.headroom_notes(results, bench_name, IMPORTANCES)
         tag = '' if bench_name == 'split_digits' else f'_{bench_name}'
         title = (f'{bench_name}: {network}, SGD-m {setup.momentum}, batch {setup.batch_size}, '
-                 f'{epochs} epoch(s)/task, '
-                 f'{args.seeds} seeds')
-        figures.append(plot_matrices(results, os.path.join(out_dir, f'emr_matrices{tag}.png'),
-                                     0, f'{title}; accuracy matrix at lr {lrs[0]}'))
-        figures.append(plot_lr(results, os.path.join(out_dir, f'emr_lr{tag}.png'), title, lrs))
-    ran = (f"{' and '.join(benches)} ({len(bench.tasks)} tasks), task-incremental with per-task "
-           f'heads, {network}, SGD momentum {setup.momentum}, batch {setup.batch_size}, '
-           f'{epochs} epoch(s) per task; '
-           f'{{EWC, MAS, SI, RWalk}} x {{QR at its best λ of 1e-8..1e4 per LR, EMR}} and '
-           f'fine-tuning, at LR {list(lrs)}, {args.seeds} seeds.')
+                 f"{schedule['epochs']} epoch(s)/task, {args.seeds} seeds")
+        figures.append(emr_report.plot_lr(results, os.path.join(out_dir, f'emr_lr{tag}.png'),
+                                          title, lrs, IMPORTANCES))
+        figures.append(emr_report.plot_layers(
+            results, os.path.join(out_dir, f'emr_layers{tag}.png'), title, IMPORTANCES))
+    ran = (f"{' and '.join(sizes)}, task-incremental with per-task heads, {network}, SGD "
+           f'momentum {setup.momentum}, batch {setup.batch_size}, {schedule["epochs"]} '
+           f'epoch(s) per task; {{EWC, MAS, SI, RWalk}} x {{QR (λ of '
+           f"{min(setting['strengths']):g}..{max(setting['strengths']):g}, "
+           f"{len(setting['strengths'])} values), EMR}} and fine-tuning, LR grid {list(lrs)}, "
+           f'tuned on the held-out tasks, {args.seeds} seeds.')
     print(json.dumps(checks.to_json(summaries), indent=1))
     checks.write_results(
         out_dir, paper=TITLE, claim=CLAIM, ran=ran, scale=args.scale,
         seeds=args.seeds, table=rows, checks=check_list, figures=figures, started=started,
         notes=notes, summary=summaries,
-        setup={'quick': args.quick, 'seeds': args.seeds, 'epochs': epochs, 'lrs': list(lrs),
+        setup={'quick': args.quick, 'seeds': args.seeds, 'lrs': list(lrs),
                'reference_lrs': list(REFERENCE_LRS), 'schedule': schedule,
-               'strengths': list(STRENGTHS), 'benchmarks': benches},
+               'strengths': list(setting['strengths']), 'tune_tasks': setting['tune_tasks'],
+               'benchmarks': benches, 'benchmark_kwargs': setting['benchmark_kwargs'],
+               'reference_behaviours': {k: getattr(setup, k) for k in (
+                   'mas_objective', 'penalized_importance', 'keep_fisher')}},
         runs=all_results)
     return 0
 
