@@ -23,6 +23,7 @@ import optim
 import prune
 from jaxnorm import config as config_lib, cost, models, parallel, train
 from jaxnorm.models import MultiHeadCNN
+from jaxnorm.papers import orthoreg as orthoreg_paper, orthoreg_prune
 from jaxnorm.losses import mean_cross_entropy
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
@@ -158,8 +159,10 @@ def papers() -> list[Paper]:
     """The ten rows; every count comes from the shipped config (docs/paper_costs.md)."""
     lawn, afan_cfg, mimic, bbn = (engine_config(n) for n in ('lawn', 'afan', 'mimicnorm',
                                                              'beyond_bn'))
-    flow, emr, lottery, ortho, eman, unify = (settings(n) for n in (
-        'flow_pruning', 'emr', 'lottery', 'orthoreg', 'eman', 'unification'))
+    flow, emr, lottery, eman, unify = (settings(n) for n in (
+        'flow_pruning', 'emr', 'lottery', 'eman', 'unification'))
+    # The config file's values over the standard setting, as the experiment reads them.
+    ortho = orthoreg_paper.paper_setting(settings('orthoreg'), 'scripts/configs/orthoreg.py')
 
     def engine_runs(cfg, arms: int = 1) -> int:
         return arms * SEEDS * cfg.epochs * epoch_steps(cfg.batch_size)
@@ -173,6 +176,11 @@ def papers() -> list[Paper]:
     lottery_steps = ((lottery['rounds'] + 3) * len(lottery['lrs']) * SEEDS * lottery['epochs']
                      * epoch_steps(lottery['batch']))
     ortho_batch = epoch_steps(ortho['batch'])
+    # Every (method, level) lane retrains after each round (the last: final_epochs) and, between
+    # rounds, trains reg_epochs with or without the regularizer (jaxnorm.papers.orthoreg_prune).
+    ortho_lanes = len(orthoreg_prune.SCORE_METHODS) * len(orthoreg_paper.LEVELS)
+    ortho_lane_epochs = ((ortho['rounds'] - 1) * (ortho['retrain_epochs'] + ortho['reg_epochs'])
+                         + ortho['final_epochs'])
     eman_student = engine_config(None, model='resnet18', dataset=eman['dataset'],
                                  optimizer='sgd', lr=eman['lr'], momentum=0.9,
                                  weight_decay=eman['weight_decay'])
@@ -226,14 +234,15 @@ def papers() -> list[Paper]:
                              prune.masked_optimizer(_sgd()), lottery_steps,
                              batch=lottery['batch'])],
               'tiny networks: latency, not FLOPs, bounds the time'),
-        Paper('OrthoReg', f"3-conv CNN with BN, batch {ortho['batch']}; dense, score, 30 "
-              'fine-tunes', [
+        Paper('OrthoReg', f"3-conv CNN with BN, batch {ortho['batch']}; dense, score, "
+              f"{ortho_lanes} pruned lanes over {ortho['rounds']} round(s)", [
                   plain_part('dense', orthoreg_cnn, optax.chain(
                       optim.orthoreg(ortho['kappa']), _sgd(ortho['lr'], ortho['weight_decay'])),
                       2 * SEEDS * ortho['dense_epochs'] * ortho_batch, batch=ortho['batch']),
                   plain_part('fine-tune', orthoreg_cnn, prune.masked_optimizer(
                       _sgd(ortho['lr'], ortho['weight_decay'])),
-                      SEEDS * 10 * ortho['tune_epochs'] * ortho_batch, batch=ortho['batch'])],
+                      SEEDS * ortho_lanes * ortho_lane_epochs * ortho_batch,
+                      batch=ortho['batch'])],
               f"scoring runs {ortho['n_sample']:,} images in one batch (~200 GiB CPU estimate)"),
         Paper('EMAN', f"FixMatch {eman['model']}, {eman['labeled_batch']} labeled + "
               f"{unlabeled} unlabeled, {eman['steps']:,} steps", [
