@@ -228,9 +228,9 @@ def test_zero_spread_gives_no_noise_estimate_and_decides_nothing():
     flat, noisy = result['cells']
     assert (flat['outcome'], flat['p_holm'], flat['zero_spread']) == ('inconclusive', 1.0, True)
     assert flat['point_outcome'] == 'refuted'
-    from jaxnorm.papers import reproduce  # pylint: disable=import-outside-toplevel
+    from jaxnorm.papers import report_markdown  # pylint: disable=import-outside-toplevel
     assert 'zero spread, no noise estimate; as a point: flat: refuted' in \
-        reproduce.effect_text(result)
-    assert reproduce.effect_text(below).endswith('as a point: refuted)')
+        report_markdown.effect_text(result)
+    assert report_markdown.effect_text(below).endswith('as a point: refuted)')
     assert noisy['outcome'] == 'supported' and result['zero_spread']
     assert result['outcome'] == 'inconclusive'

@@ -1,12 +1,14 @@
 """jaxnorm.papers.reproduce: verdict rule, caching by a hash of the code and settings, atomic
 sections, the report."""
+import hashlib
+import json
 import os
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from jaxnorm.papers import reproduce as reproduce_module
+from jaxnorm.papers import report_cache, report_markdown, reproduce as reproduce_module
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,11 +141,11 @@ def test_a_section_named_in_standard_runs_at_that_scale_with_its_seeds(reproduce
 
 
 def test_the_header_names_each_scale_with_its_sections(reproduce):
-    rows = [(reproduce.Section(name, name), {'scale': scale}, '', 0.0, True)
+    rows = [report_markdown.Row(reproduce.Section(name, name), {'scale': scale}, '', 0.0, True)
             for name, scale in [('a', 'quick'), ('b', 'standard'), ('c', 'quick')]]
-    assert reproduce.scales_line(rows) == ('Scales: quick (CPU): a, c; standard (CPU, sized '
-                                           'from a pilot): b')
-    assert reproduce.scales_line(rows[1:2]) == 'Standard (CPU, sized from a pilot) scale'
+    assert report_markdown.scales_line(rows) == ('Scales: quick (CPU): a, c; standard (CPU, '
+                                                 'sized from a pilot): b')
+    assert report_markdown.scales_line(rows[1:2]) == 'Standard (CPU, sized from a pilot) scale'
 
 
 def test_a_failed_section_leaves_no_cache_entry_and_reports_its_log(reproduce, tmp_path,
@@ -212,10 +214,64 @@ def test_a_section_hashes_the_repository_modules_it_imports(section, imported):
     assert 'jaxnorm/papers/reproduce.py' not in sources
 
 
+def test_a_finished_section_records_its_arguments_and_the_digest_of_every_source(reproduce,
+                                                                                  tmp_path):
+    out, package = tmp_path / 'report', Path(reproduce.REPO) / 'fakepapers'
+    reproduce.main(['--quick', '--out', str(out)])
+    (entry,) = (out / 'cache').iterdir()
+    manifest = json.loads((entry / 'sources.json').read_text())
+    assert manifest['arguments'] == ['--scale', 'quick', '--seeds', '3']
+    assert manifest['sources'] == {
+        f'fakepapers/{name}': hashlib.sha256((package / name).read_bytes()).hexdigest()
+        for name in ['__init__.py', 'fake.py', 'helper.py', 'constants.py']}
+
+
+def test_reuse_keeps_a_changed_section_and_names_what_changed(reproduce, tmp_path, capsys):
+    out, package = tmp_path / 'report', Path(reproduce.REPO) / 'fakepapers'
+    reproduce.main(['--quick', '--out', str(out)])
+    (package / 'constants.py').write_text('VALUE = 5\n')
+    (package / 'helper.py').write_text('def value():\n    return 5\n')  # constants now gone
+    assert reproduce.main(['--quick', '--reuse', 'fake', '--out', str(out)]) == 0
+    assert len((tmp_path / 'runs.txt').read_text().split()) == 1
+    report = (out / 'REPORT.md').read_text()
+    assert 'Reused sections.' in report and ' s, reused |' in report
+    assert ('Source files it imports that changed since (2): `fakepapers/constants.py (gone)`, '
+            '`fakepapers/helper.py`.') in report
+    assert 'fake: mixed (quick: not powered) (reused)' in capsys.readouterr().out
+    # Other arguments are another run: nothing to reuse, so it runs; without --reuse too.
+    reproduce.main(['--quick', '--seeds', '4', '--reuse', 'fake', '--out', str(out)])
+    assert 'no finished run of fake with these arguments' in capsys.readouterr().err
+    reproduce.main(['--quick', '--out', str(out)])
+    assert (tmp_path / 'runs.txt').read_text().split() == ['3', '4', '3']
+    # The rerun is an exact hit now: kept, not marked reused.
+    reproduce.main(['--quick', '--reuse', 'fake', '--out', str(out)])
+    assert 'Reused' not in (out / 'REPORT.md').read_text()
+    assert len((tmp_path / 'runs.txt').read_text().split()) == 3
+
+
+def test_reuse_skips_entries_without_a_manifest(reproduce, tmp_path):
+    out, package = tmp_path / 'report', Path(reproduce.REPO) / 'fakepapers'
+    reproduce.main(['--quick', '--out', str(out)])
+    (entry,) = (out / 'cache').iterdir()
+    (entry / 'sources.json').unlink()
+    (package / 'constants.py').write_text('VALUE = 6\n')
+    reproduce.main(['--quick', '--reuse', 'fake', '--out', str(out)])
+    assert len((tmp_path / 'runs.txt').read_text().split()) == 2
+
+
+def test_changed_sources_marks_edited_new_and_gone_files():
+    before = {'a.py': '1', 'b.py': '2', 'c.py': '3'}
+    now = {'a.py': '1', 'b.py': '9', 'd.py': '4'}
+    assert report_cache.changed_sources(before, now) == ['b.py', 'c.py (gone)', 'd.py (new)']
+
+
 def test_bad_arguments_name_the_choices(reproduce, capsys):
     with pytest.raises(SystemExit):
         reproduce.main(['--only', 'nope'])
-    assert "unknown section(s) ['nope']; choose from ['fake']" in capsys.readouterr().err
+    assert "--only: unknown section(s) ['nope']; choose from ['fake']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        reproduce.main(['--quick', '--reuse', 'fake,lawn'])
+    assert "--reuse: unknown section(s) ['lawn']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         reproduce.main(['--quick', '--seeds', '2'])
     assert '--seeds must be >= 3' in capsys.readouterr().err

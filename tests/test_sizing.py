@@ -70,12 +70,12 @@ def test_the_table_lists_the_sized_claims_only():
 
 
 def test_the_report_shows_the_sizing_below_the_checks():
-    from jaxnorm.papers import reproduce  # pylint: disable=import-outside-toplevel
+    from jaxnorm.papers import report_markdown, reproduce  # pylint: disable=import-outside-toplevel
     evaluated = [claim('superiority', effect=1.0).evaluate(GAINS)]
     results = {'claim': 'x', 'ran': 'y', 'scale': 'quick', 'seeds': 5, 'table': [],
                'checks': evaluated, 'figures': [], 'verdict': checks.verdict(evaluated)}
-    lines = reproduce.section_markdown(reproduce.Section('p', 'P'), results, 'figures/p', 1.0,
-                                       False)
+    row = report_markdown.Row(reproduce.Section('p', 'P'), results, '', 1.0, False)
+    lines = report_markdown.section_markdown(row, 'figures/p')
     checks_row = next(i for i, line in enumerate(lines) if line.startswith('| c | claim |'))
     sizing_row = lines.index(sizing.sizing_table(results)[-2])
     assert sizing_row > checks_row

@@ -38,17 +38,21 @@ others (:func:`section_sources`), so a change to code a section runs reruns it, 
 unchanged rerun, or a change elsewhere, skips it. A section is written to a temporary folder
 and renamed when it has finished, so an interrupted run leaves no half-written cache entry.
 Deleting ``OUT/cache`` and rerunning recomputes every number (the experiments are seeded).
+
+``--reuse NAME,...`` knowingly keeps a named section's last finished run of the same arguments
+when its code has changed since (a long standard section whose numbers a change elsewhere
+cannot move): the report marks it "reused" and lists every source file it imports that changed
+since that run (from the entry's manifest, :mod:`jaxnorm.papers.report_cache`), so a reader can
+judge. Without ``--reuse`` a changed section always reruns.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import hashlib
 import json
 import modulefinder
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -57,21 +61,13 @@ import time
 from tqdm.auto import tqdm
 
 from jaxnorm.cli import check_input_dir, check_output_dir, show_defaults
-from jaxnorm.papers import checks as checks_lib, sizing
+from jaxnorm.papers import checks as checks_lib, report_cache
+from jaxnorm.papers.report_markdown import Row, verdict_label, write_report
 
 # The checkout (jaxnorm/papers/reproduce.py -> the folder holding jaxnorm/ and scripts/): the
 # sections' modules are found and hashed there; and the package that holds them.
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE = 'jaxnorm.papers'
-VERDICT_RULE = checks_lib.VERDICT_RULE
-QUICK_NOTE = ('**Quick scale: not powered.** Every section below at the quick (CPU '
-              'demonstration) scale ran on small data with few seeds; its checks are declared and '
-              'judged by the rule above, but none is sized to detect the effect the paper '
-              'reports, so an inconclusive outcome there says nothing about the paper.')
-SCALE_NAMES = {'quick': 'quick (CPU)', 'standard': 'standard (CPU, sized from a pilot)',
-               'paper': "the papers'"}
-
-
 @dataclasses.dataclass(frozen=True)
 class Section:
     """One paper: its experiment module (``jaxnorm.papers.<name>``) and its title."""
@@ -106,14 +102,15 @@ SECTIONS = (
 )
 
 
-def select_sections(only: str | None) -> list[Section]:
-    """The sections named in ``--only`` (comma separated), or all of them."""
+def select_sections(only: str | None, option: str = '--only') -> list[Section]:
+    """The sections named in ``only`` (comma separated), or all of them (ValueError naming
+    ``option`` and the choices for an unknown name)."""
     if not only:
         return list(SECTIONS)
     by_name = {section.name: section for section in SECTIONS}
     unknown = [name for name in only.split(',') if name not in by_name]
     if unknown:
-        raise ValueError(f'unknown section(s) {unknown}; choose from {sorted(by_name)}')
+        raise ValueError(f'{option}: unknown section(s) {unknown}; choose from {sorted(by_name)}')
     return [by_name[name] for name in only.split(',')]
 
 
@@ -138,22 +135,29 @@ def section_sources(module: str) -> list[str]:
     return sorted(m.__file__ for m in finder.modules.values() if m.__file__)
 
 
-def cache_key(section: Section, arguments: list[str]) -> str:
+def cache_key(section: Section, arguments: list[str], sources: list[str] | None = None) -> str:
     """The name of a section's cache entry: ``<name>-<hash>``.
 
     The hash covers the section's arguments (paths relative to the repository) and the source
     of every module :func:`section_sources` finds (the experiment module holds the settings).
     An edit to any of them, however indirectly imported, changes the key, so the section
-    reruns; an edit to a module it never imports does not.
+    reruns; an edit to a module it never imports does not. ``sources``: the section's
+    :func:`section_sources`, when already found.
     """
-    relative = [os.path.relpath(a, REPO) if os.path.isabs(a) else a for a in arguments]
-    digest = hashlib.sha256(json.dumps({'section': section.name, 'arguments': relative},
+    digest = hashlib.sha256(json.dumps({'section': section.name,
+                                        'arguments': relative_arguments(arguments)},
                                        sort_keys=True).encode())
-    for path in section_sources(section.module):
+    for path in sources if sources is not None else section_sources(section.module):
         digest.update(os.path.relpath(path, REPO).encode())
         with open(path, 'rb') as f:
             digest.update(f.read())
     return f'{section.name}-{digest.hexdigest()[:16]}'
+
+
+def relative_arguments(arguments: list[str]) -> list[str]:
+    """``arguments`` with absolute paths made relative to the repository (the cache does not
+    depend on where the checkout lies)."""
+    return [os.path.relpath(a, REPO) if os.path.isabs(a) else a for a in arguments]
 
 
 def parse_standard(text: str | None, default_seeds: int) -> dict[str, int]:
@@ -196,9 +200,11 @@ def cached_section(section: Section, folder: str) -> tuple | None:
         return None
 
 
-def run_section(section: Section, arguments: list[str], folder: str) -> tuple[dict, str, bool]:
+def run_section(section: Section, arguments: list[str], folder: str,
+                digests: dict[str, str]) -> tuple[dict, str, bool]:
     """Runs (or reuses) one section cached in ``folder``; returns (results, folder holding
-    results.json, cached)."""
+    results.json, cached). A finished run leaves its manifest (``digests``: its sources'
+    :func:`report_cache.source_digests`) beside its results."""
     cached = cached_section(section, folder)
     if cached:
         return (*cached, True)
@@ -214,6 +220,8 @@ def run_section(section: Section, arguments: list[str], folder: str) -> tuple[di
         raise RuntimeError(f"section {section.name!r} failed (exit {finished.returncode}); "
                            f"its output is in {log_path}")
     results = load_results(partial, section)  # a schema error leaves no cache entry
+    report_cache.write_manifest(partial, relative_arguments(arguments), digests,
+                                report_cache.commit(REPO))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
     return results, os.path.join(folder, section.name), False
@@ -229,118 +237,21 @@ def verdict(checks: list[dict]) -> str:
     return checks_lib.verdict(checks)
 
 
-def verdict_label(results: dict) -> str:
-    """The verdict, marked "quick: not powered" at the quick scale; invalid in red."""
-    label = results['verdict']
-    if label == 'invalid':
-        label = '<span style="color:red">invalid</span>'
-    return f'{label} (quick: not powered)' if results['scale'] == 'quick' else label
-
-
-def claim_counts(checks: list[dict]) -> str:
-    """``'2 supported, 1 refuted, 0 inconclusive of 3 claims; sanity 2 / 2'``."""
-    claims = [c['outcome'] for c in checks if c['kind'] == 'claim']
-    sanity = [c['outcome'] for c in checks if c['kind'] == 'sanity']
-    return (f"{claims.count('supported')} supported, {claims.count('refuted')} refuted, "
-            f"{claims.count('inconclusive')} inconclusive of {len(claims)} claims; sanity "
-            f"{sanity.count('supported')} / {len(sanity)} hold")
-
-
-def effect_text(check: dict) -> str:
-    """The estimate with its interval (or the rule's value), for the report's check table."""
-    if check['estimate'] is None:
-        return '–'
-    if check['low'] is None:
-        return f"{check['estimate']:.4g}"
-    flat = ''
-    if check.get('zero_spread'):
-        points = ([check['point_outcome']] if 'point_outcome' in check else
-                  [f"{c['cell']}: {c['point_outcome']}" for c in check['cells']
-                   if c['zero_spread']])
-        flat = f"; zero spread, no noise estimate; as a point: {', '.join(points)}"
-    return (f"{check['estimate']:.3g} [{check['low']:.3g}, {check['high']:.3g}] "
-            f"(n = {check['n']}{flat})")
-
-
-def section_markdown(section: Section, results: dict, figure_dir: str, seconds: float,
-                     cached: bool) -> list[str]:
-    checks = results['checks']
-    lines = [f'## {section.title}', '',
-             f"**Claim.** {results['claim']}", '',
-             f"**Ran.** {results.get('ran') or json.dumps(results.get('setup', {}))}", '',
-             f"**Scale:** {results['scale']}; **seeds:** {results['seeds']}.", '',
-             f"**Verdict: {verdict_label(results)}** ({claim_counts(checks)}; "
-             f"{seconds:.0f} s{', cached' if cached else ''}).", '',
-             *results['table'], '',
-             '| check | kind | claim | statistic | rule | effect [interval] | outcome |',
-             '|---|---|---|---|---|---|---|',
-             *[f"| {cell(c['name'])} | {c['kind']} | {cell(c['claim'])} | "
-               f"{cell(c['statistic'])} | {cell(c['rule'])} | {cell(effect_text(c))} | "
-               f"**{c['outcome']}** |" for c in checks], '',
-             *sizing.sizing_table(results)]
-    notes = results.get('notes')
-    if notes:
-        lines += ['**Notes.**', '', *[f'- {note}' for note in notes], '']
-    lines += [f'![{name}]({os.path.join(figure_dir, name)})' for name in results['figures']]
-    return lines + ['']
-
-
-def cell(text: str) -> str:
-    """``text`` safe inside a markdown table cell (a bare ``|`` would split it)."""
-    return str(text).replace('|', '\\|')
-
-
-def machine_description() -> str:
-    import jax  # imported late: the sections run in subprocesses and do not need it here
-    devices = jax.devices()
-    return (f'{platform.platform()}, Python {platform.python_version()}, jax {jax.__version__}, '
-            f'{len(devices)} x {devices[0].device_kind} ({os.cpu_count()} CPU cores)')
-
-
-def scales_line(rows: list[tuple[Section, dict, str, float, bool]]) -> str:
-    """``'Quick (CPU) scale'`` when every section shares one scale, else each scale with its
-    sections: ``'Scales: quick (CPU): a, b; standard (CPU, sized from a pilot): c'``."""
-    by_scale: dict[str, list[str]] = {}
-    for section, results, *_ in rows:
-        by_scale.setdefault(results['scale'], []).append(section.name)
-    if len(by_scale) == 1:
-        name = SCALE_NAMES[next(iter(by_scale))]
-        return f'{name[0].upper()}{name[1:]} scale'
-    return 'Scales: ' + '; '.join(f"{SCALE_NAMES[scale]}: {', '.join(names)}"
-                                  for scale, names in by_scale.items())
-
-
-def write_report(out: str, rows: list[tuple[Section, dict, str, float, bool]]):
-    figures_root = os.path.join(out, 'figures')
-    summary = ['| paper | scale | seeds | verdict | checks | seconds |',
-               '|---|---|---|---|---|---|']
-    body = []
-    for section, results, folder, seconds, cached in rows:
-        target = os.path.join(figures_root, section.name)
-        shutil.rmtree(target, ignore_errors=True)  # a figure the section no longer draws goes
-        os.makedirs(target)
-        for name in results['figures']:
-            shutil.copy2(os.path.join(folder, name), os.path.join(target, name))
-        checks = results['checks']
-        summary.append(f'| [{section.title}](#{anchor(section.title)}) | {results["scale"]} | '
-                       f'{results["seeds"]} | {verdict_label(results)} | '
-                       f'{claim_counts(checks)} | {seconds:.0f} |')
-        body += section_markdown(section, results, os.path.join('figures', section.name),
-                                 seconds, cached)
-    header = ['# jaxnorm reproduction report', '',
-              f"{scales_line(rows)}, written "
-              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
-              f'{machine_description()}.', '', VERDICT_RULE, '',
-              *([QUICK_NOTE, ''] if any(r[1]['scale'] == 'quick' for r in rows) else []),
-              *summary, '']
-    with open(os.path.join(out, 'REPORT.md'), 'w') as f:
-        f.write('\n'.join(header + body))
-
-
-def anchor(title: str) -> str:
-    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
-    kept = ''.join(ch for ch in title.lower() if ch.isalnum() or ch in ' -')
-    return kept.replace(' ', '-')
+def reused_row(section: Section, cache_dir: str, arguments: list[str],
+               digests: dict[str, str]) -> Row | None:
+    """The section's last finished run with the same ``arguments`` on any code, as a reused
+    :class:`Row` naming the sources that changed since (None when no entry has a manifest)."""
+    entry = report_cache.latest_entry(cache_dir, section.name, relative_arguments(arguments))
+    if entry is None:
+        return None
+    folder, manifest = entry
+    hit = cached_section(section, folder)
+    if hit is None:
+        return None
+    results, results_folder = hit
+    changed = report_cache.changed_sources(manifest['sources'], digests)
+    return Row(section, results, results_folder, results.get('seconds', 0.0), True,
+               reused={**manifest, 'changed': changed} if changed else None)
 
 
 def main(argv=None) -> int:
@@ -352,12 +263,17 @@ def main(argv=None) -> int:
     parser.add_argument('--seeds', type=int, default=3, help='seeds per statistical claim')
     parser.add_argument('--standard', metavar='NAME:SEEDS,...',
                         help='sections run at the standard scale, each with its seed count')
+    parser.add_argument('--reuse', metavar='NAME,...',
+                        help="sections whose last finished run of the same arguments is kept "
+                             "even if their code changed since (the report lists the changes)")
     parser.add_argument('--out', default='report', help='writes OUT/REPORT.md and OUT/cache')
     parser.add_argument('--data-dir', help='TFDS data dir (digits is prepared there if absent)')
     show_defaults(parser)
     args = parser.parse_args(argv)
     try:
         sections = select_sections(args.only)
+        reuse = ({s.name for s in select_sections(args.reuse, '--reuse')} if args.reuse
+                 else set())
         check_output_dir(args.out, '--out')
         check_input_dir(args.data_dir, '--data-dir')
         args.standard = parse_standard(args.standard, args.seeds)
@@ -368,32 +284,46 @@ def main(argv=None) -> int:
     cache_dir = os.path.join(args.out, 'cache')
     arguments = {s.name: section_arguments(args, s) for s in SECTIONS}
     # One hash per section, of the code as it is before anything runs.
-    folders = {s.name: os.path.join(cache_dir, cache_key(s, arguments[s.name])) for s in SECTIONS}
+    sources = {s.name: section_sources(s.module) for s in SECTIONS}
+    digests = {name: report_cache.source_digests(paths, REPO) for name, paths in sources.items()}
+    folders = {s.name: os.path.join(cache_dir, cache_key(s, arguments[s.name], sources[s.name]))
+               for s in SECTIONS}
+
+    def kept(section: Section) -> Row | None:
+        """The section's exact cache hit, else (when named in ``--reuse``) its last run."""
+        if hit := cached_section(section, folders[section.name]):
+            results, folder = hit
+            return Row(section, results, folder, results.get('seconds', 0.0), True)
+        if section.name in reuse:
+            return reused_row(section, cache_dir, arguments[section.name], digests[section.name])
+        return None
+
     finished, failures = {}, []
     for section in tqdm(sections, desc='reproduce', unit='section'):
+        if row := kept(section):
+            finished[section.name] = row
+            continue
+        if section.name in reuse:
+            print(f'--reuse: no finished run of {section.name} with these arguments: running it',
+                  file=sys.stderr)
         started = time.perf_counter()
         try:
             results, folder, cached = run_section(section, arguments[section.name],
-                                                  folders[section.name])
+                                                  folders[section.name], digests[section.name])
         except (RuntimeError, ValueError) as error:  # ResultsSchemaError is a ValueError
             failures.append(str(error))
             continue
         seconds = results.get('seconds', time.perf_counter() - started)
-        finished[section.name] = (section, results, folder, seconds, cached)
+        finished[section.name] = Row(section, results, folder, seconds, cached)
     # Sections not run now still appear when a finished run of the same config is cached.
-    rows = []
-    for section in SECTIONS:
-        if section.name not in finished and (hit := cached_section(section,
-                                                                   folders[section.name])):
-            results, folder = hit
-            finished[section.name] = (section, results, folder, results.get('seconds', 0.0), True)
-        if section.name in finished:
-            rows.append(finished[section.name])
+    rows = [row for section in SECTIONS
+            if (row := finished.get(section.name) or kept(section)) is not None]
     if rows:
         write_report(args.out, rows)
         print(f"report: {os.path.join(args.out, 'REPORT.md')}")
-        for section, results, *_ in rows:
-            print(f"  {section.name}: {verdict_label(results)}")
+        for row in rows:
+            print(f"  {row.section.name}: {verdict_label(row.results)}"
+                  f"{' (reused)' if row.reused else ''}")
     for failure in failures:
         print(f'error: {failure}', file=sys.stderr)
     return 1 if failures else 0
