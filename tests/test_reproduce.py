@@ -3,6 +3,7 @@ sections, the report."""
 import hashlib
 import json
 import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -249,11 +250,30 @@ def test_reuse_keeps_a_changed_section_and_names_what_changed(reproduce, tmp_pat
     assert len((tmp_path / 'runs.txt').read_text().split()) == 3
 
 
+def test_reuse_finds_the_committed_record_when_the_cache_is_gone(reproduce, tmp_path):
+    out, package = tmp_path / 'report', Path(reproduce.REPO) / 'fakepapers'
+    reproduce.main(['--quick', '--out', str(out)])
+    (entry,) = (out / 'cache').iterdir()
+    record = out / 'records' / 'fake'
+    assert sorted(p.name for p in (record / 'fake').iterdir()) == ['curve.png', 'results.json']
+    assert (record / 'sources.json').read_bytes() == (entry / 'sources.json').read_bytes()
+    assert not (record / 'log.txt').exists()  # the record keeps no log or checkpoints
+    shutil.rmtree(out / 'cache')
+    shutil.rmtree(out / 'figures')
+    (package / 'constants.py').write_text('VALUE = 7\n')
+    assert reproduce.main(['--quick', '--reuse', 'fake', '--out', str(out)]) == 0
+    assert len((tmp_path / 'runs.txt').read_text().split()) == 1
+    assert 'changed since (1): `fakepapers/constants.py`' in (out / 'REPORT.md').read_text()
+    assert (out / 'figures' / 'fake' / 'curve.png').read_bytes() == b'png'
+    assert (record / 'fake' / 'results.json').exists()
+
+
 def test_reuse_skips_entries_without_a_manifest(reproduce, tmp_path):
     out, package = tmp_path / 'report', Path(reproduce.REPO) / 'fakepapers'
     reproduce.main(['--quick', '--out', str(out)])
     (entry,) = (out / 'cache').iterdir()
     (entry / 'sources.json').unlink()
+    (out / 'records' / 'fake' / 'sources.json').unlink()
     (package / 'constants.py').write_text('VALUE = 6\n')
     reproduce.main(['--quick', '--reuse', 'fake', '--out', str(out)])
     assert len((tmp_path / 'runs.txt').read_text().split()) == 2

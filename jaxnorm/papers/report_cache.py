@@ -8,6 +8,10 @@ lets a report knowingly reuse a section run on earlier code (``reproduce --reuse
 which of its source files have changed since, so a reader can judge whether the change could
 touch the section's numbers (a fix in a pruning module cannot move a normalization paper's
 accuracy; a fix in the training engine can).
+
+The cache is local (checkpoints and all); the report also keeps a small record of each section
+it shows, ``OUT/records/<section>`` (manifest, ``results.json``, figures), committed with the
+report, so a fresh checkout can reuse the committed runs too.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 
 MANIFEST = 'sources.json'
@@ -61,27 +66,50 @@ def read_manifest(folder: str) -> dict | None:
         return json.load(f)
 
 
-def latest_entry(cache_dir: str, section: str, arguments: list[str]) -> tuple[str, dict] | None:
-    """(folder, manifest) of the most recently finished entry of ``section`` run with the same
-    ``arguments`` (same scale, seeds and data), whatever code it ran on; None if there is none.
+def latest_entry(folders: list[str], section: str,
+                 arguments: list[str]) -> tuple[str, dict] | None:
+    """(entry, manifest) of the most recently finished run of ``section`` with the same
+    ``arguments`` (same scale, seeds and data), whatever code it ran on, among the entries in
+    ``folders`` (the cache's ``<section>-<hash>`` entries and the committed ``<section>``
+    records); None if there is none.
 
     Entries without a manifest, or unfinished (``.partial``), are skipped: nothing would say
     what code they ran.
     """
-    if not os.path.isdir(cache_dir):
-        return None
     found = []
-    for name in os.listdir(cache_dir):
-        if not name.startswith(section + '-') or name.endswith('.partial'):
+    for root in folders:
+        if not os.path.isdir(root):
             continue
-        folder = os.path.join(cache_dir, name)
-        manifest = read_manifest(folder)
-        if manifest and manifest['arguments'] == arguments:
-            found.append((manifest['finished'], folder, manifest))
+        for name in os.listdir(root):
+            if name != section and not (name.startswith(section + '-')
+                                        and not name.endswith('.partial')):
+                continue
+            entry = os.path.join(root, name)
+            manifest = read_manifest(entry)
+            if manifest and manifest['arguments'] == arguments:
+                found.append((manifest['finished'], entry, manifest))
     if not found:
         return None
-    _, folder, manifest = max(found)
-    return folder, manifest
+    _, entry, manifest = max(found)
+    return entry, manifest
+
+
+def save_record(entry: str, section: str, record: str) -> None:
+    """Copies a finished cache entry's manifest, ``results.json`` and figures (not its
+    checkpoints or log) to ``record``, replacing it atomically: the report's committed record
+    of the run, which a fresh checkout can ``--reuse`` without the cache."""
+    if os.path.abspath(entry) == os.path.abspath(record) or read_manifest(entry) is None:
+        return
+    partial = record + '.partial'
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(os.path.join(partial, section))
+    shutil.copy2(os.path.join(entry, MANIFEST), os.path.join(partial, MANIFEST))
+    source = os.path.join(entry, section)
+    for name in os.listdir(source):
+        if os.path.isfile(os.path.join(source, name)):
+            shutil.copy2(os.path.join(source, name), os.path.join(partial, section, name))
+    shutil.rmtree(record, ignore_errors=True)
+    os.replace(partial, record)
 
 
 def changed_sources(before: dict[str, str], now: dict[str, str]) -> list[str]:

@@ -38,12 +38,15 @@ others (:func:`section_sources`), so a change to code a section runs reruns it, 
 unchanged rerun, or a change elsewhere, skips it. A section is written to a temporary folder
 and renamed when it has finished, so an interrupted run leaves no half-written cache entry.
 Deleting ``OUT/cache`` and rerunning recomputes every number (the experiments are seeded).
+Each section the report shows also leaves a small record, ``OUT/records/<section>`` (its
+manifest, results and figures; committed with the report).
 
 ``--reuse NAME,...`` knowingly keeps a named section's last finished run of the same arguments
 when its code has changed since (a long standard section whose numbers a change elsewhere
 cannot move): the report marks it "reused" and lists every source file it imports that changed
 since that run (from the entry's manifest, :mod:`jaxnorm.papers.report_cache`), so a reader can
-judge. Without ``--reuse`` a changed section always reruns.
+judge. ``--reuse`` also finds the committed records, so it works on a fresh checkout without
+the cache. Without ``--reuse`` a changed section always reruns.
 """
 from __future__ import annotations
 
@@ -241,7 +244,9 @@ def reused_row(section: Section, cache_dir: str, arguments: list[str],
                digests: dict[str, str]) -> Row | None:
     """The section's last finished run with the same ``arguments`` on any code, as a reused
     :class:`Row` naming the sources that changed since (None when no entry has a manifest)."""
-    entry = report_cache.latest_entry(cache_dir, section.name, relative_arguments(arguments))
+    records = os.path.join(os.path.dirname(cache_dir), 'records')
+    entry = report_cache.latest_entry([cache_dir, records], section.name,
+                                      relative_arguments(arguments))
     if entry is None:
         return None
     folder, manifest = entry
@@ -320,6 +325,9 @@ def main(argv=None) -> int:
             if (row := finished.get(section.name) or kept(section)) is not None]
     if rows:
         write_report(args.out, rows)
+        for row in rows:
+            report_cache.save_record(os.path.dirname(row.folder), row.section.name,
+                                     os.path.join(args.out, 'records', row.section.name))
         print(f"report: {os.path.join(args.out, 'REPORT.md')}")
         for row in rows:
             print(f"  {row.section.name}: {verdict_label(row.results)}"
