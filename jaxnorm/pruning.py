@@ -36,7 +36,12 @@ own temperatures (reference: 200 and 1). BatchNorm scores in eval mode as the re
 (``net.eval()``), or in train mode with ``score_bn_train`` (exact scale invariance, see
 :mod:`prune.flow`). Each round also records diagnostics of the flow framework: the share of
 the alive filters' :math:`\\lVert g\\rVert^2` (the loss-decrease rate) that the removed filters
-carried, and the training loss just before and after masking.
+carried, the training loss just before and after masking (whole training set, or with
+``masking_loss_images='scoring'`` the round's gradient images), and
+:math:`\\lVert m \\odot g\\rVert^2 = -dL/dt` of the masked flow just before and after masking
+on the gradient images (:func:`prune.flow.masking_change`). The training temperature is the
+model's ``temperature`` option where it has one (``vgg3``: logits / T in training and
+testing); the scoring temperatures are absolute, on the raw logits.
 """
 from __future__ import annotations
 
@@ -61,6 +66,8 @@ DENSE = 'dense'  # the unpruned baseline, trained on the same schedule
 # Phase p of lane seed s draws its batches with seed s + PHASE_SEED_STRIDE * p.
 PHASE_SEED_STRIDE = 1000
 HISTORY_KEYS = ('train_loss', 'train_accuracy', 'test_loss', 'test_accuracy')
+# Settings added after runs were recorded: left out of prune_settings.json at these values.
+NEW_DEFAULTS = {'score_one_batch': False, 'masking_loss_images': 'train'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +96,13 @@ class PruneSettings:
     score_bn_train: bool = False
     min_keep_fraction: float = 0.05
     protect: str = 'highest_index'
+    # Score over all gradient images (and all class-balanced images) as one batch: the same
+    # means as batch by batch with eval-mode BatchNorm (equal batch sizes), and much faster
+    # on CPU than the scan over batches. Needs score_bn_train=False.
+    score_one_batch: bool = False
+    # Where the loss change at masking is measured: 'train' (the whole training set) or
+    # 'scoring' (the round's gradient images, the ones |m g|^2 uses).
+    masking_loss_images: str = 'train'
 
     def check(self) -> None:
         """Raise ``ValueError`` on a value no run could use."""
@@ -102,6 +116,12 @@ class PruneSettings:
                 raise ValueError(f'{name} must be >= 1, got {value}')
         if self.finetune_epochs < 0:
             raise ValueError(f'finetune_epochs must be >= 0, got {self.finetune_epochs}')
+        if self.score_one_batch and self.score_bn_train:
+            raise ValueError('score_one_batch needs score_bn_train=False (train-mode BatchNorm '
+                             'statistics depend on the batch)')
+        if self.masking_loss_images not in ('train', 'scoring'):
+            raise ValueError(f"masking_loss_images must be 'train' or 'scoring', got "
+                             f'{self.masking_loss_images!r}')
         for name in ('gradient_temperature', 'grasp_temperature', 'grad_norm_temperature'):
             if not getattr(self, name) > 0:
                 raise ValueError(f'{name} must be positive')
@@ -156,6 +176,10 @@ class PruneRunner:
         self.test_images, self.test_labels = splits.test_images, splits.test_labels
         self.num_classes = splits.num_classes
         self.mesh = parallel.data_mesh() if mesh is None else mesh
+        # Logit temperature of training and testing (the reference's --T): a model option
+        # (``temperature`` of ``vgg3``), so the engine trains and tests at it; the
+        # scoring temperatures stay absolute (on the raw logits).
+        self.train_temperature = float(s.model_kwargs.get('temperature', 1.0))
         self.model = models.get_model(s.model, norm=s.norm, num_classes=self.num_classes,
                                       **s.model_kwargs)
         example = jnp.asarray(self.train_images[:1])
@@ -170,6 +194,7 @@ class PruneRunner:
             'progress': False, 'keep_checkpoints': 1})
         _, self.eval_step = train.compile_steps(self.mesh, 0.0)
         self.estimate = jax.jit(self._estimate, static_argnames='with_hg')
+        self.masking = jax.jit(self._masking)
         self._check_out_dir()
 
     def _check_out_dir(self) -> None:
@@ -178,7 +203,8 @@ class PruneRunner:
         masks that other scoring settings would not choose."""
         path = os.path.join(self.out_dir, 'runs', 'prune_settings.json')
         settings = json.loads(json.dumps(
-            {k: v for k, v in dataclasses.asdict(self.settings).items() if k != 'data_dir'}))
+            {k: v for k, v in dataclasses.asdict(self.settings).items() if k != 'data_dir'
+             and not (k in NEW_DEFAULTS and v == NEW_DEFAULTS[k])}))  # folders from before these fields lack them
         saved = settings
         if os.path.exists(path):
             with open(path) as f:
@@ -221,13 +247,23 @@ class PruneRunner:
                          initial_state=None if starts is None else initial_state)
 
     def _estimate(self, params, batch_stats, batches, temperature, *, with_hg: bool):
+        # ``temperature`` is absolute: the model already divides its logits by its own.
         loss = prune.classifier_loss(self.model.apply,
                                      {'batch_stats': batch_stats} if batch_stats else {},
-                                     temperature=temperature,
+                                     temperature=temperature / self.train_temperature,
                                      train=self.settings.score_bn_train)
         if with_hg:
             return prune.gradient_and_hg(loss, params, batches)
         return prune.mean_gradient(loss, params, batches), None
+
+    def _masking(self, params, batch_stats, batch, old_masks, new_masks):
+        """:func:`prune.flow.masking_change` of the eval-mode training loss (the model's
+        own temperature) on one batch."""
+        loss = prune.classifier_loss(self.model.apply,
+                                     {'batch_stats': batch_stats} if batch_stats else {},
+                                     train=False)
+        return prune.flow.masking_change(lambda p: loss(p, batch), params, old_masks,
+                                         new_masks)
 
     def evaluate(self, params, batch_stats, images, labels) -> dict:
         """Mean loss and accuracy of one network (eval mode) on an array dataset."""
@@ -254,6 +290,9 @@ class PruneRunner:
             per_class.append(rng.choice(members, s.hvp_per_class, replace=False))
         per_class = np.stack(per_class)
         balanced = {'image': self.train_images[per_class], 'label': self.train_labels[per_class]}
+        if s.score_one_batch:
+            gradient, balanced = (jax.tree.map(lambda x: x.reshape(1, -1, *x.shape[2:]), tree)
+                                  for tree in (gradient, balanced))
         return gradient, balanced
 
     def score(self, measure: str, params, batch_stats, seed: int, round_index: int
@@ -296,12 +335,34 @@ class PruneRunner:
         grad_sq = jax.device_get(prune.filter_scores('magnitude', flow_grads, self.groups))
         removed_share = sum(float(grad_sq[n][alive[n] & ~survivors[n]].sum()) for n in alive)
         alive_share = sum(float(grad_sq[n][alive[n]].sum()) for n in alive)
-        before = self.evaluate(lane.params, lane.batch_stats, self.train_images,
-                               self.train_labels)['loss']
-        masked = prune.apply_masks(lane.params, prune.structured_masks(
-            lane.params, self.groups, survivors))
-        after = self.evaluate(masked, lane.batch_stats, self.train_images,
-                              self.train_labels)['loss']
+        rate_batches = self._score_batches(seed, round_index)[0]
+        old_masks = prune.structured_masks(lane.params, self.groups, alive)
+        new_masks = prune.structured_masks(lane.params, self.groups, survivors)
+        if s.masking_loss_images == 'scoring':
+            # Loss and dL/dt = -|m g|^2 of the masked flow just before and after masking, on
+            # the scoring images at the training temperature (eval-mode BatchNorm).
+            change = jax.device_get(self.masking(lane.params, lane.batch_stats, jax.tree.map(
+                lambda x: x.reshape(-1, *x.shape[2:]), rate_batches), old_masks, new_masks))
+            before = float(change['loss_before'])
+            after = before + float(change['loss_change'])
+            grad_sq_before = float(change['grad_sq_before'])
+            grad_sq_after = float(change['grad_sq_after'])
+        else:
+            before = self.evaluate(lane.params, lane.batch_stats, self.train_images,
+                                   self.train_labels)['loss']
+            masked = prune.apply_masks(lane.params, new_masks)
+            after = self.evaluate(masked, lane.batch_stats, self.train_images,
+                                  self.train_labels)['loss']
+            # The same rates on the scoring batches at the training temperature.
+            if s.gradient_temperature == self.train_temperature:
+                g_before = flow_grads
+            else:
+                g_before, _ = self.estimate(lane.params, lane.batch_stats, rate_batches,
+                                            self.train_temperature, with_hg=False)
+            g_after, _ = self.estimate(masked, lane.batch_stats, rate_batches,
+                                       self.train_temperature, with_hg=False)
+            grad_sq_before = float(prune.flow.masked_grad_sq(g_before, old_masks))
+            grad_sq_after = float(prune.flow.masked_grad_sq(g_after, new_masks))
         n_alive = sum(int(v.sum()) for v in alive.values())
         n_removed = n_alive - sum(int(v.sum()) for v in survivors.values())
         return survivors, {
@@ -309,6 +370,7 @@ class PruneRunner:
             'removed_filter_share': n_removed / n_alive,
             'removed_grad_sq_share': removed_share / max(alive_share, 1e-30),
             'train_loss_before': before, 'train_loss_after': after,
+            'grad_sq_before': grad_sq_before, 'grad_sq_after': grad_sq_after,
             'kept': {name: int(v.sum()) for name, v in survivors.items()}}
 
     def phases(self) -> int:

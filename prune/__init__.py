@@ -9,6 +9,7 @@
 * :mod:`prune.accounting`: sparsity, parameters and FLOPs per layer (ShrinkBench);
 * :mod:`prune.unify`: micro-structured weight unification (blocks, selection, projection);
 * :mod:`prune.unify_storage`: its stored format, measured bits and multiplies;
+* :mod:`prune.unify_budget`: prune-only formats at a matched bit and multiply budget;
 * :mod:`prune.admm`: ADMM toward the unified set and retraining with tied weights;
 * :mod:`prune.group_importance`: Fisher filter importance, additive group estimates, BN-scale;
 * :mod:`prune.early_bird`: Early-Bird ticket detection by the mask distance (arXiv:1909.11957);
@@ -19,19 +20,20 @@ Reference: Lubana & Dick, `A Gradient Flow Framework for Analyzing Network Pruni
 <https://arxiv.org/abs/2009.11839>`_, ICLR 2021.
 """
 from jaxnorm.trees import named_leaves
-from prune import unify, unify_storage
+from prune import unify, unify_budget, unify_storage
 from prune.accounting import filter_report, layer_report
 from prune.admm import (AdmmState, TiedState, admm, admm_gap, admm_penalty, install_codes,
                         rho_schedule, tied_optimizer)
 from prune.compact import compact
 from prune.early_bird import (find_ticket, global_channel_mask, mask_distance,
                               window_distances)
-from prune.flow import filter_flow, flow_derivatives, flow_quantities
+from prune.flow import (filter_flow, flow_derivatives, flow_quantities, masked_grad_sq,
+                        masking_change)
 from prune.group_importance import (bn_scale_scores, fisher_scores, group_estimate,
                                      random_groups, taylor_sums)
 from prune.lottery import (EpochLedger, LotteryResult, imp_rate, imp_sparsities, layer_overlaps,
-                           lottery_arms, magnitude_correlation, magnitude_round, rewind,
-                           weight_overlap)
+                           lottery_arms, lottery_levels, magnitude_correlation, magnitude_round,
+                           rewind, weight_overlap)
 from prune.masks import (ChannelGroup, Slot, apply_masks, channels_alive, check_alive,
                          check_groups, check_masks, check_ratio, count_kept, ones_masks,
                          select_leaves, structured_masks, unstructured_masks)
@@ -45,6 +47,7 @@ from prune.unify import UnifySpec
 __all__ = [
     'admm', 'admm_gap', 'admm_penalty', 'AdmmState', 'apply_masks', 'ChannelGroup',
     'EpochLedger', 'imp_rate', 'imp_sparsities', 'layer_overlaps', 'lottery_arms',
+    'lottery_levels', 'masked_grad_sq', 'masking_change',
     'LotteryResult', 'magnitude_correlation', 'magnitude_round', 'rewind', 'weight_overlap',
     'channels_alive', 'check_alive', 'check_groups', 'check_masks', 'check_measure',
     'check_ratio', 'classifier_loss', 'compact', 'count_kept', 'filter_flow', 'filter_report',
@@ -53,7 +56,7 @@ __all__ = [
     'masked_optimizer', 'MaskedState', 'mean_gradient', 'MEASURES', 'named_leaves', 'ones_masks',
     'parameter_scores', 'rho_schedule', 'round_fractions', 'select_leaves', 'select_survivors',
     'Slot', 'structured_masks', 'surviving_fraction', 'tied_optimizer', 'TiedState', 'unify',
-    'unify_storage', 'UnifySpec', 'unstructured_masks',
+    'unify_budget', 'unify_storage', 'UnifySpec', 'unstructured_masks',
     'bn_scale_scores', 'find_ticket', 'fisher_scores', 'global_channel_mask', 'group_estimate',
     'mask_distance', 'random_groups', 'taylor_sums', 'window_distances',
 ]

@@ -103,3 +103,43 @@ def filter_flow(params, grads, hg, filters: Iterable[Slot]) -> dict[str, dict[st
         out[path] = {'theta_g': jnp.sum(theta * g, axes), 'theta_hg': jnp.sum(theta * h, axes),
                      'grad_sq': jnp.sum(g * g, axes), 'theta_sq': jnp.sum(theta * theta, axes)}
     return out
+
+
+def masked_grad_sq(grads, masks) -> jax.Array:
+    """:math:`\\lVert m \\odot g\\rVert^2`: the squared gradient over the kept entries, i.e.
+    :math:`-dL/dt` of the masked flow :math:`\\dot\\theta = -m \\odot g` (pruned entries stay
+    at 0, so only kept ones move).
+
+    Args:
+      grads: gradient tree.
+      masks: bool (or 0/1) tree of the same structure.
+    """
+    return sum(_dot(jnp.where(m, g, 0), jnp.where(m, g, 0))
+               for g, m in zip(jax.tree.leaves(grads), jax.tree.leaves(masks)))
+
+
+def masking_change(loss: Callable, params, old_masks, new_masks) -> dict[str, jax.Array]:
+    """What masking does to the first- and second-order flow quantities (Lubana & Dick's
+    claims ii and iii, measured directly).
+
+    With :math:`\\theta` pruned by ``old_masks`` (:math:`m_0 \\odot \\theta = \\theta`) and
+    :math:`\\theta' = m_1 \\odot \\theta`:
+
+    * ``loss_before`` :math:`L(\\theta)` and ``loss_change``
+      :math:`\\Delta L = L(\\theta') - L(\\theta)`;
+    * ``grad_sq_before`` :math:`\\lVert m_0 \\odot g(\\theta)\\rVert^2` and ``grad_sq_after``
+      :math:`\\lVert m_1 \\odot g(\\theta')\\rVert^2`, so that :math:`dL/dt` changes by
+      ``-grad_sq_change`` at masking (:func:`masked_grad_sq`).
+
+    Args:
+      loss: ``params -> scalar``.
+      params: the network before masking.
+      old_masks, new_masks: bool trees mirroring ``params`` (``new`` a subset of ``old``).
+    """
+    masked = jax.tree.map(lambda p, m: jnp.where(m, p, 0).astype(p.dtype), params, new_masks)
+    loss_before, g_before = jax.value_and_grad(loss)(params)
+    loss_after, g_after = jax.value_and_grad(loss)(masked)
+    before, after = masked_grad_sq(g_before, old_masks), masked_grad_sq(g_after, new_masks)
+    return {'loss_before': loss_before, 'loss_change': loss_after - loss_before,
+            'grad_sq_before': before,
+            'grad_sq_after': after, 'grad_sq_change': after - before}

@@ -8,12 +8,16 @@ survivors are rewound to θ₀ (Frankle & Carbin). The three arms share the fina
 
 * lottery ticket (LT): train :math:`m \\odot \\theta_0`;
 * random re-initialization: train :math:`m \\odot \\theta_0'` with a fresh :math:`\\theta_0'`;
-* pruning & fine-tuning (PF): train :math:`m \\odot \\theta_T`, the trained weights the final
-  mask was computed from.
+* pruning & fine-tuning (PF): train :math:`m \\odot \\theta_T`, the *dense* network trained
+  from θ₀ (the first training run), pruned by the final mask (the paper's PF; with ``rounds >
+  1`` the mask comes from the last IMP retraining, but PF still inherits θ_T).
 
-The mask is shared, so every arm spends the same epochs: ``rounds * epochs`` to find the mask
-plus ``arm_epochs`` of its own. :func:`lottery_arms` counts the epochs it actually passes to
-the user's ``train`` callable in an :class:`EpochLedger`, so equality is measured, not assumed.
+The mask search (pretraining and the IMP retrainings) is shared by every arm; the paper's "same
+total epochs" is then the mask search plus each arm's own epochs. :func:`lottery_arms` and
+:func:`lottery_levels` do not force the arms' epochs to be equal (``arm_epochs`` may differ per
+arm): they record in an :class:`EpochLedger` every call they make to ``train`` and its epochs,
+so a caller can check equal budgets against what its training loop actually ran.
+:func:`lottery_levels` runs the arms at several increasing sparsities along one IMP path.
 The training loop stays outside this package: ``train(params, masks, epochs, key) -> params``.
 
 **Overlap of large weights.** For layer ``l`` with ``N_l`` weights let :math:`T_p(\\theta^l)`
@@ -59,10 +63,14 @@ class EpochLedger(NamedTuple):
     Attributes:
       mask_search: epochs of pretraining and IMP retraining (shared by every arm).
       arms: ``{arm: epochs}`` for ``'lottery'``, ``'reinit'``, ``'finetune'``.
+      calls: ``((label, epochs), ...)``, every call of ``train`` in call order (``label`` is
+        ``'pretrain'``, ``'retrain'`` or an arm), so a caller can pair its own per-call record
+        (e.g. the optimizer steps its loop ran) with the arms.
     """
 
     mask_search: int
     arms: dict
+    calls: tuple = ()
 
     def totals(self) -> dict:
         """``{arm: mask_search + arm epochs}``, the budget each arm's result cost."""
@@ -74,9 +82,9 @@ class LotteryResult(NamedTuple):
 
     Attributes:
       masks: the final IMP mask tree (bool), shared by every arm.
-      pretrained: θ_T, the dense network trained from θ₀.
+      pretrained: θ_T, the dense network trained from θ₀; PF starts from ``m ⊙ θ_T``.
       mask_source: the trained weights the final mask was computed from (θ_T when
-        ``rounds == 1``); PF starts from them.
+        ``rounds == 1``, else the last IMP retraining).
       arms: ``{arm: trained params}``.
       sparsities: selected-weight sparsity after each round.
       ledger: the :class:`EpochLedger`.
@@ -167,14 +175,63 @@ def _batched(fn, batch_dims: int):
     return fn
 
 
+def _arm_epochs(arm_epochs, epochs: int) -> dict:
+    """``{arm: epochs}`` from None (each arm ``epochs``), an int, or a mapping over :data:`ARMS`."""
+    if arm_epochs is None:
+        arm_epochs = epochs
+    if not isinstance(arm_epochs, dict):
+        arm_epochs = {arm: arm_epochs for arm in ARMS}
+    if set(arm_epochs) != set(ARMS):
+        raise ValueError(f'arm_epochs must name exactly the arms {ARMS}, got {sorted(arm_epochs)}')
+    for arm, value in arm_epochs.items():
+        _check_epochs(f'arm_epochs[{arm!r}]', value)
+    return {arm: int(arm_epochs[arm]) for arm in ARMS}
+
+
+def _check_epochs(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f'{name} must be a positive integer, got {value!r}')
+    return int(value)
+
+
+class _Runner:
+    """Calls ``train`` with a fresh key each time and logs ``(label, epochs)`` per call."""
+
+    def __init__(self, train: Train, key: jax.Array, calls: int):
+        self.train, self.keys, self.calls = train, iter(jax.random.split(key, calls)), []
+
+    def __call__(self, label: str, params, masks, epochs: int):
+        self.calls.append((label, int(epochs)))
+        return self.train(params, masks, int(epochs), next(self.keys))
+
+    def ledger(self, arms_from: int | None = None) -> EpochLedger:
+        """The ledger up to the arms starting at call ``arms_from`` (default: the last three
+        calls): mask search = the pretraining, retraining and LT calls before them."""
+        calls = self.calls if arms_from is None else self.calls[:arms_from + len(ARMS)]
+        search = sum(n for label, n in calls[:len(calls) - len(ARMS)]
+                     if label in ('pretrain', 'retrain', 'lottery'))
+        return EpochLedger(search, dict(calls[len(calls) - len(ARMS):]), tuple(calls))
+
+
+def _prepare(init_params, reinit_params, select, batch_dims):
+    if isinstance(batch_dims, bool) or not isinstance(batch_dims, int) or batch_dims < 0:
+        raise ValueError(f'batch_dims must be an integer >= 0, got {batch_dims!r}')
+    reinit_params = aligned(init_params, reinit_params, 'reinit_params tree',
+                            against='init_params')
+    one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x)[batch_dims:], x.dtype),
+                       init_params)
+    return reinit_params, _selection(one, select)
+
+
 def lottery_arms(train: Train, init_params, reinit_params, key: jax.Array, *,
-                 sparsity: float, rounds: int, epochs: int, arm_epochs: int | None = None,
+                 sparsity: float, rounds: int, epochs: int, arm_epochs=None,
                  select=None, batch_dims: int = 0) -> LotteryResult:
     """IMP with rewinding, then the LT, random re-init and PF arms on the shared mask.
 
-    Protocol: θ_T = train(θ₀, 1, E); for k = 1..K: m_k = prune(θ_src, m_{k-1}) at sparsity
-    ``1 - (1 - r)^k``, and unless k = K, θ_src = train(m_k ⊙ θ₀, m_k, E). Then each arm
-    trains ``arm_epochs`` (default E) from m ⊙ θ₀, m ⊙ θ₀' and m ⊙ θ_src.
+    Protocol: θ_T = train(θ₀, 1, E); θ_src = θ_T; for k = 1..K: m_k = prune(θ_src, m_{k-1})
+    at sparsity ``1 - (1 - r)^k``, and unless k = K, θ_src = train(m_k ⊙ θ₀, m_k, E). Then the
+    arms train from m ⊙ θ₀ (LT), m ⊙ θ₀' (re-init) and m ⊙ θ_T (PF: the dense trained
+    network, whatever ``rounds``), each for its ``arm_epochs``.
 
     Args:
       train: ``train(params, masks, epochs, key) -> params``; must keep masked entries at 0
@@ -186,13 +243,15 @@ def lottery_arms(train: Train, init_params, reinit_params, key: jax.Array, *,
       sparsity: target sparsity of each selected layer, in [0, 1).
       rounds: IMP rounds K (the first prunes the pretrained network).
       epochs: E, epochs of pretraining and of each IMP retraining.
-      arm_epochs: epochs of each arm (default ``epochs``, the paper's T' = T).
+      arm_epochs: epochs of each arm: None (``epochs``, the paper's T' = T), an int, or
+        ``{arm: epochs}`` over :data:`ARMS`. Nothing forces them equal: the ledger records
+        them.
       select: bool tree of prunable leaves for *one* network (default: >= 2 axes).
       batch_dims: leading axes of every leaf that index independent networks (seeds, learning
         rates); the mask step is ``vmap``-ed over them.
 
     Returns:
-      A :class:`LotteryResult`; ``ledger.totals()`` is equal across arms.
+      A :class:`LotteryResult`; ``ledger.totals()`` gives each arm's mask search + own epochs.
 
     Example:
       >>> result = lottery_arms(train, theta0, theta0_fresh, key, sparsity=0.8, rounds=2,
@@ -201,38 +260,67 @@ def lottery_arms(train: Train, init_params, reinit_params, key: jax.Array, *,
       {'lottery': 15, 'reinit': 15, 'finetune': 15}
     """
     rounds = _check_rounds(rounds)
-    for name, value in (('epochs', epochs), ('arm_epochs', arm_epochs)):
-        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-            raise ValueError(f'{name} must be a positive integer, got {value!r}')
-    arm_epochs = epochs if arm_epochs is None else int(arm_epochs)
-    if isinstance(batch_dims, bool) or not isinstance(batch_dims, int) or batch_dims < 0:
-        raise ValueError(f'batch_dims must be an integer >= 0, got {batch_dims!r}')
-    reinit_params = aligned(init_params, reinit_params, 'reinit_params tree',
-                            against='init_params')
-    one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x)[batch_dims:], x.dtype),
-                       init_params)
-    select = _selection(one, select)
-    keys = iter(jax.random.split(key, rounds + 3))
-    spent = {'mask_search': 0}
-
-    def run(label, params, masks, n):
-        spent[label] = spent.get(label, 0) + n
-        return train(params, masks, n, next(keys))
-
+    epochs = _check_epochs('epochs', epochs)
+    arm_epochs = _arm_epochs(arm_epochs, epochs)
+    reinit_params, select = _prepare(init_params, reinit_params, select, batch_dims)
+    run = _Runner(train, key, rounds + 3)
     masks = jax.tree.map(lambda x: jnp.ones(jnp.shape(x), jnp.bool_), init_params)
-    pretrained = source = run('mask_search', init_params, masks, epochs)
+    pretrained = source = run('pretrain', init_params, masks, epochs)
     levels = imp_sparsities(imp_rate(sparsity, rounds), rounds)
     for k, level in enumerate(levels, start=1):
         masks = _batched(lambda p, m, s=float(level): magnitude_round(p, m, s, select),
                          batch_dims)(source, masks)
         if k < rounds:
-            source = run('mask_search', _batched(rewind, batch_dims)(init_params, masks),
+            source = run('retrain', _batched(rewind, batch_dims)(init_params, masks),
                          masks, epochs)
-    starts = {'lottery': init_params, 'reinit': reinit_params, 'finetune': source}
-    arms = {arm: run(arm, _batched(rewind, batch_dims)(starts[arm], masks), masks, arm_epochs)
-            for arm in ARMS}
-    ledger = EpochLedger(spent.pop('mask_search'), spent)
-    return LotteryResult(masks, pretrained, source, arms, levels, ledger)
+    starts = {'lottery': init_params, 'reinit': reinit_params, 'finetune': pretrained}
+    arms = {arm: run(arm, _batched(rewind, batch_dims)(starts[arm], masks), masks,
+                     arm_epochs[arm]) for arm in ARMS}
+    return LotteryResult(masks, pretrained, source, arms, levels, run.ledger())
+
+
+def lottery_levels(train: Train, init_params, reinit_params, key: jax.Array, *,
+                   levels, epochs: int, arm_epochs=None, select=None,
+                   batch_dims: int = 0) -> list[LotteryResult]:
+    """The three arms at each of several increasing sparsities along one IMP path.
+
+    Protocol (Frankle & Carbin's IMP, each level one round): θ_T = train(θ₀, 1, E); θ_src =
+    θ_T, m_0 = 1; for each level s_k: m_k = prune(θ_src, m_{k-1}) at sparsity s_k; the arms
+    train m_k ⊙ θ₀ (LT), m_k ⊙ θ₀' (re-init) and m_k ⊙ θ_T (PF); then θ_src = the trained
+    LT, whose magnitudes give the next mask. The mask search of level k is pretraining plus
+    the LT runs of levels < k, shared by the level's three arms.
+
+    Args:
+      train, init_params, reinit_params, key, epochs, arm_epochs, select, batch_dims: as in
+        :func:`lottery_arms`.
+      levels: strictly increasing sparsities in [0, 1) of each selected layer.
+
+    Returns:
+      One :class:`LotteryResult` per level (``sparsities``: the levels up to it; ``ledger``:
+      that level's mask search and arms, ``calls`` every call up to its arms).
+    """
+    levels = np.asarray([check_ratio(s, 'sparsity level') for s in levels], np.float64)
+    if levels.size == 0 or np.any(np.diff(levels) <= 0):
+        raise ValueError(f'levels must be a non-empty increasing sequence, got '
+                         f'{levels.tolist()}')
+    epochs = _check_epochs('epochs', epochs)
+    arm_epochs = _arm_epochs(arm_epochs, epochs)
+    reinit_params, select = _prepare(init_params, reinit_params, select, batch_dims)
+    run = _Runner(train, key, 1 + len(ARMS) * levels.size)
+    masks = jax.tree.map(lambda x: jnp.ones(jnp.shape(x), jnp.bool_), init_params)
+    pretrained = source = run('pretrain', init_params, masks, epochs)
+    starts = {'lottery': init_params, 'reinit': reinit_params, 'finetune': pretrained}
+    results = []
+    for k, level in enumerate(levels):
+        masks = _batched(lambda p, m, s=float(level): magnitude_round(p, m, s, select),
+                         batch_dims)(source, masks)
+        first = len(run.calls)
+        arms = {arm: run(arm, _batched(rewind, batch_dims)(starts[arm], masks), masks,
+                         arm_epochs[arm]) for arm in ARMS}
+        results.append(LotteryResult(masks, pretrained, source, arms, levels[:k + 1],
+                                     run.ledger(arms_from=first)))
+        source = arms['lottery']
+    return results
 
 
 def _layer_items(theta, other, select, masks):

@@ -23,7 +23,7 @@ import optim
 import prune
 from jaxnorm import config as config_lib, cost, models, parallel, train
 from jaxnorm.models import MultiHeadCNN
-from jaxnorm.papers import orthoreg as orthoreg_paper, orthoreg_prune
+from jaxnorm.papers import orthoreg as orthoreg_paper, orthoreg_prune, unification
 from jaxnorm.losses import mean_cross_entropy
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
@@ -172,8 +172,8 @@ def papers() -> list[Paper]:
     # finetune + 4 importances x (EMR + 13 QR strengths), at each LR of the grid.
     emr_sequences = (1 + 4 * (1 + 13)) * len(emr['lr']) * SEEDS
     emr_steps = emr_sequences * 20 * emr['epochs'] * epoch_steps(emr['batch_size'], 2500)
-    # Dense, rounds - 1 IMP retrains, then LT, re-init and pruning-and-fine-tuning.
-    lottery_steps = ((lottery['rounds'] + 3) * len(lottery['lrs']) * SEEDS * lottery['epochs']
+    lottery_runs = 1 + 3 * len(lottery['levels'])  # dense, then LT, re-init, PF per level
+    lottery_steps = (lottery_runs * len(lottery['lrs']) * SEEDS * lottery['epochs']
                      * epoch_steps(lottery['batch']))
     ortho_batch = epoch_steps(ortho['batch'])
     # Every (method, level) lane retrains after each round (the last: final_epochs) and, between
@@ -187,8 +187,11 @@ def papers() -> list[Paper]:
     unlabeled = eman['mu'] * eman['labeled_batch']
     lanes_a = 3 * SEEDS * eman['steps'] * len(eman['fractions'])  # supervised, EMA, EMAN
     lanes_b = SEEDS * eman['steps'] * len(eman['fractions'])  # stock FixMatch
-    unify_epochs = unify['pretrain_epochs'] + 3 * len(unify['ratios']) * (
-        unify['admm_epochs'] + 3 * unify['retrain_epochs'])
+    # Per (block shape, ratio) cell four arms of admm + retrain epochs each: ADMM, one-shot
+    # (ADMM's epochs as extra retraining), block- and unstructured-pruning baselines.
+    unify_cells = len(unify.get('shapes', unification.SHAPES)) * len(unify['ratios'])
+    unify_epochs = unify['pretrain_epochs'] + 4 * unify_cells * (unify['admm_epochs']
+                                                                 + unify['retrain_epochs'])
     # OrthoReg's CNN with its convs as convolutions: the experiment computes them as patch
     # matmuls (for vmapped weights on CPU), whose patch extraction XLA would count as a conv.
     orthoreg_cnn = models.SmallCNN(10, norm='bn', global_pool=True)
@@ -225,7 +228,7 @@ def papers() -> list[Paper]:
               'vmapped over up to 156 lanes, one engine run per task (evaluated in '
               'batches)'),
         Paper('lottery tickets', f"small CNN and MLP (no norm), batch {lottery['batch']}; "
-              f"{lottery['rounds'] + 3} runs each", [
+              f"{lottery_runs} runs each", [
                   plain_part('CNN', models.SmallCNN(10, features=(16, 32, 32)),
                              prune.masked_optimizer(_sgd()),
                              lottery_steps, batch=lottery['batch']),

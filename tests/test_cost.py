@@ -84,9 +84,10 @@ def test_bench_cost_row_multiplies_the_step_by_the_configs_step_count(tmp_path):
     config = {}
     exec(open(os.path.join(REPO, 'scripts', 'configs', 'unification.py')).read(), config)
     settings = config['get_config']()
-    # Per seed: pretraining, then 6 cells (3 block shapes x 2 ratios) of 4 x 30-epoch phases.
-    epochs = settings['pretrain_epochs'] + 3 * len(settings['ratios']) * (
-        settings['admm_epochs'] + 3 * settings['retrain_epochs'])
+    # Per seed: pretraining, then one cell per (block shape, ratio), 3 x 4, each with four arms
+    # (ADMM, one-shot, two prune-only baselines) of admm + retrain epochs.
+    epochs = settings['pretrain_epochs'] + 3 * len(settings['ratios']) * 4 * (
+        settings['admm_epochs'] + settings['retrain_epochs'])
     assert row['steps'] == 3 * epochs * (50_000 // settings['batch_size'])
     (part,) = row['parts']
     assert row['total_flops'] == pytest.approx(part['flops'] * row['steps'])

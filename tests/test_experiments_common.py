@@ -88,23 +88,3 @@ def test_spread_runs_gives_each_device_its_share_and_keeps_the_result():
     np.testing.assert_allclose(np.asarray(step(spread['w'], spread['scalar'])),
                                np.asarray(step(runs['w'], runs['scalar'])), rtol=1e-6)
     assert len({s.device for s in step(spread['w'], spread['scalar']).addressable_shards}) == 8
-
-
-def test_lottery_runs_a_papers_scale_config_file(tmp_path):
-    import json
-    from jaxnorm.papers import lottery
-    values = {'models': ('mlp',), 'lrs': (0.01, 0.2), 'epochs': 2, 'rounds': 1, 'sparsity': 0.5}
-    config = write_config(tmp_path, repr(values))
-    assert lottery.paper_setting(values, config)['epochs'] == 2
-    with pytest.raises(ValueError, match=r"bad.py: models \['resnet20'\] are not built here"):
-        lottery.paper_setting({'models': ('resnet20',)}, 'bad.py')
-    lottery.main(['--config', config, '--seeds', '2', '--out', str(tmp_path / 'out')])
-    results = json.loads((tmp_path / 'out' / 'lottery' / 'results.json').read_text())
-    assert results['setting']['lrs'] == [0.01, 0.2] and results['setting']['rounds'] == 1
-    assert results['scale'] == 'paper'  # a --config file is the papers' scale
-    mlp = results['runs']['mlp']
-    # One round at 50 %: exactly half of every pruned kernel survives (per-layer top-k).
-    assert mlp['mean_layer_density'] == pytest.approx(0.5, abs=1e-3)
-    # Budget in closed form: pretraining plus one retraining round, then the arm itself.
-    assert mlp['ledger']['totals'] == {arm: 2 * (1 + 1) for arm in lottery.ARM_NAMES}
-    assert np.asarray(mlp['overlap']).shape == (2, 2)  # (lr, seed) grid of R_p values

@@ -184,7 +184,7 @@ def test_lottery_arms_ledger_masks_and_starts():
     np.testing.assert_array_equal(np.asarray(frozen.arms['reinit']['w']),
                                   np.where(fm, np.asarray(fresh['w']), 0))
     np.testing.assert_array_equal(np.asarray(frozen.arms['finetune']['w']),
-                                  np.where(fm, np.asarray(frozen.mask_source['w']), 0))
+                                  np.where(fm, np.asarray(frozen.pretrained['w']), 0))
 
 
 def test_bad_arguments_raise():
@@ -217,3 +217,100 @@ def test_batched_networks_match_one_at_a_time():
                                       np.asarray(single.masks['w']))
         np.testing.assert_allclose(np.asarray(batched.arms['finetune']['w'][i]),
                                    np.asarray(single.arms['finetune']['w']), atol=1e-5)
+
+
+def call_train(log):
+    """Toy ``train``: call c maps the kept entries x to 2 x + 100 c (pruned entries to 0), and
+    logs what it was given, so every arm's starting point is a known function of the calls."""
+    def train(params, masks, epochs, key):
+        call = len(log)
+        log.append((params, masks, epochs))
+        return jax.tree.map(lambda p, m: jnp.where(m, 2 * p + 100.0 * call, 0.0), params,
+                            masks)
+
+    return train
+
+
+def numpy_round(weights, alive, sparsity):
+    """Keep the round(N (1 - s)) largest |w| among the alive entries (ties: lower index)."""
+    w, alive = np.abs(np.ravel(weights)), np.ravel(alive).astype(bool)
+    k = max(1, int(np.round(w.size * (1 - sparsity))))
+    order = sorted(np.flatnonzero(alive), key=lambda j: -w[j])[:k]
+    kept = np.zeros(w.size, bool)
+    kept[order] = True
+    return kept.reshape(np.shape(weights))
+
+
+def test_finetune_arm_starts_from_the_dense_trained_network_not_the_last_retrain():
+    log = []
+    theta0 = {'w': jax.random.normal(jax.random.PRNGKey(30), (8, 5)), 'b': jnp.zeros(5)}
+    fresh = {'w': jax.random.normal(jax.random.PRNGKey(31), (8, 5)), 'b': jnp.zeros(5)}
+    result = prune.lottery_arms(call_train(log), theta0, fresh, jax.random.PRNGKey(0),
+                                sparsity=0.75, rounds=3, epochs=4)
+    m = np.asarray(result.masks['w'])
+    theta_t = 2 * np.asarray(theta0['w'])  # call 0: the dense pretraining
+    np.testing.assert_allclose(np.asarray(result.pretrained['w']), theta_t, rtol=1e-6)
+    labels = [label for label, _ in result.ledger.calls]
+    assert labels == ['pretrain', 'retrain', 'retrain', 'lottery', 'reinit', 'finetune']
+    start = np.asarray(log[labels.index('finetune')][0]['w'])
+    np.testing.assert_allclose(start, np.where(m, theta_t, 0), rtol=1e-6)
+    # The last retraining (call 2) is what the mask came from, and is not PF's start.
+    last = np.asarray(result.mask_source['w'])
+    np.testing.assert_allclose(last[np.asarray(log[2][1]['w'])],
+                               2 * np.asarray(theta0['w'])[np.asarray(log[2][1]['w'])] + 200,
+                               rtol=1e-6)
+    assert not np.allclose(start, np.where(m, last, 0))
+    np.testing.assert_allclose(np.asarray(result.arms['finetune']['w']),
+                               np.where(m, 2 * theta_t + 500, 0), rtol=1e-6)
+
+
+def test_arm_epochs_are_recorded_not_forced_equal():
+    log = []
+    theta0 = {'w': jax.random.normal(jax.random.PRNGKey(32), (6, 4))}
+    result = prune.lottery_arms(call_train(log), theta0, theta0, jax.random.PRNGKey(0),
+                                sparsity=0.5, rounds=2, epochs=3,
+                                arm_epochs={'lottery': 3, 'reinit': 2, 'finetune': 5})
+    assert [e for _, _, e in log] == [3, 3, 3, 2, 5]
+    assert result.ledger.mask_search == 6
+    assert result.ledger.totals() == {'lottery': 9, 'reinit': 8, 'finetune': 11}
+    with pytest.raises(ValueError, match='arm_epochs'):
+        prune.lottery_arms(call_train([]), theta0, theta0, jax.random.PRNGKey(0),
+                           sparsity=0.5, rounds=1, epochs=3, arm_epochs={'lottery': 3})
+    with pytest.raises(ValueError, match='arm_epochs'):
+        prune.lottery_arms(call_train([]), theta0, theta0, jax.random.PRNGKey(0),
+                           sparsity=0.5, rounds=1, epochs=3, arm_epochs=0)
+
+
+def test_lottery_levels_follow_one_imp_path_with_arms_at_every_level():
+    from prune.lottery import lottery_levels
+    log = []
+    theta0 = {'w': jax.random.normal(jax.random.PRNGKey(33), (10, 6)),
+              'v': jax.random.normal(jax.random.PRNGKey(34), (4, 5)), 'b': jnp.zeros(6)}
+    fresh = jax.tree.map(lambda x: x + 1.0, theta0)
+    levels = (0.5, 0.7, 0.9)
+    results = lottery_levels(call_train(log), theta0, fresh, jax.random.PRNGKey(0),
+                             levels=levels, epochs=4, arm_epochs={'lottery': 4, 'reinit': 4,
+                                                                  'finetune': 4})
+    assert [e for _, _, e in log] == [4] * 10
+    theta_t = {k: 2 * np.asarray(v) for k, v in theta0.items()}
+    source, alive = theta_t, {k: np.ones(np.shape(v), bool) for k, v in theta0.items()}
+    for k, (level, result) in enumerate(zip(levels, results)):
+        for name in ('w', 'v'):  # numpy IMP step from the previous level's trained ticket
+            alive[name] = numpy_round(source[name], alive[name], level)
+            np.testing.assert_array_equal(np.asarray(result.masks[name]), alive[name])
+            assert np.mean(alive[name]) == pytest.approx(1 - level, abs=0.03)
+        assert np.all(np.asarray(result.masks['b']))
+        first = 1 + 3 * k  # this level's LT call; then re-init, then PF
+        for offset, start in enumerate((theta0, fresh, theta_t)):
+            np.testing.assert_allclose(np.asarray(log[first + offset][0]['w']),
+                                       np.where(alive['w'], np.asarray(start['w']), 0),
+                                       rtol=1e-6)
+        # Mask search: pretraining plus the earlier levels' LT runs.
+        assert result.ledger.mask_search == 4 * (1 + k)
+        assert result.ledger.totals() == {arm: 4 * (2 + k) for arm in prune.lottery.ARMS}
+        assert len(result.ledger.calls) == first + 3
+        np.testing.assert_allclose(result.sparsities, levels[:k + 1])
+        source = {name: np.asarray(v) for name, v in result.arms['lottery'].items()}
+    with pytest.raises(ValueError, match='increasing'):
+        lottery_levels(call_train([]), theta0, fresh, jax.random.PRNGKey(0),
+                       levels=(0.7, 0.5), epochs=1)

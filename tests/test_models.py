@@ -95,7 +95,7 @@ def test_float_width_rounds_channels_and_skipinit_adds_one_gain_per_block():
 @pytest.mark.parametrize('name', model_names())
 @pytest.mark.parametrize('norm', ['bn', 'none'])
 def test_every_model_maps_smallest_input_to_logits(name, norm):
-    size = 32 if name in ('vgg11', 'vgg13') else 8
+    size = 32 if name in ('vgg11', 'vgg13', 'vgg13_tempered') else 8
     model = get_model(name, norm=norm, num_classes=7)
     x = jnp.zeros((2, size, size, 1))
     variables = _init_shapes(model, x.shape)
@@ -279,7 +279,7 @@ def test_unknown_model_name_lists_valid_names():
     with pytest.raises(ValueError) as error:
         get_model('resnet99', num_classes=10)
     assert all(name in str(error.value) for name in model_names())
-    assert len(model_names()) == 18
+    assert len(model_names()) == 20
 
 
 def test_unknown_option_names_model_and_valid_options():

@@ -209,13 +209,17 @@ def test_codes_need_the_tied_optimizer(tmp_path):
 def test_the_experiment_holds_its_settings_at_every_scale():
     from jaxnorm.papers import unification as experiment
     quick = experiment.get_config('quick')
-    assert quick == experiment.Settings(models=('mlp',), shapes=((1, 4),))
-    assert quick.ratios[0] == (0.5, 0.25)  # the milder ratio, the retraining check's cells
+    assert quick == experiment.Settings(models=('mlp',), shapes=((1, 4),),
+                                        ratios=((0.3, 0.65),))
     assert experiment.Settings().shapes == experiment.SHAPES  # what paper configs inherit
-    assert experiment.get_config('standard') == experiment.Settings(
-        pretrain_epochs=60, admm_epochs=20, retrain_epochs=20, rho_factor=1.3)
+    standard = experiment.get_config('standard')
+    assert standard == experiment.Settings(**experiment.STANDARD)
+    assert (standard.dataset, standard.ratios[-1], standard.baselines) == (
+        'mnist1d', (0.15, 0.83), ('block', 'unstructured'))
     assert experiment.get_config('paper') == experiment.Settings(**experiment.PAPER)
     with pytest.raises(ValueError, match=r"mine.py: models \['vgg16'\] are not built here"):
         experiment.paper_setting({'models': ('vgg16',)}, 'mine.py')
     with pytest.raises(ValueError, match=r"mine.py: unknown setting\(s\) \['epochs'\]"):
         experiment.paper_setting({'epochs': 3}, 'mine.py')
+    with pytest.raises(ValueError, match=r"mine.py: baselines \['random'\] unknown"):
+        experiment.paper_setting({'baselines': ('random',)}, 'mine.py')

@@ -32,6 +32,9 @@ name                min input  architecture                                     
 ``vgg13``           32x32      VGG 'B' with max-pools, GAP, Dense               9,413,066
 ``vgg_cfg10``       8x8        Beyond-BN cfg_10: VGG-13's convs, stride-2       9,413,066
                                convs instead of pools, GAP, Dense
+``vgg3``            8x8        3x3 convs 64, pool, 128, pool, 256, GAP, Dense;  373,834
+                               logits / ``temperature`` (:mod:`.tempered_vgg`)
+``vgg13_tempered``  32x32      ``vgg13`` with logits / ``temperature``          9,413,066
 ``mobilenet_v1``    8x8        CIFAR MobileNet-V1 (stem stride 1), GAP, Dense   3,217,226
 ==================  =========  ===============================================  ============
 
@@ -50,7 +53,7 @@ and ``hidden`` / ``channels``); they return the logits of head ``task``. Not in 
 
 Options: every residual model takes ``skipinit``, ``preact``, ``width``, ``shortcut`` and
 ``inner_channels`` (see :mod:`jaxnorm.models.resnet`); ``vgg*`` take ``width`` and
-``channels``; ``mobilenet_v1`` takes ``width``; ``mlp`` takes ``hidden`` and ``width``.
+``channels`` (``vgg3`` and ``vgg13_tempered`` also ``temperature``, default 1); ``mobilenet_v1`` takes ``width``; ``mlp`` takes ``hidden`` and ``width``.
 ``mlp``, ``mnist1d_mlp``, ``logistic`` also take ``residual``; ``mnist1d_cnn`` and
 ``cnn_small`` take ``width``. ``channels`` / ``inner_channels`` give explicit per-layer widths, the form of a
 filter-pruned model after :mod:`prune.compact` (:mod:`jaxnorm.models.channels`). ``width``
@@ -72,13 +75,14 @@ from typing import Any, Mapping
 import flax.linen as nn
 
 from jaxnorm.layers import NormSpec, get_norm
-from jaxnorm.models import convnet, mlp, mobilenet, resnet, vgg
+from jaxnorm.models import convnet, mlp, mobilenet, resnet, tempered_vgg, vgg
 from jaxnorm.models.convnet import ConvNet
 from jaxnorm.models.mlp import MLP
 from jaxnorm.models.mobilenet import MobileNetV1
 from jaxnorm.models.multihead import MultiHeadCNN, MultiHeadMLP
 from jaxnorm.models.resnet import BasicBlock, ResNet, zero_pad_shortcut
 from jaxnorm.models.small import PatchConv, SmallCNN
+from jaxnorm.models.tempered_vgg import TemperedVGG
 from jaxnorm.models.uniform import uniform_cnn, uniform_resnet
 from jaxnorm.models.vgg import VGG
 
@@ -96,6 +100,8 @@ def _small_cnn(*, model_name: str, **fields) -> SmallCNN:
     return SmallCNN(**fields)
 
 
+_MODELS.update({name: (TemperedVGG, config, tempered_vgg.OPTIONS)
+                for name, config in tempered_vgg.CONFIGS_TEMPERED.items()})
 _MODELS['small_cnn'] = (_small_cnn, {}, ('features', 'global_pool', 'patch_convs'))
 _MODELS['multihead_mlp'] = (MultiHeadMLP, {}, ('num_tasks', 'task', 'hidden'))
 _MODELS['multihead_cnn'] = (MultiHeadCNN, {}, ('num_tasks', 'task', 'channels'))
@@ -141,5 +147,5 @@ def get_model(name: str, *, norm: str | NormSpec = 'bn', num_classes: int,
 
 
 __all__ = ['BasicBlock', 'ConvNet', 'MLP', 'MobileNetV1', 'MultiHeadCNN', 'MultiHeadMLP',
-           'PatchConv', 'ResNet', 'SmallCNN', 'VGG',
+           'PatchConv', 'ResNet', 'SmallCNN', 'TemperedVGG', 'VGG',
            'get_model', 'model_names', 'uniform_cnn', 'uniform_resnet', 'zero_pad_shortcut']
