@@ -227,3 +227,14 @@ def test_declared_checks_hold_on_records_built_to_hold_them():
     assert uniform == pytest.approx(100 * kept / 60 - 100 * 2.4 / 20, abs=1e-9)
     with pytest.raises(ValueError, match='need the measures'):
         fp.declare_checks(5, ('magnitude',))
+
+
+@pytest.mark.parametrize('scale', ['quick', 'standard'])
+def test_the_notes_name_the_rounds_and_first_fraction_that_ran(scale):
+    s = fp.get_config(scale)
+    p, n = s.target, s.rounds
+    first = 100 * p / (p + n * (1 - p))  # r_1 = p / (p + n (1 - p)), the reference's schedule
+    text = ' '.join(fp.notes(s))
+    assert f'{n} one-epoch rounds (r_1 = {first:.1f} %' in text
+    assert 'the reference runs 25, r_1 = 10.7 %' in text
+    assert ('scoring images' in text) == (s.masking_loss_images == 'scoring')

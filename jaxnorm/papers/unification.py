@@ -407,8 +407,9 @@ def main(argv=None) -> int:
            f'{s.rho_factor} per epoch, Adam {s.admm_lr}) + hard projection + '
            f'{s.retrain_epochs} epochs of retraining with the blocks frozen; prune-only '
            f"baselines ({', '.join(s.baselines)}) at matched bits and multiplies, trained like "
-           f'ADMM; {args.seeds} seeds (independently trained networks), each phase one '
-           'seed-batched engine run.')
+           f'ADMM; {args.seeds} seeds (independently trained networks); pre-training and '
+           'retraining one seed-batched engine run per phase, ADMM one run per seed (its '
+           'per-epoch refresh would project at every step under vmap).')
     evaluated, notes = report.evaluate_checks(declared, records, s)
     checks.write_results(out_dir, paper='Lin et al., arXiv:2106.08301', claim=CLAIM, ran=ran,
                          scale=args.scale, seeds=args.seeds, table=report.table(records),
