@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnorm.trees import named_leaves
-from prune.masks import Slot
+from prune.masks import Slot, apply_masks
 
 
 def _wide(x) -> jax.Array:
@@ -114,8 +114,7 @@ def masked_grad_sq(grads, masks) -> jax.Array:
       grads: gradient tree.
       masks: bool (or 0/1) tree of the same structure.
     """
-    return sum(_dot(jnp.where(m, g, 0), jnp.where(m, g, 0))
-               for g, m in zip(jax.tree.leaves(grads), jax.tree.leaves(masks)))
+    return sum(_dot(g, g) for g in jax.tree.leaves(apply_masks(grads, masks)))
 
 
 def masking_change(loss: Callable, params, old_masks, new_masks) -> dict[str, jax.Array]:
@@ -136,7 +135,7 @@ def masking_change(loss: Callable, params, old_masks, new_masks) -> dict[str, ja
       params: the network before masking.
       old_masks, new_masks: bool trees mirroring ``params`` (``new`` a subset of ``old``).
     """
-    masked = jax.tree.map(lambda p, m: jnp.where(m, p, 0).astype(p.dtype), params, new_masks)
+    masked = apply_masks(params, new_masks)
     loss_before, g_before = jax.value_and_grad(loss)(params)
     loss_after, g_after = jax.value_and_grad(loss)(masked)
     before, after = masked_grad_sq(g_before, old_masks), masked_grad_sq(g_after, new_masks)

@@ -204,6 +204,12 @@ class _Runner:
         self.calls.append((label, int(epochs)))
         return self.train(params, masks, int(epochs), next(self.keys))
 
+    def arms(self, starts: dict, masks, arm_epochs: dict, batch_dims: int) -> dict:
+        """Trains each arm from its start rewound onto ``masks`` (m ⊙ start), in
+        :data:`ARMS` order."""
+        return {arm: self(arm, _batched(rewind, batch_dims)(starts[arm], masks), masks,
+                          arm_epochs[arm]) for arm in ARMS}
+
     def ledger(self, arms_from: int | None = None) -> EpochLedger:
         """The ledger up to the arms starting at call ``arms_from`` (default: the last three
         calls): mask search = the pretraining, retraining and LT calls before them."""
@@ -264,7 +270,7 @@ def lottery_arms(train: Train, init_params, reinit_params, key: jax.Array, *,
     arm_epochs = _arm_epochs(arm_epochs, epochs)
     reinit_params, select = _prepare(init_params, reinit_params, select, batch_dims)
     run = _Runner(train, key, rounds + 3)
-    masks = jax.tree.map(lambda x: jnp.ones(jnp.shape(x), jnp.bool_), init_params)
+    masks = ones_masks(init_params)
     pretrained = source = run('pretrain', init_params, masks, epochs)
     levels = imp_sparsities(imp_rate(sparsity, rounds), rounds)
     for k, level in enumerate(levels, start=1):
@@ -274,8 +280,7 @@ def lottery_arms(train: Train, init_params, reinit_params, key: jax.Array, *,
             source = run('retrain', _batched(rewind, batch_dims)(init_params, masks),
                          masks, epochs)
     starts = {'lottery': init_params, 'reinit': reinit_params, 'finetune': pretrained}
-    arms = {arm: run(arm, _batched(rewind, batch_dims)(starts[arm], masks), masks,
-                     arm_epochs[arm]) for arm in ARMS}
+    arms = run.arms(starts, masks, arm_epochs, batch_dims)
     return LotteryResult(masks, pretrained, source, arms, levels, run.ledger())
 
 
@@ -307,7 +312,7 @@ def lottery_levels(train: Train, init_params, reinit_params, key: jax.Array, *,
     arm_epochs = _arm_epochs(arm_epochs, epochs)
     reinit_params, select = _prepare(init_params, reinit_params, select, batch_dims)
     run = _Runner(train, key, 1 + len(ARMS) * levels.size)
-    masks = jax.tree.map(lambda x: jnp.ones(jnp.shape(x), jnp.bool_), init_params)
+    masks = ones_masks(init_params)
     pretrained = source = run('pretrain', init_params, masks, epochs)
     starts = {'lottery': init_params, 'reinit': reinit_params, 'finetune': pretrained}
     results = []
@@ -315,8 +320,7 @@ def lottery_levels(train: Train, init_params, reinit_params, key: jax.Array, *,
         masks = _batched(lambda p, m, s=float(level): magnitude_round(p, m, s, select),
                          batch_dims)(source, masks)
         first = len(run.calls)
-        arms = {arm: run(arm, _batched(rewind, batch_dims)(starts[arm], masks), masks,
-                         arm_epochs[arm]) for arm in ARMS}
+        arms = run.arms(starts, masks, arm_epochs, batch_dims)
         results.append(LotteryResult(masks, pretrained, source, arms, levels[:k + 1],
                                      run.ledger(arms_from=first)))
         source = arms['lottery']
