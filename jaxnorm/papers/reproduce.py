@@ -100,6 +100,8 @@ SECTIONS = (
             '(arXiv:2009.05014)'),
     Section('eman', 'Exponential Moving Average Normalization for Self-supervised and '
             'Semi-supervised Learning (arXiv:2101.08482)'),
+    Section('eman_selfsup', 'EMAN, the self-supervised half: BYOL-EMAN against BYOL with a '
+            'plain EMA target (arXiv:2101.08482)'),
     Section('mimicnorm', 'MimicNorm: Weight Mean and Last BN Layer Mimic the Dynamic of Batch '
             'Normalization (arXiv:2010.09278)'),
 )
