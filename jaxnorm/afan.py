@@ -388,7 +388,9 @@ def from_run_config(config: Any, model: nn.Module | None = None,
         afan_config = AFANConfig(
             layer=section.layer, steps=section.steps, step_size=section.step_size,
             epsilon=section.epsilon, random_start=section.random_start,
-            strengths=tuple(section.strengths), normalize=section.normalize,
+            strengths=tuple(section.strengths),
+            normalize=(section.normalize if section.normalize_points is None
+                       else tuple(section.normalize_points)),
             stat_axes=STATISTICS[section.statistics], loss_weights=section.loss_weights,
             keep_attack_stats=section.keep_attack_stats)
     except (TypeError, ValueError) as err:
@@ -423,6 +425,8 @@ class AdversarialFeatures(extension.Extension):
         'strengths': extension.Option((1.0,), 'interpolation points in [0, 1]'),
         'normalize': extension.Option(
             False, 'train on the adversarially normalized clean features'),
+        'normalize_points': extension.Option(
+            None, 'one normalize flag per strength (overrides normalize)', tuple),
         'statistics': extension.Option('positional', "normalization statistics ('positional'"
                                        " is the repo's)", choices=tuple(STATISTICS)),
         'loss_weights': extension.Option(

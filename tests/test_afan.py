@@ -190,7 +190,8 @@ def _two_engine_steps(config, batch, steps_per_epoch):
 def test_quick_arms_are_the_declared_recipe_in_the_engine(resnet, arm):
     """The experiment's quick arms, run by the engine's step, equal the recipe written out with
     optax and ``afan_loss``: SGD momentum 0.9, LR 0.05 cosine over 3 epochs, coupled weight
-    decay 5e-4, A-FAN at stage1_block3 with 5 sign steps of 0.5/255 (baseline: cross-entropy)."""
+    decay 5e-4, A-FAN at stage1_block3 with 5 sign steps of 0.5/255, points at strengths 0.5
+    and 1, the latter adversarially normalized (baseline: cross-entropy)."""
     from jaxnorm.papers import afan as experiment
     config = config_lib.apply_overrides(experiment.get_config('quick'),
                                         experiment.ARMS[arm])
@@ -203,7 +204,8 @@ def test_quick_arms_are_the_declared_recipe_in_the_engine(resnet, arm):
     reference_tx = optax.chain(
         optax.add_decayed_weights(5e-4),
         optax.sgd(optax.cosine_decay_schedule(0.05, 3 * steps_per_epoch), momentum=0.9))
-    recipe = afan.AFANConfig(layer='stage1_block3', steps=5, step_size=0.5 / 255)
+    recipe = afan.AFANConfig(layer='stage1_block3', steps=5, step_size=0.5 / 255,
+                             strengths=(0.5, 1.0), normalize=(False, True))
 
     def loss(p, stats):
         v = {'params': p, 'batch_stats': stats}
@@ -227,3 +229,108 @@ def test_quick_arms_are_the_declared_recipe_in_the_engine(resnet, arm):
             config, experiment.ARMS['baseline']), batch, steps_per_epoch)
         assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
             jax.tree.leaves(other), jax.tree.leaves(p))) > 1e-5
+
+
+class _TwoLayer(__import__('flax').linen.Module):
+    """x -> x W1 + b1 (module 'feat', the attacked output) -> relu(.) W2 + b2: a split the
+    test can write out by hand."""
+
+    @__import__('flax').linen.compact
+    def __call__(self, x, *, train=False):
+        nn = __import__('flax').linen
+        h = nn.relu(nn.Dense(6, name='feat')(x))
+        return nn.Dense(3, name='head')(h)
+
+
+def _hand_written_afan(params, x, y, steps, gamma, strengths, normalize):
+    """The full A-FAN loss written out with numpy for the two-layer net: PGD on the hidden
+    pre-activations, interpolated points h + s delta, positional (per sample, over channels)
+    re-injection of the adversarial statistics with unbiased variance + 1e-5, uniform mean of
+    the clean and point losses."""
+    w1, b1 = (np.asarray(params['feat'][k], np.float64) for k in ('kernel', 'bias'))
+    w2, b2 = (np.asarray(params['head'][k], np.float64) for k in ('kernel', 'bias'))
+    h = np.asarray(x, np.float64) @ w1 + b1
+    onehot = np.eye(3)[np.asarray(y)]
+
+    def ce_and_grad(f):  # mean CE of the linear tail and its gradient with respect to f
+        z = np.maximum(f, 0) @ w2 + b2
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        return (-np.mean(np.sum(onehot * np.log(p), 1)),
+                (p - onehot) @ w2.T / len(f) * (f > 0))
+
+    delta = np.zeros_like(h)
+    for _ in range(steps):
+        delta = delta + gamma * np.sign(ce_and_grad(h + delta)[1])
+    losses = [ce_and_grad(h)[0]]
+    for s, norm in zip(strengths, normalize):
+        point = h + s * delta
+        if norm:
+            sig = lambda a: np.sqrt(a.var(1, ddof=1, keepdims=True) + 1e-5)  # noqa: E731
+            point = (sig(point) * (h - h.mean(1, keepdims=True)) / sig(h)
+                     + point.mean(1, keepdims=True))
+        losses.append(ce_and_grad(point)[0])
+    return np.mean(losses), losses, delta
+
+
+@pytest.mark.parametrize('normalize', [(False, True), (True, True), (False, False)])
+def test_full_afan_loss_equals_the_hand_written_interpolation_and_normalization(normalize):
+    """Interpolated strengths (0.5, 1) with adversarial feature normalization on the chosen
+    points (the experiment's full A-FAN: (False, True)) against the numpy loss above."""
+    model = _TwoLayer()
+    x = jax.random.normal(jax.random.key(7), (8, 5))
+    y = jnp.arange(8) % 3
+    params = model.init(jax.random.key(8), x)['params']
+    config = afan.AFANConfig(layer='feat', steps=3, step_size=0.05, strengths=(0.5, 1.0),
+                             normalize=normalize)
+    loss, aux = jax.jit(lambda p: afan.afan_loss(model.apply, {'params': p},
+                                                 {'image': x, 'label': y},
+                                                 jax.random.key(0), config))(params)
+    ref_loss, ref_losses, ref_delta = _hand_written_afan(params, x, y, 3, 0.05, (0.5, 1.0),
+                                                         normalize)
+    np.testing.assert_allclose(aux.perturbation, ref_delta, atol=1e-6)
+    np.testing.assert_allclose(aux.point_losses, ref_losses[1:], rtol=2e-5)
+    np.testing.assert_allclose(loss, ref_loss, rtol=2e-5)
+    # The normalized point is not the raw one: the "N" changes the loss.
+    raw = _hand_written_afan(params, x, y, 3, 0.05, (0.5, 1.0), (False, False))[1]
+    if normalize[1]:
+        assert abs(ref_losses[2] - raw[2]) > 1e-4
+
+
+def test_per_point_normalize_flags_from_the_run_config():
+    cfg = config_lib.default_config()
+    on = afan.from_run_config(config_lib.apply_overrides(cfg, {
+        'afan.layer': LAYER, 'afan.strengths': (0.5, 1.0),
+        'afan.normalize_points': (False, True)}))
+    assert on.normalize == (False, True) and on.strengths == (0.5, 1.0)
+    # Unset: the single flag applies to every point (the old behaviour).
+    assert afan.from_run_config(config_lib.apply_overrides(cfg, {
+        'afan.layer': LAYER, 'afan.strengths': (0.5, 1.0), 'afan.normalize': True}
+    )).normalize == (True, True)
+    with pytest.raises(ValueError, match='one flag per strength'):
+        afan.from_run_config(config_lib.apply_overrides(cfg, {
+            'afan.layer': LAYER, 'afan.normalize_points': (True,),
+            'afan.strengths': (0.5, 1.0)}))
+
+
+def test_experiment_pixel_attack_is_in_pixel_units_and_checks_are_declared():
+    from jaxnorm.papers import afan as experiment
+    mean, std = 33.0, 78.0
+    pixel = experiment.pixel_attack(mean, std)
+    # Radius 4/255 and step 1/255 of the [0, 1] range are 4 and 1 pixel levels of 0-255.
+    assert pixel['advprop.epsilon'] * std == pytest.approx(4.0)
+    assert pixel['advprop.step_size'] * std == pytest.approx(1.0)
+    assert pixel['advprop.input_min'] * std + mean == pytest.approx(0.0, abs=1e-9)
+    assert pixel['advprop.input_max'] * std + mean == pytest.approx(255.0)
+    # Float pixels in [0, 1] (resized images): the same radius of the range, 4/255.
+    unit = experiment.pixel_attack(0.13, 0.25, top=1.0)
+    assert unit['advprop.epsilon'] * 0.25 == pytest.approx(4 / 255)
+    assert unit['advprop.input_max'] * 0.25 + 0.13 == pytest.approx(1.0)
+    declared = experiment.declare_checks(10, 5)
+    assert {n: c.kind for n, c in declared.items()} == {
+        'accuracy': 'claim', 'cost': 'sanity', 'normalization': 'claim',
+        'efficiency': 'claim', 'pixel_cost': 'sanity'}
+    assert set(experiment.declare_checks(3, 5, experiment.SCALE_ARMS['quick'])) == {
+        'accuracy', 'cost'}
+    with pytest.raises(ValueError, match='unknown A-FAN arm'):
+        experiment.arm_overrides(experiment.get_config('quick'), ('baseline', 'pixel'))
