@@ -12,6 +12,13 @@ BN does to a network:
   (:func:`weight_mean_projection`); the forward pass uses the weights as stored.
 * **Last BN.** One BatchNorm without affine parameters on the logits (:class:`LogitBatchNorm`),
   the paper's "autotuned learning rate".
+* **Head init.** The classifier head is drawn from N(0, 2 / fan_in) [code: the authors'
+  ``*_nobn.py`` models init every Linear so]; the library's shared head keeps PyTorch's
+  uniform U(+-1/sqrt(fan_in)) (variance 1 / (3 fan_in)), so :func:`redraw_head` re-draws it
+  and :func:`head_initial_state` does so for :func:`jaxnorm.train.fit` (``initial_state=``).
+  With the last BN the loss is invariant to the scale of each head column w_j, so its
+  gradient is orthogonal to w_j and shrinks as 1/||w_j||: the effective learning rate of the
+  head is about lr / ||w_j||^2, set by this init (6x the variance of PyTorch's default).
 
 ``get_model(name, norm='mimic', ...)`` builds the whole architecture (no BN in the body, conv
 biases, the learnable residual scale, the init gain, the last BN); see
@@ -28,8 +35,9 @@ on a one-channel input, so both are left free). Dense kernels are never centred 
 authors' code for them is commented out).
 
 References:
-  Fei, Gao, Jiang, Zhang and Hua, `MimicNorm: Weight Mean and Last BN Layer Mimic the Dynamic
-  of Batch Normalization <https://arxiv.org/abs/2010.09278>`_, 2020.
+  Wen Fei, Wenrui Dai, Chenglin Li, Junni Zou and Hongkai Xiong, `MimicNorm: Weight Mean and
+  Last BN Layer Mimic the Dynamic of Batch Normalization <https://arxiv.org/abs/2010.09278>`_,
+  2020 (code: github.com/Kid-key/MimicNorm).
 """
 from __future__ import annotations
 
@@ -48,6 +56,11 @@ from jaxnorm._norm_layers import BatchNorm
 from jaxnorm.trees import MaskOrFn, key_names, mask_flags, named_leaves, require_params
 
 MIN_FAN_IN = 50
+# The head's init variance c / fan_in [code: ``nn.init.normal_(m.weight, 0, sqrt(2 / fan_in))``
+# for Linear layers in the authors' ``models/*_nobn.py``, research/norm.md 2.4].
+HEAD_GAIN = 2.0
+# Folded into a lane's run key to draw its head (independent of the model's init key).
+_HEAD_SALT = 0x4D494D  # 'MIM'
 # Conv init variances c / fan_in of the authors' models: ResNets 2, plain VGGs 2.8, close to
 # 2 / (1 - 1/pi) = 2.93, the gain that keeps the variance of centred-filter ReLU layers.
 RESIDUAL_GAIN, PLAIN_GAIN = 2.0, 2.8
@@ -232,6 +245,57 @@ class LogitBatchNorm(BatchNorm):
 
     use_scale: bool = False
     use_bias: bool = False
+    enabled: bool = True  # False: the identity, no statistics (the weight-mean-only ablation)
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        if not self.enabled:
+            return x
+        return super().__call__(x, train=train)
+
+
+def redraw_head(params: Any, key: jax.Array, gain: float = HEAD_GAIN,
+                name: str = 'head') -> Any:
+    """``params`` with the classifier kernel ``params[name]['kernel']`` re-drawn from
+    N(0, gain / fan_in), untruncated (torch's ``normal_(0, sqrt(gain / fan_in))``), fan_in =
+    the kernel's input dimension; every other leaf (the head's bias too) is returned as it is.
+
+    Args:
+      params: a flax ``params`` tree with a top-level Dense ``name`` (``(fan_in, classes)``).
+      key: a jax PRNG key.
+      gain: the variance numerator c (2: MimicNorm's head, :data:`HEAD_GAIN`).
+      name: the head's module name (the library's models call it ``head``).
+
+    Raises:
+      ValueError: no ``name/kernel`` leaf of rank 2, or a non-positive gain.
+    """
+    if not gain > 0:
+        raise ValueError(f'head init gain must be positive, got {gain}')
+    head = params.get(name) if hasattr(params, 'get') else None
+    kernel = None if head is None else head.get('kernel')
+    if kernel is None or np.ndim(kernel) != 2:
+        raise ValueError(f'redraw_head needs a Dense {name!r} with a rank-2 kernel at the top '
+                         f'of params; got {None if kernel is None else np.shape(kernel)}')
+    std = math.sqrt(gain / np.shape(kernel)[0])
+    new = std * jax.random.normal(key, np.shape(kernel), jnp.float32)
+    return {**params, name: {**head, 'kernel': new.astype(jnp.result_type(kernel))}}
+
+
+def head_initial_state(gain: float = HEAD_GAIN, name: str = 'head') -> Callable[[Any], Any]:
+    """A ``train.fit(..., initial_state=...)`` function that re-draws the head of a freshly
+    initialised train state (:func:`redraw_head`); a seed-batched state gets one draw per
+    lane, keyed by the lane's own run key (``state.rng``), so a lane's head is the one its
+    single-seed run would get. Apply it only at a fresh start (``fit`` restores a resumed
+    run's checkpoint over it)."""
+    def redraw(params, rng):
+        key = jax.random.fold_in(jax.random.wrap_key_data(rng), _HEAD_SALT)
+        return redraw_head(params, key, gain, name)
+
+    def initial_state(state):
+        batched = np.ndim(state.rng) == 2
+        params = (jax.jit(jax.vmap(redraw) if batched else redraw)(state.params, state.rng))
+        return state.replace(params=params)
+    return initial_state
 
 
 
@@ -256,7 +320,9 @@ class WeightMeanExtension(extension.Extension):
         return optax.chain(tx, weight_mean_projection(
             lambda params: weight_mean_mask(params, min_fan_in)))
 
-__all__ = ['LogitBatchNorm', 'MIN_FAN_IN', 'PLAIN_GAIN', 'RESIDUAL_GAIN', 'RESIDUAL_SCALE',
-           'WeightMeanExtension', 'WeightMeanProjectionState', 'center_kernels', 'centered_kernel_init',
-           'is_centered_kernel', 'residual_scale_init', 'weight_mean_mask',
-           'weight_mean_projection']
+
+
+__all__ = ['HEAD_GAIN', 'LogitBatchNorm', 'MIN_FAN_IN', 'PLAIN_GAIN', 'RESIDUAL_GAIN',
+           'RESIDUAL_SCALE', 'WeightMeanExtension', 'WeightMeanProjectionState',
+           'center_kernels', 'centered_kernel_init', 'head_initial_state', 'is_centered_kernel',
+           'redraw_head', 'residual_scale_init', 'weight_mean_mask', 'weight_mean_projection']

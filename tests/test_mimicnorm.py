@@ -222,7 +222,7 @@ def test_weight_mean_keeps_deep_features_apart_like_bn():
 
 @pytest.mark.parametrize('name, norm, options', [
     ('vgg_cfg10', 'mimic', {'width': 0.25}),
-    ('resnet20', 'none', {'width': 0.5, 'skipinit': True}),
+    ('resnet20', 'none', {'width': 0.5, 'skipinit': True, 'shortcut': 'conv1x1'}),
 ])
 def test_quick_arms_are_the_declared_recipe_in_the_engine(name, norm, options):
     """Two engine steps of an experiment arm equal the paper-section recipe written with optax:
@@ -270,7 +270,7 @@ def test_memory_check_compiles_the_engine_step_on_the_whole_state():
     config = config_lib.apply_overrides(experiment.get_config('quick'),
                                         experiment.arm('resnet20', 'mimic', 0.25))
     memory, _ = experiment.step_memory(config, 4, 8)
-    model = get_model('resnet20', norm='mimic', num_classes=10, width=0.25)
+    model = get_model('resnet20', norm='mimic', num_classes=10, width=0.25, shortcut='conv1x1')
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
 
     def nbytes(tree):
@@ -284,7 +284,8 @@ def test_memory_check_compiles_the_engine_step_on_the_whole_state():
 @pytest.mark.slow
 def test_quick_section_reports_the_engine_runs(tmp_path, monkeypatch):
     """``--quick`` end to end on one small model: its accuracies are those of the library's
-    own seed-batched ``train.fit`` of the arm, and every declared check is evaluated."""
+    own seed-batched ``train.fit`` of the arm (with MimicNorm's head re-drawn), and every
+    declared check is evaluated."""
     import json
     from jaxnorm.papers import common, mimicnorm as experiment
     monkeypatch.setattr(experiment, 'MODELS', {'resnet20': 0.25})
@@ -296,7 +297,8 @@ def test_quick_section_reports_the_engine_runs(tmp_path, monkeypatch):
         assert experiment.main(['--quick', '--seeds', '2', '--out', str(out)]) == 0
         direct = train.fit(config_lib.apply_overrides(experiment.get_config('quick'), {
             **experiment.arm('resnet20', 'mimic', 0.25), 'num_seeds': 2,
-            'workdir': str(tmp_path / 'direct')})).history
+            'workdir': str(tmp_path / 'direct')}),
+            initial_state=mimicnorm.head_initial_state()).history
     results = json.loads((out / 'mimicnorm' / 'results.json').read_text())
     assert results['runs']['accuracy']['resnet20/mimic'] == [
         r['test_accuracy'] for r in direct if r['epoch'] == 2]
@@ -304,3 +306,127 @@ def test_quick_section_reports_the_engine_runs(tmp_path, monkeypatch):
                                                       'init cosine']
     assert sorted(p.name for p in (out / 'mimicnorm' / 'runs').iterdir()) == [
         'resnet20-bn', 'resnet20-mimic', 'resnet20-none']
+
+
+# --- #21: head init, 1x1 shortcut with bias, ablation arms, LR pick, plateau, memory rule.
+
+def _variance_tolerance(n: int) -> float:
+    """Declared tolerance of a sample variance relative to the true one: 5 standard errors
+    of s^2 / sigma^2 for n Gaussian draws (sqrt(2 / (n - 1)) each), ~1e-6 two-sided."""
+    return 5 * math.sqrt(2 / (n - 1))
+
+
+def test_redraw_head_draws_n0_2_over_fan_in_and_leaves_the_rest():
+    fan_in, classes = 1024, 64
+    params = {'head': {'kernel': jnp.full((fan_in, classes), 0.3), 'bias': jnp.arange(64.)},
+              'conv': {'kernel': jnp.ones((3, 3, 2, 4))}}
+    out = mimicnorm.redraw_head(params, jax.random.key(0))
+    kernel = np.asarray(out['head']['kernel'], np.float64)
+    n, target = kernel.size, 2 / fan_in
+    assert abs(kernel.var() / target - 1) < _variance_tolerance(n)
+    assert abs(kernel.mean()) < 5 * math.sqrt(target / n)
+    # Gaussian, not uniform: the fourth standardized moment is 3 (uniform: 1.8).
+    assert abs(np.mean(kernel ** 4) / kernel.var() ** 2 - 3) < 0.15
+    np.testing.assert_array_equal(out['head']['bias'], params['head']['bias'])
+    np.testing.assert_array_equal(out['conv']['kernel'], params['conv']['kernel'])
+    with pytest.raises(ValueError, match='rank-2'):
+        mimicnorm.redraw_head({'conv': params['conv']}, jax.random.key(0))
+    with pytest.raises(ValueError, match='positive'):
+        mimicnorm.redraw_head(params, jax.random.key(0), gain=0.0)
+
+
+def test_head_initial_state_redraws_each_lane_of_a_seed_batched_state_only_in_the_head():
+    """On the engine's own seed-batched state: every lane's head is N(0, 2 / fan_in) (pooled
+    over lanes, the declared tolerance), the lanes differ, lane k equals the redraw of seed
+    k's single-seed state, and every other leaf is bit-identical."""
+    config = config_lib.apply_overrides(config_lib.default_config(), {
+        'model': 'vgg_cfg10', 'model_kwargs': {'width': 0.5}, 'norm': 'mimic'})
+    model, extensions, tx = train.build(config, (8, 8, 1), 10, 4)
+    from jaxnorm import parallel
+    mesh = parallel.data_mesh(jax.devices()[:1])
+    state = train.create_train_state(model, tx, (8, 8, 1), seed=0, mesh=mesh,
+                                     extensions=extensions, seeds=[0, 1, 2])
+    start = mimicnorm.head_initial_state()
+    new = start(state)
+    heads = np.asarray(new.params['head']['kernel'], np.float64)  # (3, 256, 10)
+    fan_in = heads.shape[1]
+    assert abs(heads.var() / (2 / fan_in) - 1) < _variance_tolerance(heads.size)
+    old_var = float(np.var(state.params['head']['kernel']))
+    assert abs(old_var / (1 / (3 * fan_in)) - 1) < _variance_tolerance(heads.size)  # torch
+    assert not np.allclose(heads[0], heads[1])
+    single = train.seed_slice(state, 2)  # the engine's seed-2 state (its batching contract)
+    np.testing.assert_array_equal(start(single).params['head']['kernel'], heads[2])
+    rest = lambda p: {k: v for k, v in p.items() if k != 'head'}  # noqa: E731
+    jax.tree.map(np.testing.assert_array_equal, rest(new.params), rest(state.params))
+    np.testing.assert_array_equal(new.params['head']['bias'], state.params['head']['bias'])
+
+
+def test_mimic_resnet_projection_shortcut_is_a_1x1_conv_with_bias():
+    """The paper's CIFAR ResNets: a 1x1 strided projection conv with bias and no norm under
+    MimicNorm; conv without bias + BN under BN."""
+    x = jnp.zeros((1, 8, 8, 3))
+    for norm, has_bias in (('mimic', True), ('bn', False)):
+        model = get_model('resnet20', norm=norm, num_classes=10, width=0.5, shortcut='conv1x1')
+        params = jax.eval_shape(model.init, jax.random.key(0), x)['params']['stage2_block1']
+        assert params['shortcut_conv']['kernel'].shape == (1, 1, 8, 16)
+        assert ('bias' in params['shortcut_conv']) == has_bias
+        assert ('shortcut_norm' in params) == (not has_bias)
+
+
+def test_ablation_arms_remove_one_component_each():
+    from jaxnorm.papers import mimicnorm as experiment
+    x = jax.random.normal(jax.random.key(3), (16, 8, 8, 1))
+    built = {}
+    for name in ('mimic', 'wm_only', 'lastbn_only'):
+        overrides = experiment.arm('resnet20', name, 0.5, lr=0.1)
+        assert overrides['lr'] == 0.1 and overrides['model_kwargs']['shortcut'] == 'conv1x1'
+        model = get_model('resnet20', norm=overrides['norm'], num_classes=10,
+                          norm_kwargs=overrides['norm_kwargs'], **overrides['model_kwargs'])
+        built[name] = (model, _init(model, x.shape))
+    kernel = lambda v: v['params']['stage2_block1']['conv2']['kernel']  # noqa: E731 fan_in 144
+    assert np.max(np.abs(_filter_means(kernel(built['wm_only'][1])))) < 1e-6
+    assert np.max(np.abs(_filter_means(kernel(built['lastbn_only'][1])))) > 1e-3
+    # weight mean only: no last BN, the logits are the head's output (numpy reference)
+    model, variables = built['wm_only']
+    assert 'batch_stats' not in variables
+    logits, feats = model.apply(variables, x, capture_intermediates=lambda m, _: m.name == 'head',
+                                mutable=['intermediates'])
+    np.testing.assert_array_equal(logits, feats['intermediates']['head']['__call__'][0])
+    # last BN only: the extension's projection selects nothing
+    cfg = config_lib.apply_overrides(experiment.get_config('quick'),
+                                     experiment.arm('resnet20', 'lastbn_only', 0.5))
+    min_fan_in = cfg.norm_kwargs['min_fan_in']
+    assert not any(jax.tree.leaves(mimicnorm.weight_mean_mask(built['lastbn_only'][1]['params'],
+                                                              min_fan_in)))
+    with pytest.raises(ValueError, match='unknown arm'):
+        experiment.arm('resnet20', 'gn', 0.5)
+
+
+def test_pick_lr_rule_and_plateau_statistic():
+    from jaxnorm.papers import mimicnorm as experiment
+    lrs = (0.02, 0.05, 0.1)
+    assert experiment.pick_lr([[0.9, 0.9], [0.95, 0.93], [0.96, np.nan]], lrs) == 0.05
+    assert experiment.pick_lr([[0.9, 0.92], [0.92, 0.9], [0.5, 0.5]], lrs) == 0.02  # tie
+    with pytest.raises(ValueError):
+        experiment.pick_lr([[0.9]], lrs)
+    loss = np.array([[2.0, 1.0, 0.5, 0.40, 0.30, 0.2, 0.15, 0.12],
+                     [2.0, 1.0, 0.5, 0.42, 0.32, 0.2, 0.17, 0.10]])
+    # 8 epochs: epoch 6 (ceil(3 * 8 / 4)) vs epoch 8, means over seeds
+    assert experiment.plateau(loss) == pytest.approx(abs(0.11 - 0.2))
+
+
+def test_memory_claim_is_the_declared_ten_percent_rule():
+    from jaxnorm.papers import mimicnorm as experiment
+    declared = experiment.declare_checks(3, ['resnet20'], convergence=True)
+    assert declared['memory resnet20'].kind == 'claim'
+    acc = {('resnet20', a): np.array([0.9, 0.91, 0.92]) for a in ('bn', 'mimic')}
+    cosine = {'bn': np.array([0.4, 0.41, 0.42]), 'mimic': np.array([0.38, 0.39, 0.37]),
+              'none': np.array([0.9, 0.95, 0.93])}
+    flat = np.tile([1.0, 0.5, 0.3, 0.3], (3, 1))
+    for ratio, outcome in ((0.85, 'supported'), (0.95, 'refuted')):
+        results, _ = experiment.evaluate(
+            declared, acc, {('resnet20', 'bn'): 100.0, ('resnet20', 'mimic'): 100.0 * ratio},
+            cosine, {('resnet20', 'bn'): flat})
+        by_name = {r['name']: r for r in results}
+        assert by_name['memory resnet20']['outcome'] == outcome
+        assert by_name['converged']['outcome'] == 'supported'
