@@ -13,6 +13,17 @@ model of :mod:`jaxnorm.models` (or any flax.linen ``apply``) and any normalizer:
   singular values ``s_k`` of U, which is ``B / lambda_max(G)`` since every ``u_i`` has unit
   norm. It lies in [1, B]: 1 when all samples point the same way, B for orthogonal samples.
   (A sample whose output is exactly zero keeps a zero row and only lowers ``tr(G)``.)
+* **numerical rank** of the same B x D matrix U of unit-norm sample rows (D = the flattened
+  sample size): the number of singular values ``s_k`` of U above the tolerance
+  ``tol = s_max * max(B, D) * eps`` with ``eps`` the float32 machine epsilon, the default of
+  ``numpy.linalg.matrix_rank`` (Press et al., *Numerical Recipes*, 2nd ed., sec. 2.6): the
+  bound on the rounding error of a float32 SVD of U, so a singular value below it cannot be
+  told from 0 in the arithmetic the network runs in. Unlike the stable rank (a smooth lower
+  bound of the rank), this is the rank that the Omega(sqrt(width / group size)) bound of
+  Beyond BatchNorm speaks of, as far as float32 can resolve it. A relative tolerance ``rtol``
+  (``tol = s_max * rtol``) can be given instead. The singular values are those of U itself
+  (an SVD), not square roots of G's eigenvalues, whose float32 error (~ eps * s_max^2) would
+  swamp singular values below ~ sqrt(eps) * s_max;
 * **mean cosine similarity**: the mean off-diagonal entry of G,
   ``(sum_ij G_ij - tr G) / (B (B - 1))``, the average cosine between two different samples;
 * **gradient norm** of every conv (and Dense) layer: the Frobenius norm, over the whole batch,
@@ -97,6 +108,42 @@ def stable_rank(x: jax.Array) -> jax.Array:
       A float32 scalar in [1, B] (NaN if every sample is exactly zero).
     """
     return _stable_rank_of_gram(sample_gram(x))
+
+
+def unit_rows(x: jax.Array) -> jax.Array:
+    """The samples of ``x`` flattened to rows of a (B, D) float32 matrix and scaled to unit
+    Euclidean norm (a zero sample stays a zero row), the U of :func:`sample_gram`."""
+    _check_batch_rows(x, 'unit_rows')
+    rows = x.reshape(x.shape[0], -1).astype(jnp.float32)
+    norms = jnp.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / jnp.maximum(norms, jnp.finfo(jnp.float32).tiny)
+
+
+def rank_tolerance(singular: jax.Array, shape: tuple[int, int],
+                   rtol: float | None = None) -> jax.Array:
+    """The tolerance of :func:`numerical_rank`: ``s_max * max(shape) * eps(float32)``
+    (numpy.linalg.matrix_rank's default), or ``s_max * rtol`` when ``rtol`` is given."""
+    if rtol is not None and not rtol > 0:
+        raise ValueError(f'rtol must be positive, got {rtol}')
+    factor = max(shape) * jnp.finfo(jnp.float32).eps if rtol is None else rtol
+    return jnp.max(singular, axis=-1) * factor
+
+
+def numerical_rank(x: jax.Array, rtol: float | None = None) -> jax.Array:
+    """Numerical rank of the sample-normalized activations (see module): the number of
+    singular values of :func:`unit_rows` ``(x)`` above :func:`rank_tolerance`.
+
+    Args:
+      x: (B, ...) with B >= 2.
+      rtol: relative tolerance; None: ``max(B, D) * eps(float32)`` (numpy's default).
+
+    Returns:
+      An int32 scalar in [0, B].
+    """
+    unit = unit_rows(x)
+    singular = jnp.linalg.svd(unit, compute_uv=False)
+    tol = rank_tolerance(singular, unit.shape, rtol)
+    return jnp.sum(singular > tol[..., None], axis=-1).astype(jnp.int32)
 
 
 def mean_cosine(x: jax.Array) -> jax.Array:
@@ -201,8 +248,8 @@ def probe_layers(model_or_apply: nn.Module | Callable, variables: Any, images: j
 def probe_arrays(model_or_apply: nn.Module | Callable, variables: Any, images: jax.Array,
                  labels: jax.Array | None = None, *, layers: str | Selector = 'blocks',
                  tapped: Sequence[type] = TAPPED, train: bool = True,
-                 loss_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None
-                 ) -> dict[str, jax.Array]:
+                 loss_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+                 with_numerical_rank: bool = False) -> dict[str, jax.Array]:
     """The probe as a pure, jittable function of arrays; :func:`probe` adds the layer names
     and the jit. To probe many seeds or models, jit this once per model and call it per seed
     (:func:`probe_layers` gives the names).
@@ -219,6 +266,8 @@ def probe_arrays(model_or_apply: nn.Module | Callable, variables: Any, images: j
         reparameterized convs of WN/sWS are tapped too).
       train: run norms in training mode (batch statistics), as the paper does at init.
       loss_fn: ``(logits, labels) -> scalar``; default the batch-mean softmax cross-entropy.
+      with_numerical_rank: also return ``numerical_rank``, int32 (L,), :func:`numerical_rank`
+        of every probed layer (one SVD per layer; off by default).
 
     Returns:
       ``variance``, ``stable_rank``, ``cosine``: float32 (L,) over the probed layers;
@@ -259,7 +308,8 @@ def probe_arrays(model_or_apply: nn.Module | Callable, variables: Any, images: j
     grams = jnp.stack([sample_gram(a) for a in acts])
     return {'variance': jnp.stack([channel_variance(a) for a in acts]),
             'stable_rank': _stable_rank_of_gram(grams), 'cosine': _mean_cosine_of_gram(grams),
-            **out}
+            **out, **({'numerical_rank': jnp.stack([numerical_rank(a) for a in acts])}
+                      if with_numerical_rank else {})}
 
 
 def probe(model_or_apply: nn.Module | Callable, variables: Any,
@@ -310,6 +360,6 @@ def probe(model_or_apply: nn.Module | Callable, variables: Any,
             **arrays}
 
 
-__all__ = ['LAYER_SELECTIONS', 'TAPPED', 'channel_variance', 'mean_cosine', 'probe',
-           'probe_arrays', 'probe_layers', 'sample_gram', 'stable_rank', 'uniform_cnn',
-           'uniform_resnet']
+__all__ = ['LAYER_SELECTIONS', 'TAPPED', 'channel_variance', 'mean_cosine', 'numerical_rank',
+           'probe', 'probe_arrays', 'probe_layers', 'rank_tolerance', 'sample_gram',
+           'stable_rank', 'uniform_cnn', 'uniform_resnet', 'unit_rows']

@@ -95,24 +95,6 @@ def test_lawn_arms_are_the_library_fit_runs(tmp_path):
     assert {c['name']: c['outcome'] for c in results['checks']}['norms constant'] == 'supported'
 
 
-def test_beyond_bn_paper_training_records_fits_epoch_losses(tmp_path):
-    from jaxnorm.papers import beyond_bn
-    path = tmp_path / 'bbn.py'
-    path.write_text("def get_config():\n    return {'model': 'mlp', 'model_kwargs': "
-                    "{'hidden': (64,)}, 'dataset': 'digits', 'epochs': 2, 'batch_size': 128, "
-                    "'progress': False}\n")
-    out = tmp_path / 'o'
-    assert beyond_bn.main(['training', '--config', str(path), '--seeds', '2',
-                           '--out', str(out)]) == 0
-    results = json.loads((out / 'beyond_bn' / 'results.json').read_text())
-    records = {r['group_size']: r for r in results['experiments']['training']['records']}
-    history = direct_fit(str(path), 1, tmp_path / 'direct', norm='gn',
-                         norm_kwargs=beyond_bn.gn_options(16))
-    assert records[16]['loss'][1] == [r['train_loss'] for r in history]
-    assert records[16]['test_accuracy'][1] == [r['test_accuracy'] for r in history]
-    assert (out / 'beyond_bn' / 'training.png').exists()
-
-
 def test_orthoreg_phases_are_fit_runs_with_its_extensions(tmp_path):
     import numpy as np
 

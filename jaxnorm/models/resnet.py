@@ -24,6 +24,11 @@ Block options:
   projection shortcut is ``conv(norm(x))`` (its own norm, no activation) and the stem and head
   are unchanged, so no extra norm precedes the pooling (He et al.'s pre-activation ResNets add
   one; this trunk does not). The zero-padding shortcut stays parameter-free on ``x``.
+* ``act_before_sum``: the last activation moves onto the residual branch, before the sum,
+  ``out = s * act2(norm2(conv2(act1(norm1(conv1(x)))))) + shortcut(x)`` (default False: the
+  activation after the sum, as He et al.). This is the block the Beyond-BatchNorm repository
+  ran WN and SkipInit with: with ``s = 0`` a block is exactly ``shortcut(x)`` (the identity
+  inside a stage), so no activation acts on the identity path. Not combinable with ``preact``.
 """
 from __future__ import annotations
 
@@ -55,7 +60,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
                      stem_width=64, shortcut='conv1x1'),
 }
 
-OPTIONS = ('skipinit', 'preact', 'width', 'shortcut', 'inner_channels')
+OPTIONS = ('skipinit', 'preact', 'width', 'shortcut', 'inner_channels', 'act_before_sum')
 
 
 def zero_pad_shortcut(x, features: int, strides: int):
@@ -94,6 +99,8 @@ class BasicBlock(nn.Module):
         ``features``. The block's output width, fixed by the shortcut, is unaffected.
       skip_gain_init: start value of a learnable residual-branch gain ``skip_gain`` (None: no
         gain unless ``skipinit``, which starts it at 0).
+      act_before_sum: ``out = s * act2(norm2(conv2(...))) + shortcut(x)``, the activation on
+        the branch before the sum (see the module docstring); False: after the sum.
     """
 
     spec: NormSpec
@@ -104,6 +111,7 @@ class BasicBlock(nn.Module):
     skipinit: bool = False
     inner_features: int | None = None
     skip_gain_init: float | None = None
+    act_before_sum: bool = False
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -113,6 +121,9 @@ class BasicBlock(nn.Module):
         if self.skipinit and self.skip_gain_init is not None:
             raise ValueError('skipinit starts the residual gain at 0 and cannot be combined '
                              f'with skip_gain_init={self.skip_gain_init} (norm={spec.name!r})')
+        if self.act_before_sum and self.preact:
+            raise ValueError('act_before_sum moves the post-activation block\'s last activation '
+                             'before the sum; pre-activation blocks (preact=True) have none')
         gain = 1.0
         if self.skipinit or self.skip_gain_init is not None:
             gain = self.param('skip_gain', nn.initializers.constant(self.skip_gain_init or 0.0),
@@ -133,6 +144,8 @@ class BasicBlock(nn.Module):
         branch = spec.act(name='act1')(branch, train=train)
         branch = make_conv(spec, self.features, 3, name='conv2', spatial_dims=dims)(branch)
         branch = spec.norm(name='norm2')(branch, train=train)
+        if self.act_before_sum:
+            return gain * spec.act(name='act2')(branch, train=train) + self._shortcut(x, train)
         return spec.act(name='act2')(gain * branch + self._shortcut(x, train), train=train)
 
     def _shortcut(self, x, train: bool):
@@ -167,6 +180,8 @@ class ResNet(nn.Module):
         filter-pruned ResNet compacted by :mod:`prune.compact`); None: the stage widths.
         Only block-internal channels can change: the block outputs are tied together by the
         identity and zero-padding shortcuts.
+      act_before_sum: every block's last activation before the residual sum (see
+        :class:`BasicBlock`); default False (after the sum).
       model_name: name used in error messages.
     """
 
@@ -182,6 +197,7 @@ class ResNet(nn.Module):
     width: float = 1
     inner_channels: Sequence[int] | None = None
     model_name: str = 'resnet'
+    act_before_sum: bool = False
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -201,6 +217,6 @@ class ResNet(nn.Module):
                 index += 1
                 gain = None if spec.residual_scale is None else spec.residual_scale(index)
                 x = BasicBlock(spec, features, strides, self.shortcut, self.preact,
-                               self.skipinit, next(inner), gain,
+                               self.skipinit, next(inner), gain, self.act_before_sum,
                                name=f'stage{stage + 1}_block{block + 1}')(x, train=train)
         return classify(spec, self.num_classes, global_avg_pool(x), train)

@@ -16,16 +16,20 @@ from jaxnorm.models.vgg import VGG
 
 def uniform_resnet(norm: str = 'bn', *, num_blocks: int = 27, width: int = 32,
                    num_classes: int = 10, norm_kwargs: Mapping[str, Any] | None = None,
-                   skipinit: bool = False, preact: bool = False) -> ResNet:
+                   skipinit: bool = False, preact: bool = False,
+                   act_before_sum: bool = False) -> ResNet:
     """A post-activation ResNet of ``num_blocks`` BasicBlocks at one constant width.
 
     The deep ResNet of norm.md 1.6(b) (27 blocks of width 32): one stage, so every shortcut is
     the identity and nothing resets the residual stream's variance, unlike ``resnet56_wide``
     whose three stages (also 27 blocks) start with a conv + norm projection.
+    ``act_before_sum`` puts each block's last activation on the branch before the sum (the
+    Beyond-BatchNorm repository's WN/SkipInit block; :class:`jaxnorm.models.resnet.BasicBlock`).
     """
     return ResNet(num_classes=num_classes, stage_sizes=(num_blocks,), stage_widths=(width,),
                   stem_width=width, shortcut='conv3x3', norm=norm, norm_kwargs=norm_kwargs,
-                  skipinit=skipinit, preact=preact, model_name=f'uniform_resnet{num_blocks}')
+                  skipinit=skipinit, preact=preact, act_before_sum=act_before_sum,
+                  model_name=f'uniform_resnet{num_blocks}')
 
 
 def uniform_cnn(norm: str = 'bn', *, depth: int = 20, width: int = 64, num_classes: int = 10,

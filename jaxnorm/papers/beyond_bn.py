@@ -11,60 +11,65 @@ norms in the early layers; together: a speed-stability trade-off in the group si
 Subcommands (each adds its section to OUT/beyond_bn/results.json and writes a PNG):
   forward      activation variance after every block of resnet56_wide and of a uniform
                27-block ResNet (27 x width 32, identity shortcuts; the uniform one alone with
-               --quick), every normalizer, with and without SkipInit (forward.png)
-  informative  stable rank and mean cosine of the last layer vs GN group size, in a uniform
-               CNN (20 layers of width 64; 10 with --quick) and vgg_cfg10, against the bound
-               c * sqrt(C / group size) with c fitted (informative.png)
+               --quick), every normalizer, with and without SkipInit, in the default block
+               (activation after the residual sum) and, for WN, sWS and none, also in the
+               authors' block s * act(norm(conv(.))) + x (activation before the sum) (forward.png)
+  informative  stable rank, numerical rank and mean cosine of the last layer vs GN group
+               size, in a uniform CNN (20 layers of width 64; 10 with --quick) and vgg_cfg10,
+               against the bound c * sqrt(C / group size) (informative.png)
   backward     ||dL/d conv output|| per layer vs group size, same networks and probes
                (backward.png)
-  training     vgg_cfg10 (GN group sizes 1, 4, 16, C) trained on digits by
-               jaxnorm.train.fit: loss and test accuracy curves (training.png)
+  training     an LR sweep (no warmup) of vgg_cfg10 with BN, IN, GN (groups of 4) and LN
+               at batch 16 and 64 on mnist5k, by jaxnorm.train.fit
+               (beyond_bn_training; training.png)
   all          the four; informative and backward share one set of probes
 
 Setup at init (norm.md 1.6's protocol): every seed draws its own weights, N(0, 1) inputs and
 random labels (10 classes); norms in training mode (batch statistics); the repo's normalizer
 variants (``BEYOND_BN_REPO_OPTIONS``: unbiased GN variance, 32 EvoNorm-S0 groups, WN with unit
 gains, ...), GN with groups of 8 in the forward sweep. ResNets: 8x8 inputs, batch 16, probed
-eagerly (all seeds and both SkipInit variants in one vmapped call per normalizer). Rank
-networks: batch 32; uniform CNN 16x16 (8x8 with --quick); vgg_cfg10 32x32 at width 1 (0.5 with
---quick) with group sizes 1, 4, 16, 64, C (64 dropped at width 0.5, whose 32-channel layers it
-does not divide). SkipInit rows reuse the plain model's compiled program: a SkipInit ResNet with
-its gains set to 1 computes exactly the plain ResNet.
-Training: one seed-batched ``jaxnorm.train.fit`` run per group size (``common.fit_arms``,
-under OUT/beyond_bn/runs, resumed or skipped by the next invocation; a diverging seed stops
-its group size's run, NaN from there on): digits zero-padded to 32x32, or 18x18 with --quick
-(fit pads; any side >= 17 keeps cfg_10's four stride-2 convs off 1x1 maps, where group size 1
-would normalize single values), standardized, no augmentation; vgg_cfg10 at width 0.5 (0.25
-with --quick); SGD momentum 0.9, constant LR 0.1, weight decay 1e-4, batch 64,
-no warmup; 15 epochs (2 with --quick). fit records per epoch the mean of its step losses and
-the test accuracy.
+eagerly (all seeds and both SkipInit variants in one vmapped call per normalizer and block).
+Rank networks: batch 32; uniform CNN 16x16 (8x8 with --quick); vgg_cfg10 32x32 at width 1
+(0.5 with --quick) with group sizes 1, 4, 16, 64, C (64 dropped at width 0.5, whose 32-channel
+layers it does not divide). SkipInit rows reuse the plain model's compiled program: a SkipInit
+ResNet with its gains set to 1 computes exactly the plain ResNet. The numerical rank counts
+the singular values of the B x D matrix of unit-norm sample rows above
+s_max * max(B, D) * eps(float32), numpy.linalg.matrix_rank's default (jaxnorm.theory): the
+smallest singular value float32 can tell from rounding error.
+Training (``beyond_bn_training``; the setting is :func:`get_config`'s ``training``, its
+reductions from the issue's targets stated there): vgg_cfg10 at width 0.125 on mnist5k 28x28
+(first 500 training / 500 test images at standard, 256 / 256 with --quick), standardized, no
+augmentation; SGD momentum 0.9, constant LR from the grid (0.05, 0.25; --quick 0.02, 0.1),
+no warmup, weight decay 1e-4 [repo recipe, norm.md 1.4]; 15 epochs (4 with --quick);
+batch 16 and 64 (16 with --quick); BN, IN (GN group size 1), GN (groups of 4), LN (one group)
+(--quick: BN, IN, LN; paper scale adds no normalization). One seed-batched run per
+(normalizer, batch, LR), stop_on_divergence off so a diverged seed goes on as NaN while the others train.
 
-Checks (declared before the run in ``beyond_bn_report.declare_checks``; seeds are the unit of
-replication, every seed drawing its own weights and inputs; all are claims of the paper):
+Checks (declared before the run in ``beyond_bn_report.declare_checks`` and
+``beyond_bn_training.declare_checks``; seeds are the unit of replication):
   forward      growth = var(block 27) / var(block 1), judged in every seed: every
-               activations-based normalizer grows < 50x (linear growth of about +1 per block
-               at most); WN, sWS and none grow > 1e4x (2x per block would give 2^26); every
-               normalizer with SkipInit grows < 50x; on every network probed.
-  informative  per network: paired superiority over seeds of the last-layer stable rank at
-               group size 1 over one group (C), and a rule that the stable rank does not
-               increase from one group size to the next in any seed; the mean cosine the
-               mirror image. The bound's constant (largest c with rank >= c sqrt(C/g) at every
-               g) and the log-log slope of rank against C/g (the bound's exponent is 1/2) are
-               reported, not judged: the bound is on the rank, the stable rank only bounds it
-               from below.
+               activations-based normalizer grows < 50x; WN, sWS and none grow > 1e4x (both
+               blocks); every normalizer with SkipInit grows < 50x, the parametric ones judged
+               in the authors' act-before-sum block on resnet56_wide (on uniform_resnet27 that
+               block with SkipInit is the identity: a sanity check, growth exactly 1).
+  informative  per network: paired superiority of the stable rank at group size 1 over one
+               group, the stable rank not increasing with the group size in any seed, the
+               cosine the mirror image; and the bound on the numerical rank: per-seed log-log
+               slope of the numerical rank against C/g (saturated values, rank = B, left
+               out), non-inferior to 1/2 with margin 0.1.
   backward     per network: paired superiority of the first conv's gradient norm at group
                size 1 over one group, and Spearman(group size, first-conv gradient norm)
                <= -0.8 in every seed.
-  training     paired superiority over seeds, Holm-controlled over the other group sizes: one
-               group (LN) has a higher last-epoch training loss than every other group size
-               (slowest), and group size 1 (IN) a larger mean |epoch-to-epoch change of the
-               epoch-mean loss| than every other (least stable; fit records one loss per
-               epoch, the private loop before it the minibatch loss step to step). That
-               measure is not independent of learning (it rewards a run that does not learn);
-               the check declares it.
-The results' ``notes`` give each old rule (means and unpaired 2 SE, or a ranking of means)
-and its outcome on the run.
+  training     sanity: BN trains at some LR at every batch size. Claims: LN has the highest
+               loss at a fixed step budget (epoch 5 of 15; each normalizer at its best
+               all-seeds-train LR), paired, Holm over (normalizer, batch) cells; IN's largest
+               all-seeds-train LR at batch 16 is below GN g=4's and LN's (rule); IN has more
+               loss spikes over the sweep than GN g=4 and LN (paired, Holm). "Trains": finite,
+               no divergence flagged, last-epoch loss < 0.5 ln 10; a spike: an epoch loss
+               > 1.5x and > 0.05 nats above the running minimum, or the first non-finite one.
+The results' ``notes`` give each old rule and its outcome on the run where one was replaced.
 
+    python -m jaxnorm.papers.beyond_bn --scale standard --seeds 5       # the report's run
     python scripts/experiments/beyond_bn.py all --quick --out results   # ~200 CPU s on 2 cores
     python scripts/experiments/beyond_bn.py forward --seeds 5
     python scripts/experiments/beyond_bn.py --scale paper   # ResNet-56 (32/64/128), CIFAR-100
@@ -73,7 +78,8 @@ At ``--scale paper`` (:data:`PAPER`: the repo's ResNet-56 (32/64/128) recipe on 
 a ``scripts/train.py`` config given with ``--config``) the three init-time experiments run at
 their standard sizes (they are the paper's networks) and the training experiment trains the
 config's model, instead of the settings above, with GroupNorm at each group size, the same
-way. Every scale declares the same checks.
+way (the standard sweep's normalizers, batch sizes and LRs on the whole dataset). Every scale
+declares the same checks.
 
 A single subcommand keeps the other experiments' sections of an existing results.json that
 ran at the same scale and seeds (and drops the others).
@@ -93,6 +99,7 @@ from tqdm.auto import tqdm
 from jaxnorm import config as config_lib, models, theory
 from jaxnorm.layers import BEYOND_BN_REPO_OPTIONS
 from jaxnorm.papers import beyond_bn_report as report
+from jaxnorm.papers import beyond_bn_training as training
 from jaxnorm.papers import checks, common
 
 TITLE = 'Beyond BatchNorm, arXiv:2106.05956'
@@ -142,8 +149,11 @@ def get_config(scale: str):
     return {
         # --quick probes the uniform ResNet only: resnet56_wide's 11 normalizers cost about
         # 55 CPU s more (its eager init and ops at three widths).
+        # act_before_sum: the normalizers also probed in the authors' WN/SkipInit block,
+        # s * act(norm(conv(.))) + x (the activation before the residual sum).
         'forward': {'networks': ('uniform_resnet27',) if quick
-                    else ('resnet56_wide', 'uniform_resnet27'), 'batch': 16, 'image': 8},
+                    else ('resnet56_wide', 'uniform_resnet27'), 'batch': 16, 'image': 8,
+                    'act_before_sum': PARAMETRIC_NORMS},
         'rank': {'batch': 32, 'networks': {
             'uniform_cnn': {'depth': 10 if quick else 20, 'width': 64, 'image': 8 if quick else 16,
                             'group_sizes': (1, 4, 16, 64) if quick else (1, 2, 4, 8, 16, 32, 64)},
@@ -151,9 +161,36 @@ def get_config(scale: str):
             'vgg_cfg10': {'width': 0.5 if quick else 1.0, 'image': 32,
                           'group_sizes': (1, 4, 16, ONE_GROUP) if quick
                           else (1, 4, 16, 64, ONE_GROUP)}}},
-        'training': {'width': 0.25 if quick else 0.5, 'image': 18 if quick else 32,
-                     'batch': 64, 'epochs': 2 if quick else 15, 'lr': 0.1, 'momentum': 0.9,
-                     'weight_decay': 1e-4, 'group_sizes': (1, 4, 16, ONE_GROUP)},
+        # The LR sweep of beyond_bn_training (its docstring defines trains / spikes / speed).
+        # Reductions from the issue's targets (mnist5k 4,000 / 1,000, >= 15 epochs, batch 16
+        # and 64, >= 5 seeds), for the ~12-minute 2-core budget of the whole section: width
+        # 0.125 of cfg_10 (8..64 channels), the first 500 training and 500 test images,
+        # two LRs a factor 5 apart (0.05: BN trains in 15 epochs in a pilot; 0.25: where
+        # instability should show without warmup [infer]; a third LR would cost 1/2 more),
+        # and --quick: 256 / 256 images, batch 16 only, 4 epochs, BN / IN / LN and two LRs.
+        # A pilot (2 cores under heavy contention) measured ~55 CPU s per batch-16 run of 5
+        # seeds and 15 epochs (~65 CPU s per run on average over both batch sizes, so the 16
+        # runs cost ~1,050 CPU s, with ~400 for forward + rank); at batch 64 the subset gives
+        # 120 steps, too few for IN to train at LR 0.05 in that pilot (loss 2.2 at epoch 13):
+        # the batch-64 cells mostly measure that, not stability. Every (normalizer, batch,
+        # LR) is one seed-batched run.
+        'training': {'dataset': 'mnist5k', 'width': 0.125,
+                     'train_subset': 256 if quick else 500, 'test_subset': 256 if quick else 500,
+                     'batches': (16,) if quick else (16, 64), 'epochs': 4 if quick else 15,
+                     'speed_epoch': 2 if quick else 5,
+                     'lrs': (0.02, 0.1) if quick else (0.05, 0.25),
+                     # no normalization: only at paper scale (it is in none of the trade-off
+                     # checks and would cost 1/5 of the standard sweep)
+                     'norms': ('bn', 'in', 'ln') if quick else ('bn', 'in', 'gn4', 'ln'),
+                     'momentum': 0.9, 'weight_decay': 1e-4, 'train_fraction': 0.5,
+                     'spike_factor': 1.5, 'spike_floor': 0.05,
+                     # effects the claims are powered for (None at quick: not powered): a
+                     # pilot's paired SD of epoch-5 loss differences was 0.096 nats (IN - BN,
+                     # batch 16, LR 0.05, 5 seeds), so 5 seeds detect 0.13 nats with 80 %
+                     # power (stats.minimum_detectable_effect); no spike occurred in the
+                     # pilot's IN runs, so the spike effect (1 per seed) is not sized.
+                     'effect_loss': None if quick else 0.15,
+                     'effect_spikes': None if quick else 1.0},
     }
 
 
@@ -201,7 +238,7 @@ def probe_seeds(model, variables: list, images, labels, *, layers, keep: tuple[s
     @jax.jit
     def run(seed_variables, x, y):
         out = theory.probe_arrays(model, seed_variables, x, y if with_grads else None,
-                                  layers=layers)
+                                  layers=layers, with_numerical_rank='numerical_rank' in keep)
         return {key: out[key] for key in keep}
 
     layer_names, tapped = theory.probe_layers(model, variables[0], images[0], layers=layers)
@@ -224,13 +261,16 @@ def probe_rows_eagerly(model, variables: list, images) -> tuple[tuple[str, ...],
     return names, {'variance': np.asarray(variance)}
 
 
-def forward_network(name: str, norm: str, skipinit: bool):
+def forward_network(name: str, norm: str, skipinit: bool, act_before_sum: bool = False):
+    """The forward experiment's ``name`` network with ``norm``; ``act_before_sum`` puts each
+    block's last activation before the residual sum (the authors' WN/SkipInit block)."""
     options = forward_norm_options(norm)
     if name == 'uniform_resnet27':
         return models.uniform_resnet(norm, num_blocks=27, width=32, num_classes=NUM_CLASSES,
-                                     norm_kwargs=options, skipinit=skipinit)
+                                     norm_kwargs=options, skipinit=skipinit,
+                                     act_before_sum=act_before_sum)
     return models.get_model(name, norm=norm, num_classes=NUM_CLASSES, norm_kwargs=options,
-                            skipinit=skipinit)
+                            skipinit=skipinit, act_before_sum=act_before_sum)
 
 
 def with_skip_gain(variables, gain: float):
@@ -246,11 +286,14 @@ def run_forward(s: dict, seeds: list[int]) -> dict:
     """Block-output variance of every (network, normalizer, SkipInit) configuration."""
     f = s['forward']
     images, _ = gaussian_batches(seeds, f['batch'], f['image'])
-    configs = [(net, norm) for net in f['networks']
+    # Every normalizer in the default block (activation after the sum), and the parametric
+    # ones also in the authors' block (activation before the sum).
+    configs = [(net, norm, False) for net in f['networks']
                for norm in ACTIVATION_NORMS + PARAMETRIC_NORMS]
+    configs += [(net, norm, True) for net in f['networks'] for norm in f['act_before_sum']]
     records = []
-    for net, norm in tqdm(configs, desc='forward', unit='config'):
-        model = forward_network(net, norm, skipinit=True)
+    for net, norm, before in tqdm(configs, desc='forward', unit='config'):
+        model = forward_network(net, norm, skipinit=True, act_before_sum=before)
         variables = init_seeds(model, seeds, images[0])
         # Rows: the seeds with the plain residual branch (gain 1), then with SkipInit (gain 0).
         both = [with_skip_gain(v, 1.0) for v in variables] + variables
@@ -258,6 +301,7 @@ def run_forward(s: dict, seeds: list[int]) -> dict:
         for skip, rows in ((False, slice(0, len(seeds))), (True, slice(len(seeds), None))):
             # The first probed layer is the stem; the claim is about the residual blocks.
             records.append({'network': net, 'norm': norm, 'skipinit': skip,
+                            'block': 'act_before_sum' if before else 'act_after_sum',
                             'blocks': list(names[1:]),
                             'variance': out['variance'][rows, 1:].tolist()})
     return {'setup': {**f, 'inputs': 'N(0, 1)', 'gn_group_size': 8}, 'records': records}
@@ -286,26 +330,24 @@ def run_rank(s: dict, seeds: list[int]) -> dict:
         # Statistics of the last conv-norm-act layer only: one Gram matrix instead of ten.
         (_, tapped), out = probe_seeds(
             model, init_seeds(model, seeds, images[0]), images, labels,
-            layers=lambda path, module: path == last, keep=('stable_rank', 'cosine', 'grad_norm'))
+            layers=lambda path, module: path == last,
+            keep=('stable_rank', 'numerical_rank', 'cosine', 'grad_norm'))
         width = example['params'][last]['conv']['kernel'].shape[-1]
         records.append({'network': net, 'group_size': group_size, 'last_layer': last,
                         'last_width': int(width), 'stable_rank': out['stable_rank'][:, 0].tolist(),
+                        'numerical_rank': out['numerical_rank'][:, 0].tolist(),
                         'cosine': out['cosine'][:, 0].tolist(), 'tapped': list(tapped),
                         'grad_norm': out['grad_norm'].tolist()})
     return {'setup': {**r, 'inputs': 'N(0, 1)', 'labels': 'uniform random',
-                      'gn': 'unbiased variance (repo)'}, 'records': records}
+                      'gn': 'unbiased variance (repo)',
+                      'numerical_rank_tolerance': 's_max * max(B, D) * eps(float32) (numpy '
+                                                  'matrix_rank default)'}, 'records': records}
 
 
 def training_config(t: dict):
-    """The run config of the training experiment at the quick and standard scales:
-    :func:`get_config`'s ``training`` sizes for :func:`jaxnorm.train.fit` (GroupNorm is set
-    per arm)."""
-    return config_lib.apply_overrides(config_lib.default_config(), {
-        'model': 'vgg_cfg10', 'model_kwargs': {'width': t['width']}, 'dataset': 'digits',
-        'image_size': t['image'], 'resize': 'bilinear', 'augment': 'none', 'epochs': t['epochs'],
-        'batch_size': t['batch'], 'optimizer': 'sgd', 'lr': t['lr'], 'momentum': t['momentum'],
-        'schedule': 'constant', 'warmup_epochs': 0.0, 'weight_decay': t['weight_decay'],
-        'progress': False, 'keep_checkpoints': 1}, source='beyond_bn training settings')
+    """The engine config of the training sweep at the quick and standard scales
+    (:func:`jaxnorm.papers.beyond_bn_training.training_config`)."""
+    return training.training_config(t)
 
 
 def paper_setting(values, source: str):
@@ -315,27 +357,20 @@ def paper_setting(values, source: str):
 
 
 def run_training(s: dict, config, seeds: list[int], args, out_dir: str) -> dict:
-    """GroupNorm at every group size trained by :func:`jaxnorm.train.fit` with ``config``'s
-    model and recipe (the paper's, else :func:`training_config`): one seed-batched run per
-    group size under ``out_dir/runs``, its per-epoch mean training losses as the loss traces."""
-    group_sizes = s['training']['group_sizes']
-    arms = {f'gn{g}': {'norm': 'gn', 'norm_kwargs': gn_options(g)} for g in group_sizes}
-    # One seed-batched run per group size: on 2 CPU cores the quick arm (3 seeds, 2 epochs)
-    # took 279 s against 309 s for its seeds one after another, whose every run compiles
-    # its own init and steps (most of the time), though a vmapped convolution is slower.
-    histories = common.fit_arms(config, arms, len(seeds), out_dir, args.data_dir)
-    records = [{'group_size': g,
-                'loss': [[r['train_loss'] for r in runs] for runs in histories[f'gn{g}']],
-                'test_accuracy': [[r['test_accuracy'] for r in runs]
-                                  for runs in histories[f'gn{g}']]} for g in group_sizes]
-    size = config.image_size
-    data_note = f'{config.dataset}, zero-padded to {size}x{size}' if size else config.dataset
+    """The LR sweep (:func:`beyond_bn_training.run_sweep`) of every normalizer and batch size
+    of ``s['training']`` with ``config``'s model and recipe (the paper's, else
+    :func:`training_config`), one seed-batched ``jaxnorm.train.fit`` run per arm under
+    ``out_dir/runs``."""
+    t = s['training']
+    records = training.run_sweep(t, config, len(seeds), out_dir, args.data_dir)
     source = args.config or f"jaxnorm.papers.beyond_bn.get_config('{args.scale}')"
     return {'setup': {'config': source, 'model': config.model,
-                      'model_kwargs': dict(config.model_kwargs), 'data': data_note,
-                      'epochs': config.epochs, 'batch': config.batch_size, 'lr': config.lr,
+                      'model_kwargs': dict(config.model_kwargs), 'data': config.dataset,
+                      **{k: t[k] for k in ('train_subset', 'test_subset', 'batches', 'lrs',
+                                           'norms', 'epochs', 'speed_epoch', 'train_fraction',
+                                           'spike_factor', 'spike_floor') if k in t},
                       'momentum': config.momentum, 'weight_decay': config.weight_decay,
-                      'group_sizes': group_sizes, 'engine': 'jaxnorm.train.fit',
+                      'schedule': 'constant, no warmup', 'engine': 'jaxnorm.train.fit',
                       'loss': 'per-epoch mean training loss'}, 'records': records}
 
 
@@ -357,14 +392,14 @@ def ran(name: str, s: dict, seeds: list[int], config=None, source: str | None = 
                 f"{vgg['width']} on {vgg['image']}x{vgg['image']}, group sizes "
                 f"{vgg['group_sizes']}.")
     t = s['training']
+    sweep = (f"normalizers {t['norms']} x batch {t['batches']} x LR {t['lrs']} (constant, no "
+             f"warmup, SGD momentum {t['momentum']}), {len(seeds)} seeds")
     if config is not None:
-        return (f"{config.model} with GN group sizes {t['group_sizes']} trained on "
-                f'{config.dataset} for {config.epochs} epochs with {source} (SGD LR '
-                f'{config.lr}, batch {config.batch_size}), {len(seeds)} seeds.')
-    return (f"vgg_cfg10 (width {t['width']}, GN group sizes {t['group_sizes']}) trained by "
-            f"jaxnorm.train.fit on digits zero-padded to {t['image']}x{t['image']} for "
-            f"{t['epochs']} epochs, SGD lr {t['lr']} momentum {t['momentum']}, batch "
-            f"{t['batch']}, {len(seeds)} seeds.")
+        return (f'{config.model} trained on {config.dataset} for {config.epochs} epochs with '
+                f'{source}: {sweep}.')
+    return (f"vgg_cfg10 (width {t['width']}) trained by jaxnorm.train.fit on {t['dataset']} "
+            f"28x28 (first {t['train_subset']} training / {t['test_subset']} test images) for "
+            f"{t['epochs']} epochs: {sweep}.")
 
 
 def previous_experiments(path: str, scale: str, seeds: list[int]) -> dict:
@@ -405,8 +440,16 @@ def main(argv=None) -> int:
     source = args.config or 'jaxnorm.papers.beyond_bn.PAPER'
     seeds = list(range(args.seeds))
     # Every check of every experiment, declared before anything runs.
-    declared = report.declare_checks(common.declared_seeds(args), tuple(s['rank']['networks']),
-                                     s['training']['group_sizes'])
+    # The paper-scale sweep trains on the whole of the config's dataset.
+    # (its epochs the config's, the speed budget a third of them as at standard).
+    t = ({**s['training'], 'train_subset': None, 'test_subset': None,
+          'epochs': setting.epochs, 'speed_epoch': max(1, setting.epochs // 3),
+          'norms': training.PAPER_NORMS} if paper
+         else s['training'])
+    s = {**s, 'training': t}
+    declared = report.declare_checks(common.declared_seeds(args), tuple(s['rank']['networks']))
+    declared['training'] = training.declare_checks(common.declared_seeds(args), t,
+                                                   t.get('effect_loss'), t.get('effect_spikes'))
     wanted = (('forward', 'informative', 'backward', 'training') if args.experiment == 'all'
               else (args.experiment,))
     out_dir = common.output_dir(args, 'beyond_bn')
@@ -423,13 +466,20 @@ def main(argv=None) -> int:
         else:
             rank_runs = rank_runs or run_rank(s, seeds)
             measured = rank_runs
-        judged = report.JUDGES[name](measured['records'], declared[name])
+        if name == 'training':
+            judged = training.training_verdict(measured['records'], declared[name], t)
+        elif name == 'informative':
+            judged = report.informative_verdict(measured['records'], declared[name],
+                                                batch=s['rank']['batch'])
+        else:
+            judged = report.JUDGES[name](measured['records'], declared[name])
         experiments[name] = {
             'claim': CLAIMS[name], 'ran': ran(name, s, seeds, setting if paper else None, source),
             'scale': scale, 'seeds': seeds, **judged,
             'setup': measured['setup'], 'records': measured['records'],
             'seconds': time.perf_counter() - begun}
-        plot = report.PLOTS[name](measured['records'], out_dir)
+        plot = (training.plot_training if name == 'training' else report.PLOTS[name])(
+            measured['records'], out_dir)
         print(f'\n## {name}: {checks.verdict(judged["checks"])}; plot: {plot}')
     # One results.json over every experiment present, written by the one writer.
     fields = report.contract(experiments)
