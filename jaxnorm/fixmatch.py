@@ -1,12 +1,16 @@
 """FixMatch: confident pseudo-labels of weak views train the strong views of the same images.
 
 Each step sees a labeled batch ``(x_l, y_l)`` of size B and an unlabeled batch ``u`` of size
-μB (Sohn et al., 2020). With α a weak augmentation (a shift) and A a strong one (shift,
-cutout, brightness/contrast jitter, noise; :func:`strong_augment`), the labeler's
-stop-gradient class probabilities p = softmax(z(α(u))) give the pseudo-label ŷ = argmax p
-and the mask 1[max p >= τ], and the student f minimizes
+μB (Sohn et al., 2020). With α a weak augmentation and A a strong one (``fixmatch.augment``:
+``'shift'``, the default, :func:`weak_augment` / :func:`strong_augment` for 8x8 digits;
+``'digits28'``, :mod:`jaxnorm.augment28`: translation; affine, contrast, brightness, cutout),
+the labeler's stop-gradient class probabilities p = softmax(z(α(u))) give the pseudo-label
+ŷ = argmax p and the mask 1[max p >= τ], and the student f minimizes
 
-    L = mean_b CE(f(α(x_l))_b, y_l,b) + λ_u · mean_b 1[max p_b >= τ] · CE(f(A(u))_b, ŷ_b).
+    L = mean_b CE(f(α(x_l))_b, y_l,b) + w_k · mean_b 1[max p_b >= τ] · CE(f(A(u))_b, ŷ_b),
+
+with w_k = λ_u, or w_k = λ_u · min(1, k / R) at step k with ``fixmatch.ramp_steps`` R > 0 (a
+linear warm-up of the unlabeled loss, off by default).
 
 Two labelers (``fixmatch.labeler``):
 
@@ -38,9 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnorm import eman, extension, losses
+from jaxnorm import augment28, eman, extension, losses
 
 LABELERS = ('self', 'teacher')
+AUGMENTS = ('shift', 'digits28')
 
 
 def shift(images: jax.Array, corners: jax.Array, max_shift: int) -> jax.Array:
@@ -113,7 +118,14 @@ class FixMatch(extension.Extension):
         'lambda_u': extension.Option(1.0, 'weight λ_u of the unlabeled loss'),
         'labeler': extension.Option(
             'self', "'self': the student labels its weak views (stock FixMatch); 'teacher': "
-            'the eman extension\'s teacher does', choices=LABELERS)}
+            'the eman extension\'s teacher does', choices=LABELERS),
+        'augment': extension.Option(
+            'shift', "weak/strong views: 'shift' (weak_augment / strong_augment here, for "
+            "8x8 digits) or 'digits28' (jaxnorm.augment28.weak / strong: translation; affine, "
+            'contrast, brightness, cutout)', choices=AUGMENTS),
+        'ramp_steps': extension.Option(
+            0, 'steps of a linear ramp of λ_u from 0 (weight λ_u·min(1, step/ramp_steps)); 0: '
+            'no ramp', int)}
     switch = 'threshold'
 
     @classmethod
@@ -121,9 +133,11 @@ class FixMatch(extension.Extension):
         section = config.fixmatch
         if section.threshold is None:
             return
-        if not 0.0 <= section.threshold <= 1.0 or section.lambda_u < 0:
-            raise ValueError(f'fixmatch.threshold must be in [0, 1] and lambda_u >= 0, got '
-                             f'{section.threshold}, {section.lambda_u}')
+        if (not 0.0 <= section.threshold <= 1.0 or section.lambda_u < 0
+                or section.ramp_steps < 0):
+            raise ValueError(f'fixmatch.threshold must be in [0, 1], lambda_u >= 0 and '
+                             f'ramp_steps >= 0, got {section.threshold}, {section.lambda_u}, '
+                             f'{section.ramp_steps}')
         if section.labeler == 'teacher' and config.eman.momentum is None:
             raise ValueError("fixmatch.labeler 'teacher' reads the eman extension's teacher; "
                              'set eman.momentum (e.g. 0.999)')
@@ -138,12 +152,18 @@ class FixMatch(extension.Extension):
         teacher = (train_state.extensions['eman'] if self.section.labeler == 'teacher'
                    else None)
         kind = self.context.config.eman.kind
+        weak_fn, strong_fn = ((augment28.weak, augment28.strong)
+                              if self.section.augment == 'digits28'
+                              else (weak_augment, strong_augment))
+        if self.section.ramp_steps:  # the weight at this step (the state before it)
+            lambda_u = lambda_u * jnp.minimum(
+                1.0, jnp.asarray(train_state.step, jnp.float32) / self.section.ramp_steps)
 
         def fixmatch_loss(params, batch_stats, batch, key):
             k_labeled, k_weak, k_strong, k_dropout = jax.random.split(key, 4)
-            labeled = weak_augment(k_labeled, batch['image'])
-            weak = weak_augment(k_weak, batch['unlabeled'])
-            strong = strong_augment(k_strong, batch['unlabeled'])
+            labeled = weak_fn(k_labeled, batch['image'])
+            weak = weak_fn(k_weak, batch['unlabeled'])
+            strong = strong_fn(k_strong, batch['unlabeled'])
             views = [labeled, strong] if teacher is not None else [labeled, weak, strong]
             logits, updates = apply_fn(
                 {'params': params, 'batch_stats': batch_stats}, jnp.concatenate(views),

@@ -225,27 +225,66 @@ def test_ema_teacher_refuses_test_data_it_cannot_see(tmp_path, data_dir):
 
 
 def test_experiment_arms_are_the_papers_settings():
-    hp = paper.get_config('quick')
+    """Three arms (the authors' FixMatch code): supervised-only with the EMAN arm's batch,
+    stock FixMatch labelling itself, FixMatch-EMAN labelled by the eval-mode EMAN teacher."""
+    hp = paper.get_config('standard')
     configs = {arm: paper.arm_config(arm, hp, 3, '/tmp/unused', None) for arm in paper.ARMS}
+    assert set(configs) == {'supervised', 'fixmatch', 'eman'}
     for arm, cfg in configs.items():
         assert (cfg.optimizer, cfg.momentum, cfg.nesterov, cfg.lr, cfg.weight_decay,
                 cfg.schedule) == ('sgd', 0.9, True, 0.03, 5e-4, 'cosine')
         assert cfg.epochs * hp['eval_every'] == hp['steps'] and cfg.num_seeds == 3
-        assert cfg.fixmatch.threshold == 0.7
+        assert (cfg.fixmatch.threshold, cfg.fixmatch.augment, cfg.dataset) == (
+            0.95, 'digits28', 'mnist5k')
+        assert cfg.fixmatch.ramp_steps == hp['ramp_steps'] > 0
     assert configs['supervised'].fixmatch.lambda_u == 0.0
     assert configs['supervised'].fixmatch.labeler == 'teacher'  # batch concat(labeled, strong)
     assert configs['fixmatch'].fixmatch.labeler == 'self'
     assert configs['fixmatch'].eman.momentum is None
-    assert (configs['ema'].eman.kind, configs['eman'].eman.kind) == ('ema', 'eman')
-    assert configs['ema'].eman.momentum == configs['eman'].eman.momentum == 0.98
+    assert configs['fixmatch'].fixmatch.lambda_u == configs['eman'].fixmatch.lambda_u == 1.0
+    assert configs['eman'].eman.kind == 'eman' and configs['eman'].eman.momentum == 0.9
+    assert hp['fractions'] == (0.01, 0.05) and hp['mu'] == 5
+    with pytest.raises(ValueError, match="unknown arm 'ema'"):
+        paper.arm_config('ema', hp, 3, '/tmp/unused', None)
 
 
-def test_experiment_settings_must_include_the_checked_fraction():
-    assert paper.paper_setting({'fractions': (0.01, 0.1)}, 'mine.py')['steps'] == 2000
-    with pytest.raises(ValueError, match=r'mine.py: fractions \(0.01,\) lack 0.1, the labeled '
-                                         'fraction the checks are declared at'):
-        paper.paper_setting({'fractions': (0.01,)}, 'mine.py')
+def test_experiment_settings_are_checked():
+    assert paper.paper_setting({'fractions': (0.02,)}, 'mine.py')['steps'] == 600
+    with pytest.raises(ValueError, match=r'mine.py: fractions \(0.0, 0.1\) must be'):
+        paper.paper_setting({'fractions': (0.0, 0.1)}, 'mine.py')
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['typo'\]"):
+        paper.paper_setting({'typo': 1}, 'mine.py')
     assert paper.get_config('paper')['fractions'] == paper.PAPER['fractions']
+
+
+def test_checks_pair_the_right_arms_over_the_fractions_with_holm():
+    """Synthetic final accuracies: FixMatch = supervised + 10 points, EMAN = FixMatch + 3 at
+    1 % and + 0.2 at 5 % (noisy); the checks' cells are those paired differences."""
+    rng = np.random.default_rng(0)
+    runs = {}
+    for fraction, gain in (('0.01', 3.0), ('0.05', 0.2)):
+        sup = rng.uniform(0.5, 0.7, 6)
+        fix = sup + 0.10 + rng.normal(0, 0.005, 6)
+        eman_student = fix + gain / 100 + rng.normal(0, 0.005, 6)
+        runs[fraction] = {arm: {'student': v[:, None], 'teacher': v[:, None]}
+                          for arm, v in (('supervised', sup), ('fixmatch', fix),
+                                         ('eman', eman_student))}
+    declared = paper.declare_checks(6)
+    evaluated, notes = paper.evaluate_checks(declared, runs)
+    by_name = {c['name']: c for c in evaluated}
+    assert by_name['fixmatch_beats_supervised']['kind'] == 'sanity'
+    assert by_name['eman_beats_fixmatch']['kind'] == 'claim'
+    for name, (a, b) in (('fixmatch_beats_supervised', ('fixmatch', 'supervised')),
+                         ('eman_beats_fixmatch', ('eman', 'fixmatch'))):
+        cells = {c['cell']: c for c in by_name[name]['cells']}
+        assert set(cells) == {'1% labels', '5% labels'}
+        for fraction, cell in (('0.01', '1% labels'), ('0.05', '5% labels')):
+            diff = 100 * (runs[fraction][a]['student'][:, 0] - runs[fraction][b]['student'][:, 0])
+            assert cells[cell]['estimate'] == pytest.approx(diff.mean())
+    assert by_name['fixmatch_beats_supervised']['outcome'] == 'supported'
+    assert {c['cell']: c['outcome'] for c in by_name['eman_beats_fixmatch']['cells']}[
+        '1% labels'] == 'supported'
+    assert not any('teacher >= its own student' in n and 'held' in n for n in notes)
 
 
 def test_experiment_refuses_a_teacher_that_is_not_its_student_at_step_0():
@@ -262,18 +301,19 @@ def test_experiment_refuses_a_teacher_that_is_not_its_student_at_step_0():
 @pytest.mark.slow
 def test_experiment_reads_its_tables_and_checks_from_the_engine_runs(tmp_path, data_dir):
     config = tmp_path / 'tiny.py'
-    config.write_text("def get_config():\n    return {'model': 'mlp', 'model_kwargs': "
-                      "{'hidden': (32,)}, 'steps': 4, 'eval_every': 2, 'labeled_batch': 8, "
-                      "'mu': 1, 'fractions': (0.1,)}\n")
+    config.write_text("def get_config():\n    return {'dataset': 'digits', 'model': 'mlp', "
+                      "'model_kwargs': {'hidden': (32,)}, 'steps': 4, 'eval_every': 2, "
+                      "'ramp_steps': 2, 'labeled_batch': 8, 'mu': 1, 'fractions': (0.1,), "
+                      "'batch_seeds': True}\n")
     out = tmp_path / 'out'
     assert paper.main(['--config', str(config), '--seeds', '2', '--out', str(out),
                        '--data-dir', data_dir]) == 0
     results = json.loads((out / 'eman' / 'results.json').read_text())
     run = results['runs']['0.1']
     assert run['steps'] == [2, 4] and run['labeled_images'] == 142
-    records = metrics.read_jsonl(str(out / 'eman' / 'runs' / 'labels0.1-ema' / 'metrics.jsonl'))
-    assert run['ema']['teacher'] == [[r['teacher_test_accuracy'] for r in records
-                                      if r['seed'] == seed] for seed in (0, 1)]
+    records = metrics.read_jsonl(str(out / 'eman' / 'runs' / 'labels0.1-eman' / 'metrics.jsonl'))
+    assert run['eman']['teacher'] == [[r['teacher_test_accuracy'] for r in records
+                                       if r['seed'] == seed] for seed in (0, 1)]
     assert 'teacher' not in run['supervised'] and 'mask_rate' not in run['supervised']
-    assert {c['name'] for c in results['checks']} == {'teacher', 'student',
-                                                       'semi_supervised_works'}
+    assert {c['name'] for c in results['checks']} == {'fixmatch_beats_supervised',
+                                                       'eman_beats_fixmatch'}

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnorm import config as config_lib, data, eman, fixmatch, optimizers, parallel, train
+from jaxnorm import (augment28, config as config_lib, data, eman, fixmatch, optimizers, parallel,
+                     train)
 from jaxnorm.papers import common
 
 
@@ -99,6 +100,35 @@ def test_loss_matches_a_numpy_reference(labeler, kind, splits):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+def test_digits28_views_and_the_lambda_ramp_match_a_numpy_reference(splits):
+    """With ``augment='digits28'`` the views are augment28.weak / strong of the step's keys,
+    and with ``ramp_steps`` R the unlabeled weight at step k is λ_u min(1, k / R)."""
+    rng = np.random.default_rng(1)
+    rows = rng.choice(len(splits.train_labels), 24, replace=False)
+    images, labels = splits.train_images[rows], splits.train_labels[rows].astype(np.int32)
+    batch = {'image': images[:8], 'label': labels[:8], 'unlabeled': images[8:]}
+    key, lambda_u, ramp = jax.random.key(3), 2.0, 40
+    overrides = {'fixmatch.augment': 'digits28', 'fixmatch.lambda_u': lambda_u,
+                 'fixmatch.ramp_steps': ramp, 'fixmatch.threshold': 0.0}
+    model, extensions, tx = train.build(run_config(**overrides), (8, 8, 1), 10, 1)
+    state = train.create_train_state(model, tx, (8, 8, 1), seed=0, mesh=parallel.data_mesh())
+    k_labeled, k_weak, k_strong, _ = jax.random.split(key, 4)
+    views = [augment28.weak(k_labeled, images[:8]), augment28.weak(k_weak, images[8:]),
+             augment28.strong(k_strong, images[8:])]
+    logits = np.asarray(model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                                    jnp.concatenate(views), train=True,
+                                    mutable=['batch_stats'])[0])
+    pseudo = numpy_softmax(logits[8:24]).argmax(-1)  # threshold 0: every label is confident
+    labeled = numpy_cross_entropy(logits[:8], labels[:8]).mean()
+    unlabeled = numpy_cross_entropy(logits[24:], pseudo).mean()
+    [ext] = [e for e in extensions if e.name == 'fixmatch']
+    for step, weight in [(0, 0.0), (10, 0.25), (40, 1.0), (100, 1.0)]:
+        loss_fn = ext.wrap_loss(train.forward_loss(model.apply),
+                                state.replace(step=jnp.asarray(step, jnp.int32)))
+        loss = float(jax.jit(loss_fn)(state.params, state.batch_stats, batch, key)[0])
+        np.testing.assert_allclose(loss, labeled + weight * lambda_u * unlabeled, rtol=1e-5)
+
+
 def test_weak_augmentation_is_a_zero_filled_shift_of_at_most_one_pixel():
     images = np.random.default_rng(0).normal(5.0, 1.0, (32, 8, 8, 1)).astype(np.float32)
     shifted = np.asarray(jax.jit(fixmatch.weak_augment)(jax.random.key(1), images))
@@ -121,6 +151,10 @@ def test_settings_are_checked():
         run_config(**{'fixmatch.threshold': 1.5})
     with pytest.raises(ValueError, match='unknown fixmatch.labeler'):
         run_config(**{'fixmatch.labeler': 'oracle'})
+    with pytest.raises(ValueError, match='ramp_steps >= 0'):
+        run_config(**{'fixmatch.ramp_steps': -1})
+    with pytest.raises(ValueError, match='unknown fixmatch.augment'):
+        run_config(**{'fixmatch.augment': 'randaugment'})
 
 
 def test_batch_source_draws_from_its_seeds_stratified_split(splits):
@@ -207,3 +241,95 @@ def test_nesterov_config_is_the_papers_optax_chain():
     assert np.max(np.abs(trajectories[1]['w'] - trajectories[2]['w'])) > 1e-4
     with pytest.raises(ValueError, match='nesterov needs optimizer sgd'):
         run_config(optimizer='adam', nesterov=True)
+
+
+# --- jaxnorm.augment28: the 28x28 digits' weak and strong views against hand-written references
+
+
+def _digits_like(n=6, size=28, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(0.0, 1.0, (n, size, size, 1)).astype(np.float32)
+
+
+def test_affine_matches_scipy_affine_transform_with_the_same_matrix():
+    """p = M (o - c) + c + t, bilinear, constant fill: scipy's affine_transform with offset
+    c + t - M c (mode 'grid-constant' pads with the fill before interpolating)."""
+    from scipy import ndimage
+    images = _digits_like(3)
+    rng = np.random.default_rng(1)
+    matrices = rng.normal(0.0, 0.3, (3, 2, 2)) + np.eye(2)
+    translations = rng.uniform(-3, 3, (3, 2))
+    fill = np.array([-1.0, 0.5, 2.0], np.float32)
+    out = np.asarray(jax.jit(augment28.affine)(images, jnp.asarray(matrices, jnp.float32),
+                                                jnp.asarray(translations, jnp.float32),
+                                                jnp.asarray(fill)))
+    centre = np.array([13.5, 13.5])
+    for b in range(3):
+        offset = centre + translations[b] - matrices[b] @ centre
+        expected = ndimage.affine_transform(images[b, ..., 0].astype(np.float64), matrices[b],
+                                            offset, order=1, mode='grid-constant',
+                                            cval=float(fill[b]))
+        np.testing.assert_allclose(out[b, ..., 0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_quarter_turn_and_integer_translation_are_exact_permutations():
+    images = _digits_like(2)
+    quarter = augment28.affine_matrix(jnp.full((2,), np.pi / 2), jnp.zeros(2), jnp.ones(2))
+    turned = np.asarray(augment28.affine(images, quarter, jnp.zeros((2, 2))))
+    # M = [[0, -1], [1, 0]]: out[i, j] = in[27 - j, i], numpy's clockwise quarter turn.
+    np.testing.assert_allclose(turned, np.rot90(images, -1, axes=(1, 2)), atol=1e-5)
+    eye = jnp.broadcast_to(jnp.eye(2), (2, 2, 2))
+    moved = np.asarray(augment28.affine(images, eye, jnp.array([[2.0, -3.0], [0.0, 1.0]]),
+                                        jnp.array([9.0, 9.0])))
+    expected = np.full_like(images, 9.0)
+    expected[0, :26, 3:] = images[0, 2:, :25]   # reads row + 2, col - 3
+    expected[1, :, :27] = images[1, :, 1:]
+    np.testing.assert_array_equal(moved, expected)
+
+
+def test_weak_view_is_a_background_filled_shift_of_at_most_two_pixels():
+    images = _digits_like(24)
+    out = np.asarray(jax.jit(augment28.weak)(jax.random.key(3), images))
+    offsets = []
+    for image, view in zip(images, out):
+        padded = np.pad(image, ((2, 2), (2, 2), (0, 0)), constant_values=image.min())
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if np.array_equal(padded[dy:dy + 28, dx:dx + 28], view)]
+        assert len(found) == 1
+        offsets.append(found[0])
+    assert len(set(offsets)) > 5
+
+
+def test_cutout_fills_exactly_the_square():
+    images = _digits_like(2)
+    out = np.asarray(augment28.cutout(images, jnp.array([[3, 20], [0, 0]]), jnp.array([5, 8]),
+                                      jnp.array([-7.0, -8.0])))
+    for b, (top, left, size, fill) in enumerate([(3, 20, 5, -7.0), (0, 0, 8, -8.0)]):
+        hole = np.zeros((28, 28, 1), bool)
+        hole[top:top + size, left:left + size] = True
+        assert np.sum(out[b] == fill) == size * size
+        np.testing.assert_array_equal(out[b][hole], fill)
+        np.testing.assert_array_equal(out[b][~hole], images[b][~hole])
+
+
+def test_contrast_brightness_is_the_formula():
+    images = _digits_like(3)
+    c, b = np.array([-0.3, 0.0, 0.4]), np.array([0.1, -0.2, 0.0])
+    out = np.asarray(augment28.contrast_brightness(images, jnp.asarray(c), jnp.asarray(b)))
+    mean = images.mean(axis=(1, 2, 3), keepdims=True)
+    expected = (images - mean) * (1 + c[:, None, None, None]) + mean + b[:, None, None, None]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_strong_view_of_a_constant_image_is_its_brightness_shift_and_cutouts_vary():
+    """On a constant image the affine map, contrast and cutout leave a constant; only the
+    brightness b ~ U(-0.4, 0.4) moves it. On digits the cutout square's side is in [1, 10]."""
+    flat = np.full((64, 28, 28, 1), 0.7, np.float32)
+    out = np.asarray(jax.jit(augment28.strong)(jax.random.key(0), flat))
+    shift = out[:, 0, 0, 0] - 0.7
+    np.testing.assert_allclose(out, out[:, :1, :1, :] * np.ones_like(out), atol=1e-5)
+    assert np.all(np.abs(shift) <= augment28.MAX_JITTER + 1e-6) and np.std(shift) > 0.1
+    with pytest.raises(ValueError, match='max_cutout must be in'):
+        augment28.strong(jax.random.key(0), flat, max_cutout=29)
+    with pytest.raises(ValueError, match=r'expected images \(B, H, W, C\)'):
+        augment28.weak(jax.random.key(0), flat[0])

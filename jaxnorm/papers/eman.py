@@ -1,59 +1,79 @@
-"""EMAN vs the standard EMA teacher in FixMatch (Cai et al., arXiv:2101.08482).
+"""EMAN in FixMatch: the EMAN teacher's pseudo-labels against stock FixMatch (Cai et al.,
+arXiv:2101.08482), semi-supervised part.
 
-Claim (abstract): a teacher that averages the student's parameters *and* BN statistics with
-the same momentum and runs in eval mode (EMAN) beats the standard EMA teacher, whose BN uses
-the batch's statistics, in student-teacher semi-supervised learning (FixMatch: about +7 / +2
-points with 1 % / 10 % ImageNet labels).
+Claim (abstract): FixMatch whose pseudo-labels come from an EMAN teacher (parameters *and* BN
+statistics averaged with one momentum, eval mode) beats stock FixMatch (about +7 / +2 points
+with 1 % / 10 % ImageNet labels).
 
-Setup at the quick and standard scales (:func:`get_config`; FixMatch-EMAN scaled to 1,437
-digits of 8x8x1): labeled fraction 10 % (and 1 % at the standard scale), class-stratified per
-seed; vgg_cfg10 at width 0.25 with BN (flax momentum 0.9). Pseudo-label = argmax, mask = max
-prob >= 0.7; loss = CE_x + 10 * mean(mask * CE(strong, pseudo-label)); μ = 5 (labeled batch 16,
-unlabeled 80, 2,000 steps; --quick: 8 / 40, 240 steps; scaled down from 64 / 320 for the small
-data set). SGD lr 0.03, Nesterov momentum 0.9, weight decay 5e-4, cosine. Weak augmentation:
-random shift <= 1 px; strong: shift <= 2 px, a 3x3 cutout, brightness/contrast jitter and
-Gaussian noise (digits are not flip-invariant). Four arms, same seeds, same initialization,
-same batches:
+Arms (same seeds, same split, initialization and batches per seed; the authors' code,
+``models/fixmatch.py``, research/norm.md 4.2):
 
-* 'supervised': reference, λ_u = 0 (the student's batch is still concat(labeled, strong), so
-  its BN sees the same images as the teacher arms', only the unlabeled loss is switched off;
-  an EMAN teacher labels the weak images, with weight 0);
-* 'fixmatch': reference, stock FixMatch (the paper's baseline): no teacher, the student
-  forwards concat(labeled, weak, strong) in train mode and labels the strong images with its
-  own stop-gradient predictions on the weak ones;
-* 'ema': the student forwards concat(labeled, strong); a teacher holding the EMA of the
-  params only, BN in batch mode (the weak batch's statistics for pseudo-labels, the whole
-  test set's for its test accuracy), labels the weak images;
-* 'eman': the same with the EMAN teacher (EMA of params and BN statistics, eval mode).
+* ``'supervised'`` (reference): the same pipeline with λ_u = 0 (the student's batch is still
+  concat(labeled, strong), so its BN sees the same images as the EMAN arm's; an EMAN teacher
+  labels the weak images with weight 0);
+* ``'fixmatch'`` (the paper's baseline, stock FixMatch, the code's ``eman=False`` path): no
+  teacher; the student forwards concat(labeled, weak, strong) in train mode, so the weak
+  views it labels are normalized with the statistics of the student's own batch;
+* ``'eman'`` (FixMatch-EMAN, the code's ``eman=True``): the student forwards concat(labeled,
+  strong); the EMAN teacher (EMA of params and BN statistics, eval mode) labels the weak views.
 
-The teacher momentum is 0.98 (a 50-step horizon) instead of 0.999, which would barely leave
-the initialization in a few hundred steps.
+The issue calls the baseline "the student's own BN statistics in the EMA teacher": in the
+authors' code there is no separate EMA teacher in stock FixMatch, the student labels itself
+with its batch's statistics, which is what ``'fixmatch'`` runs. The earlier EMA-BN arm (EMA
+params, batch-mode BN) is not the paper's FixMatch baseline (its batch-mode teacher is the
+MoCo/BYOL one, the self-supervised part) and is no longer run here.
 
-Each arm at each labeled fraction is one seed-batched run of the engine (:func:`jaxnorm.train.
-fit`, the seeds as lanes) with the ``fixmatch`` extension (:mod:`jaxnorm.fixmatch`: the loss,
-its augmentations and the per-step mask rate and pseudo-label accuracy) and, for the teacher
-arms, the ``eman`` extension (:mod:`jaxnorm.eman`, ``eman.kind`` 'ema' or 'eman'). A lane's
-batches (:class:`jaxnorm.fixmatch.SemiSupervisedBatches`) sample its seed's split with
-replacement; an engine epoch is ``eval_every`` steps, so every record is an evaluation (the
-first after ``eval_every`` steps; at step 0 only the teacher's identity with its student is
-checked). Runs live in OUT/eman/runs/labels<fraction>-<arm> and a rerun resumes them.
+Setting (:func:`get_config`). ``standard``: ``mnist5k`` (4,000 train / 1,000 test digits of
+28x28), 1 % and 5 % labels (4 / 20 per class: 40 / 200 images, stratified per seed),
+small_cnn (3x3 convs 8-16-32 channels, strides 1-2-2, BN, plain convs),
+600 steps with labeled batch 8 and μ = 5 (40 unlabeled), τ = 0.95, λ_u = 1 with a linear
+ramp over the first 120 steps, teacher momentum 0.9, SGD 0.03 Nesterov 0.9, weight decay
+5e-4, cosine schedule; weak = integer translation <= 2 px, strong = random affine, contrast,
+brightness and cutout (:mod:`jaxnorm.augment28`); one engine run per seed and arm (measured:
+a seed-batched, vmapped convolution costs about 3.5x the CPU time of separate runs on CPU).
+``quick``: the same on 1 % labels only, 300 steps (ramp 60), 3 seeds (measured under
+contention: 117 s user+sys; FixMatch 78.4 % vs supervised 71.7 %, FixMatch-EMAN 77.1 %).
 
-Checks (declared before the run, :mod:`jaxnorm.papers.checks`; per-seed differences of the
-final test accuracy in points, paired by seed, which fixes the split, initialization and
-batches, at 10 % labels):
-  * teacher (claim): EMAN teacher minus EMA-BN teacher, superiority over 0, powered for the
-    paper's +2 points at 10 % labels;
-  * student (claim): EMAN student minus EMA-BN student, superiority over 0, not powered;
-  * semi_supervised_works (sanity): stock FixMatch minus supervised-only, superiority over 0;
-    without it a comparison of FixMatch teachers means nothing.
-"EMAN teacher >= its own student" is not a claim of the paper: the number stays in the table.
+Where the values come from: τ = 0.95 and λ_u = 1 are FixMatch's from-scratch values (Sohn et
+al.; the issue's τ); the EMAN code's τ = 0.7, λ_u = 10 start from a self-supervised
+pretrained ResNet-50 and failed here from scratch (the previous version of this section: every
+pseudo-labelling arm below supervised-only). μ = 5 is the EMAN code's (FixMatch's is 7; 5 is
+cheaper). The ramp, the teacher momentum, labeled batch 8, the width (8-16-32) and the step
+count are [infer], sized from pilots for the ~8 minutes the semi-supervised part may take on
+2 idle cores (1 % labels, 1,200 steps, 2 seeds, m 0.99: supervised 72.9 %, FixMatch 92.4 %,
+FixMatch-EMAN 91.3 %). Momentum: the paper's 0.999 is a 1,000-step horizon in a run of over
+100k steps (<= 1 %); 0.99 (a 100-step horizon, 12.5 % of 800 steps) left the EMAN teacher
+lagging in the standard pilot (800 steps, 2 seeds: FixMatch-EMAN 5 points below FixMatch at
+1 %, level at 5 %), so the standard run uses 0.9 (a 10-step horizon, under 2 % of the run),
+chosen after that pilot (declared here; a 2-seed pilot at 0.9: 92.0 vs 92.1 % on seed 0).
+The standard pilot's CPU time (302 s user+sys for 2 seeds of 800 steps) put 5 seeds of 800
+steps past the ~8 minutes, hence 600 steps. Pilot of this setting (2 seeds, under
+contention: 205 s user+sys, so about 510 s for 5 seeds): supervised 71.7 / 92.6 %, FixMatch
+86.4 / 94.4 %, FixMatch-EMAN 86.5 / 94.4 % at 1 % / 5 %; paired SD of EMAN - FixMatch 0.7 /
+0.9 points, so 5 seeds detect about 1.6 points with 80 % power at Holm's first-step level
+0.025 (:func:`jaxnorm.papers.stats.minimum_detectable_effect`). Declared
+reductions against the paper: ImageNet/ResNet-50 -> mnist5k/small CNN; 100 epochs -> 600
+steps; labeled batch 64 -> 8; 10 % labels -> 5 % (10 % of the 4,000-image set leaves little
+for the unlabeled loss to add); no self-supervised init.
 
-    python scripts/experiments/eman.py --quick --out results        # 10 % labels, 3 seeds
-    python scripts/experiments/eman.py --out results                # 10 % and 1 %, longer
-    python scripts/experiments/eman.py --scale paper --out results  # ResNet-18, CIFAR-10
+Checks (declared before the run; per-seed final student test accuracy in points, paired by
+seed; each check over the two label fractions with Holm's correction, :func:`declare_checks`):
+  * ``fixmatch_beats_supervised`` (sanity): FixMatch minus supervised-only, superiority over 0,
+    powered for 2 points (the pilot's gap at 5 % labels); without it a comparison of
+    FixMatch variants means nothing;
+  * ``eman_beats_fixmatch`` (claim): FixMatch-EMAN minus FixMatch, superiority over 0,
+    powered for 2 points (the paper's gain at 10 % labels).
+"EMAN teacher >= its own student" is not a claim of the paper and is not checked.
+
+    python -m jaxnorm.papers.eman --scale quick                 # 1 % labels, 3 seeds
+    python -m jaxnorm.papers.eman --scale standard --seeds 5    # 1 % and 5 %
 
 At ``--scale paper`` (:data:`PAPER`, or the values of a ``get_config()`` file given with
-``--config``, which replace the standard scale's) the same four arms run that setting.
+``--config``, which replace the standard scale's) the same three arms run that setting.
+Results: :func:`semi_supervised` returns the section's parts (table rows, evaluated checks,
+notes, runs, figure, the "ran" text), which :func:`main` writes; a further part (the
+self-supervised one) can be appended to each list before :func:`jaxnorm.papers.checks.
+write_results`.
 """
 from __future__ import annotations
 
@@ -74,65 +94,64 @@ from jaxnorm.papers import checks, common  # noqa: E402
 NAME = 'eman'
 TITLE = ('Exponential Moving Average Normalization for Self-supervised and Semi-supervised '
          'Learning (Cai et al., arXiv:2101.08482)')
-CLAIM = ('A FixMatch teacher that averages parameters and BN statistics with one momentum and '
-         'runs in eval mode (EMAN) is more accurate than the standard EMA teacher whose BN uses '
-         'batch statistics, and its pseudo-labels train a better student.')
-COMMON = {'dataset': 'digits', 'model': 'vgg_cfg10', 'model_kwargs': {'width': 0.25},
-          'threshold': 0.7, 'lambda_u': 10.0, 'mu': 5, 'lr': 0.03, 'weight_decay': 5e-4,
-          'teacher_momentum': 0.98}
-CHECK_FRACTION = 0.1  # the labeled fraction every check is evaluated at (the paper's 10 %)
+CLAIM = ('FixMatch whose pseudo-labels come from an EMAN teacher (parameters and BN statistics '
+         'averaged with one momentum, eval mode) is more accurate than stock FixMatch, at each '
+         'label fraction.')
+COMMON = {'dataset': 'mnist5k', 'model': 'small_cnn',
+          'model_kwargs': {'features': (8, 16, 32)}, 'batch_seeds': False,
+          'threshold': 0.95, 'lambda_u': 1.0, 'mu': 5, 'lr': 0.03, 'weight_decay': 5e-4,
+          'teacher_momentum': 0.9, 'augment': 'digits28'}
+# The paper's numbers (research/norm.md 4.3, papers_numbers.md 4.2): FixMatch-EMAN ResNet-50,
+# ImageNet top-1 with 1 % / 10 % labels; the FixMatch baseline's rows were not retrieved (the
+# abstract's +7 / +2 points put it near 56 / 72).
+PAPER_NUMBERS = {'FixMatch-EMAN (R50, ImageNet)': {'1%': 63.0, '10%': 74.0},
+                 'gain over FixMatch (abstract)': {'1%': 7.0, '10%': 2.0}}
 
 # The paper's scale (research/norm.md 4.2, the FixMatch-EMAN code: models/fixmatch.py and
-# main_fixmatch.py): pseudo-label threshold 0.7, lambda_u 10, mu 5 (unlabeled to labeled), EMA
-# momentum 0.999 for parameters and BN statistics alike, labeled batch 64, LR 0.03 (SGD
-# Nesterov momentum 0.9), 1 % and 10 % of the labels. Weight decay 5e-4 is FixMatch's CIFAR
-# value [infer: the EMAN code's ImageNet value was not retrieved]. Deviations: the paper's
-# FixMatch-EMAN runs ResNet-50 on ImageNet (63.0 / 74.0 % top-1 with 1 % / 10 % labels); no
-# WRN-28-2 (FixMatch's CIFAR network) is in the library, so this is ResNet-18 (BN) on CIFAR-10.
-# The step count (100k) and cosine schedule are [infer], and the experiment's weak/strong
-# augmentations (shifts, cutout, brightness/contrast, noise) stand in for flip-and-crop and
-# RandAugment. ``scripts/configs/eman.py`` returns these values as a config file.
+# main_fixmatch.py): τ 0.7, λ_u 10, μ 5, EMA momentum 0.999 for parameters and BN statistics
+# alike, labeled batch 64, LR 0.03 (SGD Nesterov momentum 0.9), 1 % and 10 % of the labels.
+# Weight decay 5e-4 is FixMatch's CIFAR value [infer]. Deviations: the paper runs ResNet-50 on
+# ImageNet from a self-supervised initialization; this is ResNet-18 (BN) on CIFAR-10 from
+# scratch with 100k steps and a cosine schedule [infer], and the digit augmentations stand in
+# for flip-and-crop and RandAugment. ``scripts/configs/eman.py`` returns these values.
 PAPER = {
     'dataset': 'cifar10', 'model': 'resnet18', 'model_kwargs': {}, 'threshold': 0.7,
     'lambda_u': 10.0, 'mu': 5, 'lr': 0.03, 'weight_decay': 5e-4, 'teacher_momentum': 0.999,
-    'steps': 100_000, 'eval_every': 5000, 'labeled_batch': 64, 'fractions': (0.1, 0.01),
+    'steps': 100_000, 'eval_every': 5000, 'ramp_steps': 0, 'labeled_batch': 64,
+    'fractions': (0.01, 0.1), 'augment': 'shift', 'batch_seeds': True,
 }
-ARMS = {'supervised': 'supervised only (λ_u = 0)', 'fixmatch': 'FixMatch (no teacher)',
-        'ema': 'EMA-BN teacher', 'eman': 'EMAN teacher'}
-COLORS = {'supervised': 'tab:gray', 'fixmatch': 'tab:green', 'ema': 'tab:orange',
-          'eman': 'tab:blue'}
+ARMS = {'supervised': 'supervised only (λ_u = 0)', 'fixmatch': 'FixMatch (stock)',
+        'eman': 'FixMatch-EMAN'}
+COLORS = {'supervised': 'tab:gray', 'fixmatch': 'tab:green', 'eman': 'tab:blue'}
 ARM_OPTIONS = {  # each arm's extension settings on top of the shared ones
     'supervised': {'fixmatch.labeler': 'teacher', 'fixmatch.lambda_u': 0.0, 'eman.kind': 'eman'},
     'fixmatch': {'fixmatch.labeler': 'self'},
-    'ema': {'fixmatch.labeler': 'teacher', 'eman.kind': 'ema'},
     'eman': {'fixmatch.labeler': 'teacher', 'eman.kind': 'eman'},
 }
+SANITY_EFFECT, CLAIM_EFFECT = 2.0, 2.0  # points the checks are powered for
 
 
 def get_config(scale: str) -> dict:
-    """The experiment's setting at ``scale``: ``'quick'`` 240 steps (evaluated every 40) with
-    labeled batch 8 at 10 % labels and ``'standard'`` 2,000 steps (every 100) with labeled
-    batch 16 at 10 % and 1 %, both vgg_cfg10 width 0.25 on digits (module docstring);
-    ``'paper'`` ResNet-18 on CIFAR-10 for 100k steps (:data:`PAPER`). The unlabeled batch is
-    ``mu`` times the labeled one."""
+    """The setting at ``scale`` (module docstring): ``'quick'`` 300 steps at 1 % labels,
+    ``'standard'`` 600 steps at 1 % and 5 %, both on mnist5k; ``'paper'`` :data:`PAPER`."""
     common.check_scale(scale)
     if scale == 'paper':
         return paper_setting(PAPER, f'{__name__}.PAPER')
     if scale == 'quick':
-        return {**COMMON, 'steps': 240, 'eval_every': 40, 'labeled_batch': 8,
-                'fractions': (0.1,)}
-    return {**COMMON, 'steps': 2000, 'eval_every': 100, 'labeled_batch': 16,
-            'fractions': (0.1, 0.01)}
+        return {**COMMON, 'steps': 300, 'eval_every': 100, 'ramp_steps': 60,
+                'labeled_batch': 8, 'fractions': (0.01,)}
+    return {**COMMON, 'steps': 600, 'eval_every': 200, 'ramp_steps': 120,
+            'labeled_batch': 8, 'fractions': (0.01, 0.05)}
 
 
 def paper_setting(values, source: str) -> dict:
     """The standard setting with paper-scale ``values`` (from ``source``) in place; ValueError
-    on unknown keys, or when the fractions lack :data:`CHECK_FRACTION`, the one the checks are
-    declared at."""
+    on unknown keys or labeled fractions outside (0, 1)."""
     setting = common.override_setting(get_config('standard'), values, source)
-    if not any(np.isclose(f, CHECK_FRACTION) for f in setting['fractions']):
-        raise ValueError(f"{source}: fractions {setting['fractions']} lack "
-                         f'{CHECK_FRACTION:g}, the labeled fraction the checks are declared at')
+    fractions = tuple(setting['fractions'])
+    if not fractions or not all(0 < f < 1 for f in fractions):
+        raise ValueError(f'{source}: fractions {fractions} must be a non-empty list of '
+                         'labeled fractions in (0, 1)')
     return setting
 
 
@@ -140,11 +159,12 @@ def arm_config(arm: str, hp: dict, seeds: int, workdir: str, data_dir: str | Non
     """The engine config of one arm: ``seeds`` lanes, an engine epoch of ``eval_every``
     steps (one evaluation and checkpoint), ``steps // eval_every`` epochs, so the cosine
     schedule spans ``steps``. The images are standardized and augmented by the fixmatch loss
-    (``augment='none'``). No divergence factor: the experiment's earlier loop had no guard on
-    loss spikes (a non-finite loss still stops the run)."""
+    (``augment='none'``)."""
     if hp['steps'] % hp['eval_every']:
         raise ValueError(f"steps {hp['steps']} is not a multiple of eval_every "
                          f"{hp['eval_every']}")
+    if arm not in ARMS:
+        raise ValueError(f'unknown arm {arm!r}; choose one of {tuple(ARMS)}')
     overrides = {
         'model': hp['model'], 'model_kwargs': hp['model_kwargs'], 'norm': 'bn',
         'dataset': hp['dataset'], 'data_dir': data_dir, 'augment': 'none',
@@ -154,6 +174,7 @@ def arm_config(arm: str, hp: dict, seeds: int, workdir: str, data_dir: str | Non
         'seed': 0, 'num_seeds': seeds, 'divergence_factor': None, 'workdir': workdir,
         'progress': False, 'keep_checkpoints': 1,
         'fixmatch.threshold': hp['threshold'], 'fixmatch.lambda_u': hp['lambda_u'],
+        'fixmatch.augment': hp['augment'], 'fixmatch.ramp_steps': hp['ramp_steps'],
         **ARM_OPTIONS[arm]}
     if overrides['fixmatch.labeler'] == 'teacher':
         overrides['eman.momentum'] = hp['teacher_momentum']
@@ -175,14 +196,14 @@ def check_initial_teacher(state):
 
 def run_fraction(fraction: float, seeds: int, hp: dict, splits, out_dir: str,
                  data_dir: str | None) -> tuple[dict, list[int], int]:
-    """All four arms at one labeled fraction, each one seed-batched engine run in
+    """All arms at one labeled fraction, each one seed-batched engine run in
     ``out_dir/runs/labels<fraction>-<arm>`` (resumed, or read back when finished).
 
     Returns:
       ``(res, the evaluation steps, labeled images per seed)``. ``res[arm]`` holds curves
-      (seeds, evaluations): ``student`` test accuracy; ``teacher`` test accuracy (EMA-BN,
-      EMAN); ``mask_rate`` and ``pseudo_label_accuracy`` (means over the steps since the
-      previous evaluation; not for the supervised arm, whose pseudo-labels weigh nothing).
+      (seeds, evaluations): ``student`` test accuracy; ``teacher`` (EMAN arm) test accuracy;
+      ``mask_rate`` and ``pseudo_label_accuracy`` (means over the steps since the previous
+      evaluation; not for the supervised arm, whose pseudo-labels weigh nothing).
     """
     def batches(seed):
         return fixmatch.SemiSupervisedBatches(
@@ -192,11 +213,21 @@ def run_fraction(fraction: float, seeds: int, hp: dict, splits, out_dir: str,
     res = {}
     for arm in ARMS:
         workdir = os.path.join(out_dir, 'runs', f'labels{fraction:g}-{arm}')
-        history = engine.fit(arm_config(arm, hp, seeds, workdir, data_dir), resume=True,
-                             batches=batches, initial_state=check_initial_teacher).history
+        if hp['batch_seeds']:
+            history = engine.fit(arm_config(arm, hp, seeds, workdir, data_dir), resume=True,
+                                 batches=batches, initial_state=check_initial_teacher).history
+        else:  # one run per seed: on CPU a vmapped conv becomes a slower grouped one
+            history = []
+            for seed in range(seeds):
+                config = config_lib.apply_overrides(
+                    arm_config(arm, hp, 1, os.path.join(workdir, f'seed{seed}'), data_dir),
+                    {'seed': seed}, source=f'eman arm {arm!r} seed {seed}')
+                history += [{**r, 'seed': seed} for r in engine.fit(
+                    config, resume=True, batches=batches,
+                    initial_state=check_initial_teacher).history]
         lanes = [[r for r in history if r['seed'] == seed] for seed in range(seeds)]
         keys = {'student': 'test_accuracy'}
-        if arm in ('ema', 'eman'):
+        if arm == 'eman':
             keys['teacher'] = 'teacher_test_accuracy'
         if arm != 'supervised':
             keys.update(mask_rate='mask_rate', pseudo_label_accuracy='pseudo_label_accuracy')
@@ -208,11 +239,13 @@ def run_fraction(fraction: float, seeds: int, hp: dict, splits, out_dir: str,
 def table_row(fraction, n_l, arm, r):
     def cell(values):
         return '—' if values is None else common.mean_std(values[:, -1], 100)
-    teacher = r.get('teacher')
-    cells = [f'{fraction:.0%} ({n_l})', ARMS[arm], cell(r['student']), cell(teacher),
-             cell(None if teacher is None else teacher - r['student']),
+    cells = [f'{fraction:.0%} ({n_l})', ARMS[arm], cell(r['student']), cell(r.get('teacher')),
              cell(r.get('mask_rate')), cell(r.get('pseudo_label_accuracy'))]
     return '| ' + ' | '.join(cells) + ' |'
+
+
+TABLE_HEADER = ['| labels | arm | student acc (%) | EMAN teacher acc (%) | mask rate (%) | '
+                'confident pseudo-label acc (%) |', '|---|---|---|---|---|---|']
 
 
 def plot_fraction(axes, fraction, res, steps, n_seeds):
@@ -220,11 +253,11 @@ def plot_fraction(axes, fraction, res, steps, n_seeds):
     against the step of each evaluation."""
     for arm, r in res.items():
         color = COLORS[arm]
-        axes[0].plot(steps, 100 * r['student'].mean(0), '--', color=color,
-                     label=f'{arm} student')
+        axes[0].plot(steps, 100 * r['student'].mean(0), '-', color=color,
+                     label=f'{ARMS[arm]} student')
         if 'teacher' in r:
-            axes[0].plot(steps, 100 * r['teacher'].mean(0), '-', color=color,
-                         label=f'{arm} teacher')
+            axes[0].plot(steps, 100 * r['teacher'].mean(0), ':', color=color,
+                         label=f'{ARMS[arm]} teacher')
         if 'mask_rate' in r:
             axes[1].plot(steps, 100 * r['mask_rate'].mean(0), ':', color=color,
                          label=f'{arm} mask rate')
@@ -239,78 +272,66 @@ def plot_fraction(axes, fraction, res, steps, n_seeds):
 
 
 def declare_checks(seeds: int) -> dict[str, checks.Check]:
-    """The section's checks, declared before any training."""
-    where = 'final test accuracy (points), last evaluation, 10 % labels'
+    """The semi-supervised checks, declared before any training (each over the label
+    fractions of the run, Holm-corrected, all fractions must hold)."""
+    where = ('final student test accuracy (points), last evaluation, per label fraction '
+             '(Holm over the fractions)')
     return {
-        'teacher': checks.Check(
-            'teacher',
-            'The EMAN teacher is more accurate than the standard EMA teacher with batch-mode BN '
-            '(paper: about +2 points with 10 % of the ImageNet labels)',
-            'claim', f'EMAN teacher minus EMA-BN teacher {where}', 'superiority', seeds,
-            margin=0.0, effect=2.0),
-        'student': checks.Check(
-            'student',
-            "The EMAN teacher's pseudo-labels train a more accurate student than the EMA-BN "
-            "teacher's",
-            'claim', f'EMAN student minus EMA-BN student {where}', 'superiority', seeds,
-            margin=0.0, effect=None),
-        'semi_supervised_works': checks.Check(
-            'semi_supervised_works',
+        'fixmatch_beats_supervised': checks.Check(
+            'fixmatch_beats_supervised',
             'Semi-supervised learning works in this setting: stock FixMatch beats the same '
-            'pipeline trained on the labeled images only',
-            'sanity', f'stock FixMatch minus supervised-only student {where}', 'superiority',
-            seeds, margin=0.0, effect=None),
+            'pipeline trained on the labeled images only (λ_u = 0), at every label fraction',
+            'sanity', f'FixMatch minus supervised-only {where}', 'superiority', seeds,
+            margin=0.0, effect=SANITY_EFFECT),
+        'eman_beats_fixmatch': checks.Check(
+            'eman_beats_fixmatch',
+            'FixMatch-EMAN (pseudo-labels from the EMAN teacher) is more accurate than stock '
+            'FixMatch at every label fraction (paper: about +7 / +2 points with 1 % / 10 % '
+            'ImageNet labels)',
+            'claim', f'FixMatch-EMAN minus FixMatch {where}', 'superiority', seeds,
+            margin=0.0, effect=CLAIM_EFFECT),
     }
 
 
-def evaluate_checks(declared: dict[str, checks.Check], res: dict) -> tuple[list[dict],
+def evaluate_checks(declared: dict[str, checks.Check], runs: dict) -> tuple[list[dict],
                                                                             list[str]]:
-    """The declared checks on one fraction's results (arm -> curves (seeds, evaluations)),
-    and the notes: the old mean-over-seeds rules with their outcome on ``res``, and why the
-    teacher-vs-student rule is gone."""
-    final = {arm: {part: 100 * np.asarray(res[arm][part])[:, -1]
-                   for part in ('student', 'teacher') if part in res[arm]} for arm in ARMS}
-    evaluated = [
-        declared['teacher'].evaluate(final['eman']['teacher'], final['ema']['teacher']),
-        declared['student'].evaluate(final['eman']['student'], final['ema']['student']),
-        declared['semi_supervised_works'].evaluate(final['fixmatch']['student'],
-                                                   final['supervised']['student'])]
-
-    def old(a, b):
-        held = bool(a.mean() >= b.mean())
-        return (f"{'held' if held else 'did not hold'} ({a.mean():.2f} vs {b.mean():.2f} "
-                '%)')
-    gap = final['eman']['teacher'] - final['eman']['student']
+    """The declared checks over the fractions' results (``runs[fraction][arm]`` curves
+    (seeds, evaluations)), and the notes."""
+    def final(fraction, arm):
+        return 100 * np.asarray(runs[fraction][arm]['student'])[:, -1]
+    cells = {name: {f'{float(f):.0%} labels': (final(f, a), final(f, b)) for f in runs}
+             for name, (a, b) in (('fixmatch_beats_supervised', ('fixmatch', 'supervised')),
+                                  ('eman_beats_fixmatch', ('eman', 'fixmatch')))}
+    evaluated = [declared[name].evaluate_cells(cells[name]) for name in cells]  # ours only
+    gaps = []
+    for f in runs:
+        gap = 100 * np.mean(runs[f]['eman']['teacher'][:, -1] - runs[f]['eman']['student'][:, -1])
+        gaps.append(f'{float(f):.0%}: {gap:+.2f}')
     notes = [
-        'Old rule (no noise model): teacher held when the mean over seeds of the EMAN teacher '
-        'accuracy was >= the EMA-BN teacher\'s; on this run it '
-        f"{old(final['eman']['teacher'], final['ema']['teacher'])}. New rule: paired "
-        'superiority over seeds (margin 0, powered for the paper\'s +2 points).',
-        'Old rule: student held when the mean EMAN student accuracy was >= the EMA-BN '
-        f"student's; on this run it {old(final['eman']['student'], final['ema']['student'])}. "
-        'New rule: paired superiority over seeds (margin 0, not powered).',
-        'Dropped: the old check "EMAN teacher >= its own student" (mean over seeds) is not a '
-        "claim of the paper (it compares EMAN's teacher with EMAN's student, not EMAN with "
-        'the standard EMA teacher); on this run it '
-        f"{old(final['eman']['teacher'], final['eman']['student'])}, mean teacher minus "
-        f'student {gap.mean():+.2f} points; the number stays in the table.',
-        'New sanity check semi_supervised_works: stock FixMatch must beat supervised-only '
-        '(the table\'s references) for the teacher comparison to mean anything; the old rules '
-        'had no such check.']
+        'Arms follow the authors\' code (models/fixmatch.py): stock FixMatch has no teacher, '
+        'the student labels its weak views in the concatenated train-mode batch (its own BN '
+        'statistics); FixMatch-EMAN labels them with the EMAN teacher in eval mode. The earlier '
+        'EMA-BN-teacher arm (batch-mode BN) is the self-supervised baseline, not this one.',
+        'Dropped: "EMAN teacher >= its own student" is not a claim of the paper; the EMAN '
+        f"teacher minus student (points) was {', '.join(gaps)} and the teacher's accuracy "
+        'stays in the table.',
+        'The setting was rebuilt (the earlier 8x8 digits at 240 steps had every pseudo-labelling '
+        'arm below supervised-only): mnist5k 28x28, real weak/strong augmentations, τ 0.95, '
+        'λ_u 1 with a linear ramp, μ 5; the sanity check fixmatch_beats_supervised gates the '
+        'claim.',
+        'Paper-scale target (GPU; not run here): FixMatch-EMAN ResNet-50 on ImageNet reaches '
+        '63.0 / 74.0 % top-1 with 1 % / 10 % labels, about +7 / +2 points over FixMatch '
+        '(abstract; the baseline rows were not retrieved).']
     return evaluated, notes
 
 
-def main(argv=None):
-    args, hp = common.parse_with_setting(__doc__, argv, get_config, paper_setting)
-    started = time.perf_counter()
-    declared = declare_checks(common.declared_seeds(args))
-    out_dir = common.output_dir(args, NAME)
+def semi_supervised(args, hp: dict, out_dir: str, declared: dict[str, checks.Check]) -> dict:
+    """Train and summarize the semi-supervised part; returns its report parts:
+    ``table`` (markdown rows with header), ``checks`` (evaluated), ``notes``, ``runs`` (per
+    fraction), ``figures`` (paths) and ``ran`` (one paragraph)."""
     splits = data.load_standardized(hp['dataset'], data_dir=args.data_dir)
-    steps, eval_every, labeled_batch = hp['steps'], hp['eval_every'], hp['labeled_batch']
     fractions = hp['fractions']
-    rows = ['| labels | arm | student acc (%) | teacher acc (%) | teacher − student | '
-            'mask rate (%) | confident pseudo-label acc (%) |', '|---|---|---|---|---|---|---|']
-    runs = {}
+    rows, runs = list(TABLE_HEADER), {}
     fig, axes = plt.subplots(2, len(fractions), figsize=(6.5 * len(fractions), 8),
                              squeeze=False)
     with common.shared_compilations():
@@ -324,25 +345,34 @@ def main(argv=None):
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
-    evaluated, notes = evaluate_checks(declared, runs[f'{CHECK_FRACTION:g}'])
+    evaluated, notes = evaluate_checks(declared, runs)
     widths = ', '.join(f'{k} {v}' for k, v in hp['model_kwargs'].items())
-    ran = (f"FixMatch, {hp['model']} {widths} + BN, {hp['dataset']}, "
-           f"{', '.join(f'{f:.0%}' for f in fractions)} labels, {steps} steps (labeled batch "
-           f"{labeled_batch}, μ={hp['mu']}, τ={hp['threshold']}, λ_u={hp['lambda_u']}, teacher "
-           f"m={hp['teacher_momentum']}), {args.seeds} seeds; arms: "
-           'supervised only = the same pipeline with λ_u = 0 (reference); stock FixMatch = no '
-           'teacher, student forwards concat(labeled, weak, strong) and labels the strong '
-           'images from its own stop-gradient weak predictions (reference, the paper\'s '
-           'baseline); EMA-BN = teacher with EMA params and batch-mode BN; EMAN = teacher with '
-           'EMA params and BN statistics, eval mode. Accuracies are on the '
-           f'{len(splits.test_labels)} test images; '
+    ran = (f"FixMatch, {hp['model']} ({widths}) + BN, {hp['dataset']}, "
+           f"{', '.join(f'{f:.0%}' for f in fractions)} labels, {hp['steps']} steps (labeled "
+           f"batch {hp['labeled_batch']}, μ={hp['mu']}, τ={hp['threshold']}, "
+           f"λ_u={hp['lambda_u']} ramped over {hp['ramp_steps']} steps, EMAN m="
+           f"{hp['teacher_momentum']}, augmentations {hp['augment']!r}), {args.seeds} seeds; "
+           'arms: supervised only = the same pipeline with λ_u = 0 (reference); stock FixMatch = '
+           'the student labels its weak views in its own train-mode batch (the paper\'s '
+           'baseline); FixMatch-EMAN = the EMAN teacher (EMA of params and BN statistics, eval '
+           f'mode) labels them. Accuracies are on the {len(splits.test_labels)} test images; '
            'mask rate and confident pseudo-label accuracy are means over the last '
-           f'{eval_every} steps. Each arm is one seed-batched run of the engine (fixmatch and '
-           'eman extensions); every teacher equalled its student, params and statistics, at '
-           'step 0 (verified).')
-    checks.write_results(out_dir, paper=TITLE, claim=CLAIM, ran=ran, scale=args.scale,
-                         seeds=args.seeds, table=rows, checks=evaluated, figures=[png],
-                         started=started, notes=notes, runs=runs)
+           f"{hp['eval_every']} steps. Each arm is one seed-batched run of the engine (fixmatch "
+           'and eman extensions); every teacher equalled its student at step 0 (verified).')
+    return {'table': rows, 'checks': evaluated, 'notes': notes, 'runs': runs,
+            'figures': [png], 'ran': ran}
+
+
+def main(argv=None):
+    args, hp = common.parse_with_setting(__doc__, argv, get_config, paper_setting)
+    started = time.perf_counter()
+    declared = declare_checks(common.declared_seeds(args))
+    out_dir = common.output_dir(args, NAME)
+    part = semi_supervised(args, hp, out_dir, declared)
+    checks.write_results(out_dir, paper=TITLE, claim=CLAIM, ran=part['ran'], scale=args.scale,
+                         seeds=args.seeds, table=part['table'], checks=part['checks'],
+                         figures=part['figures'], started=started, notes=part['notes'],
+                         runs=part['runs'])
     return 0
 
 
