@@ -27,9 +27,8 @@ Defaults follow the pixel-level PGD of A-FAN's own segmentation code (its "advt"
 research/norm.md 3.3): T = 5, gamma = 1/255, eps = 4/255, random start, clipping; in input
 units after standardization, divide them by the dataset's pixel std (the experiment does).
 
-This module registers the ``advprop`` extension on import; it is not in
-``jaxnorm.extension.BUILTIN_MODULES`` yet, so import it before building a config that uses
-it (``jaxnorm.papers.afan`` does).
+This module registers the ``advprop`` extension on import (it is in
+``jaxnorm.extension.BUILTIN_MODULES``, so every config has its section).
 """
 from __future__ import annotations
 

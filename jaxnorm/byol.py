@@ -31,8 +31,8 @@ The extension holds the target in its own state (a :class:`jaxnorm.eman.TeacherS
 in the ``eman`` extension's, because BYOL's momentum is a schedule and the ``eman``
 extension's is a constant; ``eman.update`` / ``eman.apply_teacher`` do the averaging and the
 forward pass. It replaces the step's loss, so it does not compose with another loss-replacing
-extension. Not in :data:`jaxnorm.extension.BUILTIN_MODULES`: ``import jaxnorm.byol`` registers
-it; :func:`register_model` adds the ``byol_cnn`` model (called when ``byol`` is switched on).
+extension. It is one of :data:`jaxnorm.extension.BUILTIN_MODULES`; :func:`register_model`
+adds the ``byol_cnn`` model (called when ``byol`` is switched on).
 
 References: J.-B. Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020, arXiv:2006.07733.
 Z. Cai et al., "Exponential Moving Average Normalization for Self-supervised and

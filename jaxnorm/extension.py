@@ -53,9 +53,9 @@ import optax
 # metrics is a dict of scalars (per step; the epoch's record gets their means).
 ForwardLoss = Callable[..., tuple[Any, tuple[Any, Any]]]
 # The modules whose import registers the extensions that ship with jaxnorm.
-BUILTIN_MODULES = ('jaxnorm.lawn', 'jaxnorm.afan', 'jaxnorm.eman', 'jaxnorm.fixmatch',
-                   'jaxnorm.mimicnorm', 'jaxnorm.orthoreg', 'jaxnorm.sparsity',
-                   'jaxnorm.unification', 'jaxnorm.continual')
+BUILTIN_MODULES = ('jaxnorm.lawn', 'jaxnorm.afan', 'jaxnorm.advprop', 'jaxnorm.eman',
+                   'jaxnorm.fixmatch', 'jaxnorm.byol', 'jaxnorm.mimicnorm', 'jaxnorm.orthoreg',
+                   'jaxnorm.sparsity', 'jaxnorm.unification', 'jaxnorm.continual')
 
 
 @dataclasses.dataclass(frozen=True)
