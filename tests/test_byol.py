@@ -149,9 +149,11 @@ def test_selfsup_checks_follow_the_per_seed_numbers(tmp_path):
     rng = np.random.default_rng(0)
     base = rng.uniform(0.5, 0.7, 4)
     noise = lambda: rng.normal(0, 0.002, 4)  # noqa: E731
-    # EMAN +10 points at B=32, -1 at B=256 (1 % labels); equal at 100 %; random init far below
+    small, large = setting['batch_sizes']
+    # EMAN +10 points at the small batch, -1 at the large one (1 % labels); equal at 100 %;
+    # random init far below
     scores = {'random_init': [{'0.01': 0.2, '1': 0.3}] * 4}
-    for b, gain in ((32, 0.10), (256, -0.01)):
+    for b, gain in ((small, 0.10), (large, -0.01)):
         ema = base + noise()
         scores[f'batch{b}-ema'] = [{'0.01': e, '1': 0.8 + d} for e, d in zip(ema, noise())]
         eman = ema + gain + noise()
@@ -160,19 +162,30 @@ def test_selfsup_checks_follow_the_per_seed_numbers(tmp_path):
     losses = {k: [[1.0]] * 4 for k in scores if k != 'random_init'}
     res = eman_selfsup.evaluate(setting, 4, declared, scores, losses, 1.0)
     outcome = {c['name']: c['outcome'] for c in res['checks']}
-    assert outcome['eman_gain_1pct'] == 'refuted'  # the B=256 cell excludes +4
+    assert outcome['eman_gain_1pct'] == 'refuted'  # the large-batch cell excludes +4
     assert outcome['eman_gain_100pct'] == 'refuted'
     assert outcome['pretraining_learns'] == 'supported'
     cells = {c['cell']: c['outcome'] for c in res['checks'][0]['cells']}
-    assert cells == {'batch32': 'supported', 'batch256': 'refuted'}
+    assert cells == {f'batch{small}': 'supported', f'batch{large}': 'refuted'}
     np.testing.assert_allclose(res['mechanism']['mean'], 11.0, atol=0.5)
     assert res['mechanism']['low'] > 0
     from jaxnorm.papers import checks
     assert checks.verdict(res['checks']) == 'not reproduced'
     notes = eman_selfsup.notes(res)
     assert any('larger at the small batch, as the mechanism predicts' in n for n in notes)
+    assert notes[0].startswith('A first standard run (commit bbf8dcc')
     path = checks.write_results(str(tmp_path), paper=res['paper'], claim=res['claim'],
                                 ran=res['ran'], scale='standard', seeds=4, table=res['table'],
                                 checks=res['checks'], figures=[], started=0.0, notes=notes,
                                 mechanism=res['mechanism'], runs=res['runs'])
     assert checks.read_results(path)['verdict'] == 'not reproduced'
+
+
+def test_standard_batch_sizes_get_about_equal_steps():
+    from jaxnorm.papers import eman_selfsup
+    setting = eman_selfsup.get_setting('standard')
+    for batch in setting['batch_sizes']:
+        per_epoch = 4000 // batch  # mnist5k: 4,000 training images, the last partial batch dropped
+        epochs = eman_selfsup.epochs_at(setting, batch)
+        assert epochs * per_epoch >= setting['steps'] > (epochs - 1) * per_epoch
+    assert eman_selfsup.epochs_at(eman_selfsup.get_setting('quick'), 256) == 1
