@@ -215,8 +215,12 @@ class LogitBatchNorm(BatchNorm):
     _linen = mimicnorm.LogitBatchNorm
 
     def __init__(self, num_features: int, *, use_scale: bool = False, use_bias: bool = False,
-                 **options):
+                 enabled: bool = True, **options):
         super().__init__(num_features, use_scale=use_scale, use_bias=use_bias, **options)
+        self.enabled = enabled  # False: the identity (MimicNorm's weight-mean-only ablation)
+
+    def __call__(self, x, use_running_average: bool | None = None):
+        return super().__call__(x, use_running_average) if self.enabled else x
 
 
 class VarianceNorm(_RunningStatsNorm):

@@ -111,6 +111,19 @@ def numpy_kernel_init(key, shape, dtype=jnp.float32):
     return jnp.asarray(np.random.default_rng(0).normal(size=shape), dtype)
 
 
+def test_disabled_logit_batch_norm_is_the_identity_in_both_apis():
+    """MimicNorm's weight-mean-only ablation: enabled=False passes the logits through, in
+    train and eval mode, and keeps no statistics to update."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(6, C)), jnp.float32)
+    ours = J.LogitBatchNorm(C, enabled=False, rngs=rngs())
+    for running in (False, True):
+        np.testing.assert_array_equal(ours(x, use_running_average=running), x)
+    np.testing.assert_array_equal(ours.mean[...], np.zeros(C))
+    linen = mimicnorm.LogitBatchNorm(enabled=False)
+    variables = linen.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(linen.apply(variables, x, train=True), x)
+
+
 @pytest.mark.parametrize('linen_class', [c for c in J.LINEN_TWINS if c is not nn.Conv],
                          ids=lambda c: c.__name__)
 def test_same_options_defaults_and_initial_parameters_as_the_linen_twin(linen_class):
